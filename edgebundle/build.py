@@ -1,0 +1,233 @@
+"""The build pipeline: BuildPlan -> staged app dir (runtime + model + manifest) -> backend -> binary.
+
+Nothing is written at the plan's output path until the binary is complete and has passed its own
+self-test (when it can run here); it then appears there in one atomic rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .backends import BACKENDS, Stage
+from .errors import BuildError, ConfigError, ModelError
+from .modelcheck import check_file, parse_probe_error, validate
+from .plan import BuildPlan
+from .recipe import read_labels
+from .runner import Echo
+from .target import interpreters
+from .toolchains.venv import HostVenv
+
+RUNTIME_SRC = Path(__file__).parent / "runtime"
+RUNTIME_PACKAGE = "ebrt"  # the runtime's name inside binaries
+ENTRY_SCRIPT = f"from {RUNTIME_PACKAGE}.app import entry\n\nentry()\n"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildReport:
+    path: str
+    size_bytes: int
+    sha256: str
+    build_seconds: float
+    target: str
+    arch: str
+    backend: str
+    interpreter: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (
+            f"built {self.path}: {self.size_bytes / 1e6:.1f} MB ({self.size_bytes} bytes), "
+            f"sha256 {self.sha256}, {self.build_seconds:.1f} s"
+        )
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def build(plan: BuildPlan, echo: Echo) -> BuildReport:
+    start = time.monotonic()
+    check_file(plan.model)
+    labels = read_labels(plan.recipe.output.labels) if plan.recipe.output.labels else None
+    if not plan.native:
+        raise ConfigError(
+            f"--target {plan.target.name}: building for {plan.target.arch} on this host needs an "
+            "emulated build root, which this version does not create yet; build on a "
+            f"{plan.target.arch} machine"
+        )
+    toolchain = HostVenv(plan.target, plan.backend)
+    toolchain.ensure(echo)
+    pins = interpreters()[plan.target.interpreter]
+
+    workdir = Path(tempfile.mkdtemp(prefix=f"edgebundle-{plan.name}-"))
+    stage = Stage(workdir=workdir, name=plan.name, interpreter_module=pins.module)
+    ok = False
+    try:
+        _stage_runtime(stage)
+        model_file = stage.app / "model.tflite"
+        shutil.copyfile(plan.model, model_file)
+        echo(f"checking {plan.model} with {plan.target.interpreter}")
+        sig = _probe_signature(toolchain.python, pins.module, pins.distribution, plan.model, stage)
+        resolved = validate(plan.recipe, sig, labels)
+        manifest = _manifest(plan, sig, resolved.image_input, labels, model_file)
+        (stage.app / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        toolchain.run(
+            [toolchain.python, "-m", f"{RUNTIME_PACKAGE}.buildtime", "reference", str(stage.app)],
+            log=stage.log,
+            what="computing the self-test reference",
+            cwd=stage.app,
+        )
+        backend = BACKENDS[plan.backend]
+        echo(f"building with {plan.backend} (log: {stage.log})")
+        toolchain.run(backend.command(toolchain.python, stage), log=stage.log, what=plan.backend, cwd=workdir)
+        produced = backend.result(stage)
+        if not produced.is_file():
+            raise BuildError(f"{plan.backend} reported success but wrote no {produced}")
+        report = _install(plan, produced, start, echo)
+        ok = True
+        return report
+    finally:
+        if ok and not plan.keep_build_dir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            echo(f"build directory kept: {workdir}")
+
+
+def _stage_runtime(stage: Stage) -> None:
+    shutil.copytree(
+        RUNTIME_SRC,
+        stage.app / RUNTIME_PACKAGE,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
+    stage.entry.write_text(ENTRY_SCRIPT)
+
+
+def _probe_signature(
+    python: str, module: str, distribution: str, model: Path, stage: Stage
+) -> dict[str, Any]:
+    # Run directly (not through the runner) because a refusal here is the user's model error,
+    # reported as such, not a build failure.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONPATH"] = str(stage.app)
+    proc = subprocess.run(
+        [
+            python,
+            "-m",
+            f"{RUNTIME_PACKAGE}.buildtime",
+            "signature",
+            module,
+            distribution,
+            str(model.resolve()),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=stage.app,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    with open(stage.log, "a", encoding="utf-8") as log:
+        log.write(f"signature probe: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}\n")
+    if proc.returncode != 0:
+        raise parse_probe_error(model, proc.stderr, proc.returncode)
+    try:
+        sig: dict[str, Any] = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise ModelError(f"{model}: the model probe printed no signature (see {stage.log})") from None
+    return sig
+
+
+def _manifest(
+    plan: BuildPlan,
+    sig: dict[str, Any],
+    image_input: str,
+    labels: list[str] | None,
+    model_file: Path,
+) -> dict[str, Any]:
+    recipe = plan.recipe.to_manifest()
+    recipe["input"]["tensor"] = image_input
+    return {
+        "edgebundle_version": __version__,
+        "target": plan.target.to_json(),
+        "backend": plan.backend,
+        "interpreter": {
+            "name": plan.target.interpreter,
+            "module": interpreters()[plan.target.interpreter].module,
+            "version": sig["interpreter_version"],
+        },
+        "python": sig["python"],
+        "numpy": sig["numpy"],
+        "pillow": sig["pillow"],
+        "model": {
+            "file": model_file.name,
+            "source_name": plan.model.name,
+            "sha256": sha256_file(model_file),
+            "size_bytes": model_file.stat().st_size,
+            "inputs": sig["inputs"],
+            "outputs": sig["outputs"],
+            "ops": sig["ops"],
+        },
+        "recipe": recipe,
+        "labels": labels,
+        "selftest": {"image": "selftest.png", "reference": "selftest.npz"},
+    }
+
+
+def _install(plan: BuildPlan, produced: Path, start: float, echo: Echo) -> BuildReport:
+    """Copy the result next to the output, self-test it there, then rename it into place."""
+    out = plan.output
+    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    try:
+        shutil.copyfile(produced, partial)
+        os.chmod(partial, 0o755)
+        if plan.native:
+            _self_test(partial, echo)
+        digest = sha256_file(partial)
+        size = partial.stat().st_size
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+    return BuildReport(
+        path=str(out),
+        size_bytes=size,
+        sha256=digest,
+        build_seconds=round(time.monotonic() - start, 2),
+        target=plan.target.name,
+        arch=plan.target.arch,
+        backend=plan.backend,
+        interpreter=plan.target.interpreter,
+    )
+
+
+def _self_test(binary: Path, echo: Echo) -> None:
+    """Run the fresh binary's --self-test in an empty directory with a minimal environment."""
+    echo(f"self-testing {binary.name}")
+    with tempfile.TemporaryDirectory(prefix="edgebundle-selftest-") as empty:
+        proc = subprocess.run(
+            [str(binary.resolve()), "--self-test"],
+            capture_output=True,
+            text=True,
+            cwd=empty,
+            stdin=subprocess.DEVNULL,
+            env={"PATH": "/usr/bin:/bin", "HOME": empty, "TMPDIR": empty},
+            check=False,
+        )
+    if proc.returncode != 0:
+        tail = " | ".join((proc.stderr.strip() or proc.stdout.strip()).splitlines()[-5:])
+        raise BuildError(f"the built binary failed its self-test (exit {proc.returncode}): {tail}")

@@ -1,0 +1,166 @@
+"""The ``edgebundle`` command: parse, build a plan, call the core, and map errors to exit codes here
+and only here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .errors import EdgeBundleError
+from .recipe import bundled_recipes, load_recipe
+from .target import bundled_targets, interpreters, load_target
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _echo(line: str) -> None:
+    click.echo(line, err=True)
+
+
+def handle_errors(func: F) -> F:
+    """One line on stderr and the error's own exit code; a traceback only with --debug."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = click.get_current_context().find_root().params.get("debug", False)
+        try:
+            return func(*args, **kwargs)
+        except EdgeBundleError as exc:
+            if debug:
+                raise
+            click.echo(f"edgebundle: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("edgebundle: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgebundle")
+@click.option("--debug", is_flag=True, envvar="EDGEBUNDLE_DEBUG", help="Show tracebacks.")
+def main(debug: bool) -> None:
+    """Bundle a TFLite model and a preprocessing recipe into one executable for edge Linux."""
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--recipe", "-r", required=True, help="Recipe file, or the name of a bundled recipe.")
+@click.option("--labels", type=click.Path(path_type=Path), help="Labels file (overrides the recipe).")
+@click.option(
+    "--target",
+    "-t",
+    default="host",
+    show_default=True,
+    envvar="EDGEBUNDLE_TARGET",
+    help="host, x86_64/amd64, arm64/aarch64, a bundled target name or a target file.",
+)
+@click.option(
+    "--backend",
+    "-b",
+    default="pyinstaller",
+    show_default=True,
+    envvar="EDGEBUNDLE_BACKEND",
+    help="pyinstaller.",
+)
+@click.option(
+    "--interpreter", help="Override the target's interpreter package (tflite-runtime or ai-edge-litert)."
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Where to write the binary [default: dist/MODEL_STEM].",
+)
+@click.option("--report", type=click.Path(path_type=Path), help="Also write the build report as JSON.")
+@click.option("--keep-build-dir", is_flag=True, help="Keep the staging directory for inspection.")
+@handle_errors
+def build(
+    model: Path,
+    recipe: str,
+    labels: Path | None,
+    target: str,
+    backend: str,
+    interpreter: str | None,
+    output: Path | None,
+    report: Path | None,
+    keep_build_dir: bool,
+) -> None:
+    """Build MODEL (.tflite) with RECIPE into one executable file."""
+    from .build import build as run_build
+    from .plan import make_plan
+
+    plan = make_plan(
+        model=model,
+        recipe=load_recipe(recipe, labels_override=labels),
+        target=load_target(target, interpreter_override=interpreter),
+        backend=backend,
+        output=output,
+        keep_build_dir=keep_build_dir,
+    )
+    click.echo(plan.summary(), err=True)
+    result = run_build(plan, _echo)
+    if report is not None:
+        _write_atomic(report, json.dumps(result.to_json(), indent=2) + "\n")
+    click.echo(result.summary())
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def targets(as_json: bool) -> None:
+    """List the bundled targets."""
+    loaded = [load_target(name) for name in sorted(bundled_targets())]
+    if as_json:
+        click.echo(json.dumps([t.to_json() for t in loaded], indent=2))
+        return
+    for t in loaded:
+        b = t.budgets
+        click.echo(
+            f"{t.name:16} {t.arch:8} py{t.python:5} {t.interpreter:15} glibc>={t.glibc_floor:5} "
+            f"size<={b.max_size_mb}MB start<={b.max_startup_ms}ms rss<={b.max_rss_mb}MB"
+        )
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def recipes(as_json: bool) -> None:
+    """List the bundled recipes."""
+    loaded = [load_recipe(path) for _, path in sorted(bundled_recipes().items())]
+    if as_json:
+        click.echo(json.dumps([{"path": str(r.path), **r.to_manifest()} for r in loaded], indent=2))
+        return
+    for r in loaded:
+        i, o = r.input, r.output
+        extra = f" top-{o.top_k}" if o.top_k else ""
+        click.echo(
+            f"{r.path.stem:20} {i.color:3} {i.resize:11} {i.interpolation:8} "
+            f"softmax={str(o.softmax).lower()}{extra}"
+        )
+
+
+@main.command(name="interpreters")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_interpreters(as_json: bool) -> None:
+    """List the supported interpreter packages and their pins."""
+    known = interpreters()
+    if as_json:
+        click.echo(json.dumps({k: list(v.requires) for k, v in known.items()}, indent=2))
+        return
+    for name, pins in known.items():
+        click.echo(f"{name:15} python {','.join(pins.pythons):20} {' '.join(pins.requires)}")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -1,0 +1,144 @@
+"""Checking a model against a recipe before anything is built.
+
+The model's signature comes from the target's own interpreter (``probe_signature`` runs it in the
+build environment); ``validate`` is pure and names the recipe file and key for every mismatch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, ModelError, did_you_mean
+from .recipe import Recipe
+from .runtime.geometry import Geometry, image_geometry
+
+INPUT_DTYPES = ("float32", "float16", "uint8", "int8", "int16")
+
+
+def check_file(model: Path) -> None:
+    """Cheap checks that give a clearer message than the interpreter would."""
+    try:
+        with open(model, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise ModelError(f"{model}: cannot read model: {exc.strerror}") from None
+    if len(head) < 8:
+        raise ModelError(f"{model}: not a TFLite model (file is {len(head)} bytes)")
+    if head[4:8] != b"TFL3":
+        raise ModelError(
+            f"{model}: not a TFLite model (no 'TFL3' flatbuffer identifier); "
+            "convert it with tf.lite.TFLiteConverter first"
+        )
+
+
+def parse_probe_error(model: Path, message: str, returncode: int) -> ModelError:
+    """Turn the build-time probe's failure into a one-line, actionable ModelError."""
+    if returncode < 0:
+        return ModelError(
+            f"{model}: the interpreter crashed loading the model (signal {-returncode}); "
+            "the file is probably truncated or corrupt"
+        )
+    text = message.strip().splitlines()[-1] if message.strip() else "unknown error"
+    if "custom op" in text or "Flex" in text or "Didn't find op" in text or "not supported" in text:
+        return ModelError(
+            f"{model}: the target's interpreter cannot run this model: {text}; "
+            "re-convert it with TFLite builtin ops only (no SELECT_TF_OPS / custom ops)"
+        )
+    return ModelError(f"{model}: the interpreter refused the model: {text}")
+
+
+def load_signature(text: str) -> dict[str, Any]:
+    sig: dict[str, Any] = json.loads(text)
+    return sig
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What validation decides: which input the image feeds and its geometry."""
+
+    image_input: str
+    geometry: Geometry
+
+
+def validate(recipe: Recipe, sig: dict[str, Any], labels: list[str] | None) -> Resolved:
+    inputs: list[dict[str, Any]] = sig["inputs"]
+    outputs: list[dict[str, Any]] = sig["outputs"]
+    where = recipe.path
+    input_names = [t["name"] for t in inputs]
+
+    for name in recipe.constants:
+        if name not in input_names:
+            raise ConfigError(
+                f"{where}: [constants].{name}: model has no input named {name!r}"
+                f"{did_you_mean(name, input_names)}; inputs: {', '.join(input_names)}"
+            )
+
+    if recipe.input.tensor is not None:
+        if recipe.input.tensor not in input_names:
+            raise ConfigError(
+                f"{where}: [input].tensor: model has no input named {recipe.input.tensor!r}"
+                f"{did_you_mean(recipe.input.tensor, input_names)}; "
+                f"inputs: {', '.join(input_names)}"
+            )
+        image = next(t for t in inputs if t["name"] == recipe.input.tensor)
+    else:
+        candidates = [t for t in inputs if t["name"] not in recipe.constants]
+        if len(candidates) != 1:
+            listing = ", ".join(f"{t['name']} {t['dtype']}{t['shape']}" for t in inputs)
+            raise ConfigError(
+                f"{where}: [input].tensor: model has {len(inputs)} inputs ({listing}); set "
+                "[input].tensor to the image input and give the others in [constants]"
+            )
+        image = candidates[0]
+
+    for t in inputs:
+        if t["name"] != image["name"] and t["name"] not in recipe.constants:
+            raise ConfigError(
+                f"{where}: [constants]: model input {t['name']!r} {t['dtype']}{t['shape']} is not "
+                f'fed; add  [constants] "{t["name"]}" = VALUE'
+            )
+
+    if image["dtype"] not in INPUT_DTYPES:
+        raise ConfigError(
+            f"{where}: [input]: model input {image['name']!r} has dtype {image['dtype']}; "
+            f"images can feed {', '.join(INPUT_DTYPES)}"
+        )
+    try:
+        geo = image_geometry(image["shape"], recipe.input.layout)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: [input]: model input {image['name']!r}: {exc}") from None
+    if geo.channels != recipe.input.channels:
+        key = "layout" if recipe.input.layout else "color"
+        raise ConfigError(
+            f"{where}: [input].{key}: color {recipe.input.color!r} gives "
+            f"{recipe.input.channels} channel(s) but model input {image['name']!r} "
+            f"{image['shape']} has {geo.channels} in layout {geo.layout}"
+        )
+
+    output_names = [t["name"] for t in outputs]
+    if recipe.output.tensor is not None and recipe.output.tensor not in output_names:
+        raise ConfigError(
+            f"{where}: [output].tensor: model has no output named {recipe.output.tensor!r}"
+            f"{did_you_mean(recipe.output.tensor, output_names)}; "
+            f"outputs: {', '.join(output_names)}"
+        )
+    chosen = next((t for t in outputs if t["name"] == recipe.output.tensor), outputs[0] if outputs else None)
+    if chosen is None:
+        raise ModelError(f"{recipe.path}: model has no outputs")
+    size = math.prod(chosen["shape"])
+    if recipe.output.top_k is not None and recipe.output.top_k > size:
+        raise ConfigError(
+            f"{where}: [output].top_k: {recipe.output.top_k} is more than the "
+            f"{size} values of output {chosen['name']!r}"
+        )
+    if labels is not None and len(labels) != size:
+        source = recipe.output.labels
+        raise ConfigError(
+            f"{source}: labels file has {len(labels)} lines but output {chosen['name']!r} "
+            f"{chosen['shape']} has {size} values ([output].labels in {where})"
+        )
+    return Resolved(image_input=image["name"], geometry=geo)

@@ -1,0 +1,170 @@
+"""The binary's command line: ``APP IMAGE...``, ``--save-outputs``, ``--info``, ``--self-test``.
+
+Exit codes: 0 success; 1 self-test failed; 2 an input (or argument) was bad, the others were still
+processed; 3 the bundled model could not be loaded; 70 an unexpected internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_SELFTEST_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_MODEL = 3
+EXIT_INTERNAL = 70
+
+
+def main(argv: list[str] | None = None) -> int:
+    prog = os.path.basename(sys.argv[0]) or "app"
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Run the bundled TFLite model on images. One JSON line per image on stdout.",
+    )
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files (.npy/.npz: raw)")
+    parser.add_argument("--save-outputs", metavar="OUT.npz", help="write raw output tensors")
+    parser.add_argument("--info", action="store_true", help="print the manifest as JSON")
+    parser.add_argument("--self-test", action="store_true", help="check the embedded sample")
+    parser.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    args = parser.parse_args(argv)
+
+    from .session import bundle_dir, read_manifest
+
+    root = bundle_dir()
+    manifest = read_manifest(root)
+    if args.info:
+        _print_json(manifest)
+        return 0
+    if not args.images and not args.self_test:
+        parser.print_usage(sys.stderr)
+        print(f"{prog}: error: give IMAGE files, --self-test or --info", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.save_outputs and len(args.images) != 1:
+        print(f"{prog}: error: --save-outputs takes exactly one IMAGE", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    from .model import ModelLoadError
+    from .session import Session, default_threads
+
+    try:
+        session = Session(root, manifest, args.threads or default_threads())
+    except ModelLoadError as exc:
+        print(f"{prog}: error: cannot load the bundled model: {exc}", file=sys.stderr)
+        return EXIT_MODEL
+    if args.self_test:
+        return _self_test(prog, session)
+    return _run_images(prog, session, args.images, args.save_outputs)
+
+
+def _run_images(prog: str, session: Any, images: list[str], save_to: str | None) -> int:
+    from .postprocess import summarize
+    from .preprocess import ImageError
+
+    status = 0
+    for path in images:
+        try:
+            feeds = session.feeds_for_file(path)
+        except ImageError as exc:
+            print(f"{prog}: error: {path}: {exc}", file=sys.stderr)
+            status = EXIT_BAD_INPUT
+            continue
+        values, ms = session.infer(feeds)
+        if save_to:
+            _save_outputs(save_to, session, values)
+        result = {"image": path}
+        result.update(summarize(values, session.outputs, session.recipe["output"], session.labels))
+        result["latency_ms"] = round(ms, 3)
+        _print_json(result)
+    return status
+
+
+def _save_outputs(path: str, session: Any, values: list[Any]) -> None:
+    import numpy as np
+
+    from .model import output_keys
+
+    arrays = dict(zip(output_keys(session.outputs), values, strict=True))
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _self_test(prog: str, session: Any) -> int:
+    import numpy as np
+
+    from .model import output_keys
+
+    manifest = session.manifest
+    problems = []
+    digest = _sha256(session.model_path)
+    if digest != manifest["model"]["sha256"]:
+        problems.append(f"model sha256 {digest} does not match the manifest")
+    selftest = manifest["selftest"]
+    feeds = session.feeds_for_image(str(session.root / selftest["image"]))
+    values, ms = session.infer(feeds)
+    max_diff = 0.0
+    with np.load(session.root / selftest["reference"]) as ref:
+        for key, value in zip(output_keys(session.outputs), values, strict=True):
+            expected = ref[key]
+            if expected.shape != value.shape or expected.dtype != value.dtype:
+                problems.append(f"output {key}: {value.dtype}{value.shape} != {expected.dtype}")
+                continue
+            diff = np.abs(value.astype(np.float64) - expected.astype(np.float64))
+            max_diff = max(max_diff, float(diff.max(initial=0.0)))
+            if value.dtype.kind == "f":
+                ok = np.allclose(value, expected, rtol=1e-4, atol=1e-5)
+            else:  # quantized kernels may round differently by one step across CPUs
+                ok = bool(diff.max(initial=0.0) <= 1)
+            if not ok:
+                problems.append(f"output {key} differs from the build-time reference")
+    result = {
+        "self_test": "fail" if problems else "pass",
+        "max_abs_diff": max_diff,
+        "latency_ms": round(ms, 3),
+        "problems": problems,
+    }
+    _print_json(result)
+    if problems:
+        print(f"{prog}: self-test failed: {'; '.join(problems)}", file=sys.stderr)
+        return EXIT_SELFTEST_FAILED
+    return 0
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def entry() -> None:
+    """The frozen program's entry point: no traceback reaches the user unless EDGEBUNDLE_DEBUG=1."""
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        code = 130
+    except BrokenPipeError:
+        code = 0
+    except Exception as exc:
+        if os.environ.get("EDGEBUNDLE_DEBUG"):
+            raise
+        prog = os.path.basename(sys.argv[0])
+        print(f"{prog}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        code = EXIT_INTERNAL
+    sys.exit(code)

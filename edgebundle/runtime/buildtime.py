@@ -1,0 +1,95 @@
+"""Build-time probe, run by the builder inside the build environment (never frozen into a binary).
+
+    python -m ebrt.buildtime signature MODULE DISTRIBUTION MODEL   -> JSON on stdout
+    python -m ebrt.buildtime reference APPDIR                      -> writes the self-test files
+
+It runs in the build environment because that is where the target's interpreter package lives; a
+crash of the interpreter on a corrupt model (it happens) then kills this process, not the builder.
+Errors: one line on stderr, exit 3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _signature(module: str, distribution: str, model: str) -> None:
+    from .model import ModelLoadError, load_interpreter, signature
+
+    try:
+        interpreter = load_interpreter(module, model)
+    except ModelLoadError as exc:
+        print(str(exc), file=sys.stderr)
+        raise SystemExit(3) from None
+    sig = signature(interpreter)
+    ops: list[str] = []
+    get_ops = getattr(interpreter, "_get_ops_details", None)
+    if get_ops is not None:
+        ops = sorted({str(op["op_name"]) for op in get_ops()})
+    sig.update(
+        ops=ops,
+        interpreter_version=metadata.version(distribution),
+        python=platform.python_version(),
+        machine=platform.machine(),
+        numpy=np.__version__,
+        pillow=metadata.version("pillow"),
+    )
+    json.dump(sig, sys.stdout)
+
+
+def selftest_image(width: int, height: int) -> np.ndarray[Any, Any]:
+    """A deterministic RGB test card a bit larger than the model's input (so resizing is exercised)."""
+    w, h = width + width // 2 + 1, height + height // 3 + 1
+    y, x = np.mgrid[0:h, 0:w]
+    r = (x * 255 // max(w - 1, 1)).astype(np.uint8)
+    g = (y * 255 // max(h - 1, 1)).astype(np.uint8)
+    b = (((x // 3 + y // 3) % 2) * 200 + 20).astype(np.uint8)
+    return np.stack([r, g, b], axis=-1)
+
+
+def _reference(appdir: str) -> None:
+    from PIL import Image
+
+    from .geometry import image_geometry
+    from .model import output_keys
+    from .session import Session, read_manifest
+
+    root = Path(appdir)
+    manifest = read_manifest(root)
+    session = Session(root, manifest)
+    geo = image_geometry(session.image_input["shape"], manifest["recipe"]["input"]["layout"])
+    image_path = root / manifest["selftest"]["image"]
+    Image.fromarray(selftest_image(geo.width, geo.height), "RGB").save(image_path, format="PNG")
+    values, _ = session.infer(session.feeds_for_image(str(image_path)))
+    target = root / manifest["selftest"]["reference"]
+    tmp = target.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **dict(zip(output_keys(session.outputs), values, strict=True)))
+    os.replace(tmp, target)
+    summary = {
+        k: {"shape": list(v.shape), "dtype": v.dtype.name}
+        for k, v in zip(output_keys(session.outputs), values, strict=True)
+    }
+    json.dump(summary, sys.stdout)
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["signature"] and len(argv) == 4:
+        _signature(argv[1], argv[2], argv[3])
+    elif argv[:1] == ["reference"] and len(argv) == 2:
+        _reference(argv[1])
+    else:
+        print(__doc__, file=sys.stderr)
+        raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,46 @@
+"""Where height, width and channels sit in an image input tensor. Standard library only: the builder
+uses it too, to validate a recipe against a model before anything is built."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Geometry(NamedTuple):
+    layout: str  # NHWC, NCHW, HWC, CHW or HW: the tensor's full layout
+    height: int
+    width: int
+    channels: int
+
+
+def image_geometry(shape: list[int], layout: str | None) -> Geometry:
+    """Read H, W, C from an input shape; ``layout`` is the recipe's NHWC/NCHW or None to infer.
+
+    Raises ValueError with a readable reason when the shape cannot hold an image.
+    """
+    dims = list(shape)
+    if any(d <= 0 for d in dims):
+        raise ValueError(f"input shape {dims} has dynamic image dimensions; give the model a fixed size")
+    if len(dims) == 4:
+        if dims[0] != 1:
+            raise ValueError(f"input shape {dims} has batch size {dims[0]}; edgebundle feeds batch 1")
+        channels_last = _channels_last(dims[1], dims[3], layout)
+        if channels_last:
+            return Geometry("NHWC", dims[1], dims[2], dims[3])
+        return Geometry("NCHW", dims[2], dims[3], dims[1])
+    if len(dims) == 3:
+        channels_last = _channels_last(dims[0], dims[2], layout)
+        if channels_last:
+            return Geometry("HWC", dims[0], dims[1], dims[2])
+        return Geometry("CHW", dims[1], dims[2], dims[0])
+    if len(dims) == 2:
+        return Geometry("HW", dims[0], dims[1], 1)
+    raise ValueError(f"input shape {dims} is not an image (expected rank 2, 3 or 4)")
+
+
+def _channels_last(first: int, last: int, layout: str | None) -> bool:
+    if layout is not None:
+        return layout == "NHWC"
+    # Infer: channels are the small axis (1, 3 or 4); ambiguous shapes default to channels last,
+    # which is what TFLite converters produce.
+    return not (first in (1, 3, 4) and last not in (1, 3, 4))

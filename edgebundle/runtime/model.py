@@ -1,0 +1,73 @@
+"""Loading a .tflite model with the interpreter package the target names, and describing its tensors."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import numpy as np
+
+
+class ModelLoadError(Exception):
+    """The interpreter refused the model (not a TFLite file, truncated, unsupported op)."""
+
+
+def load_interpreter(module: str, model_path: str, threads: int | None = None) -> Any:
+    """Create and allocate an interpreter; errors become one-line ModelLoadError messages."""
+    interpreter_module = importlib.import_module(module)
+    try:
+        interpreter = interpreter_module.Interpreter(model_path=model_path, num_threads=threads)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ModelLoadError(one_line(str(exc))) from None
+    return interpreter
+
+
+def one_line(message: str) -> str:
+    """TFLite errors are multi-line and repeat themselves; keep their distinct lines on one line."""
+    seen: list[str] = []
+    for raw in message.splitlines():
+        line = raw.strip()
+        if line and line not in seen:
+            seen.append(line)
+    return " ".join(seen) or "unknown error"
+
+
+def tensor_info(detail: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-able description of one input or output tensor."""
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    return {
+        "name": detail["name"],
+        "index": int(detail["index"]),
+        "shape": [int(d) for d in detail["shape"]],
+        "shape_signature": [int(d) for d in detail.get("shape_signature", detail["shape"])],
+        "dtype": np.dtype(detail["dtype"]).name,
+        "scale": float(scale),
+        "zero_point": int(zero_point),
+    }
+
+
+def signature(interpreter: Any) -> dict[str, Any]:
+    return {
+        "inputs": [tensor_info(d) for d in interpreter.get_input_details()],
+        "outputs": [tensor_info(d) for d in interpreter.get_output_details()],
+    }
+
+
+def output_keys(outputs: list[dict[str, Any]]) -> list[str]:
+    """Names to key saved outputs by: the tensor names, made unique when a model repeats one."""
+    keys: list[str] = []
+    for info in outputs:
+        key = info["name"] or f"output_{info['index']}"
+        while key in keys:
+            key = f"{key}#{info['index']}"
+        keys.append(key)
+    return keys
+
+
+def run(interpreter: Any, feeds: dict[int, np.ndarray[Any, Any]]) -> list[np.ndarray[Any, Any]]:
+    """Set every input by tensor index, invoke, and return copies of all outputs in order."""
+    for index, value in feeds.items():
+        interpreter.set_tensor(index, value)
+    interpreter.invoke()
+    return [interpreter.get_tensor(d["index"]).copy() for d in interpreter.get_output_details()]

@@ -1,0 +1,99 @@
+"""A loaded bundle: manifest + interpreter + the recipe's feeds. Shared by every mode of the binary and
+by the builder's reference run, so the binary and the build-time reference compute the same way."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .model import load_interpreter, run, signature
+from .preprocess import ImageError, decode, quantize, to_tensor
+
+MANIFEST = "manifest.json"
+
+
+def bundle_dir() -> Path:
+    """Where the bundled files are: next to this package (PyInstaller's _MEIPASS, Nuitka's dist dir,
+    or a build's staging directory)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    with open(root / MANIFEST, encoding="utf-8") as f:
+        manifest: dict[str, Any] = json.load(f)
+    return manifest
+
+
+class Session:
+    def __init__(self, root: Path, manifest: dict[str, Any], threads: int | None = None) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.recipe: dict[str, Any] = manifest["recipe"]
+        self.labels: list[str] | None = manifest.get("labels")
+        self.model_path = root / manifest["model"]["file"]
+        self.interpreter = load_interpreter(manifest["interpreter"]["module"], str(self.model_path), threads)
+        sig = signature(self.interpreter)
+        self.inputs: list[dict[str, Any]] = sig["inputs"]
+        self.outputs: list[dict[str, Any]] = sig["outputs"]
+        image_name = self.recipe["input"]["tensor"]
+        self.image_input = next(t for t in self.inputs if t["name"] == image_name)
+        # Inputs other than the image get the recipe's constants, computed once.
+        self.constant_feeds = {
+            t["index"]: quantize(
+                np.full(t["shape"], self.recipe["constants"][t["name"]], dtype=np.float32), t
+            )
+            for t in self.inputs
+            if t["name"] != image_name
+        }
+
+    def feeds_for_image(self, data: bytes | str) -> dict[int, np.ndarray[Any, Any]]:
+        tensor = to_tensor(decode(data), self.recipe["input"], self.image_input)
+        return {self.image_input["index"]: tensor, **self.constant_feeds}
+
+    def feeds_for_file(self, path: str) -> dict[int, np.ndarray[Any, Any]]:
+        """An image, or raw tensors: ``.npy`` for a one-input model, ``.npz`` keyed by input name."""
+        if path.endswith((".npy", ".npz")):
+            return self._raw_feeds(path)
+        return self.feeds_for_image(path)
+
+    def infer(self, feeds: dict[int, np.ndarray[Any, Any]]) -> tuple[list[np.ndarray[Any, Any]], float]:
+        start = time.perf_counter()
+        values = run(self.interpreter, feeds)
+        return values, (time.perf_counter() - start) * 1000.0
+
+    def _raw_feeds(self, path: str) -> dict[int, np.ndarray[Any, Any]]:
+        try:
+            loaded = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise ImageError("no such file") from None
+        except (OSError, ValueError) as exc:
+            raise ImageError(f"not a valid .npy/.npz file: {exc}") from None
+        if isinstance(loaded, np.ndarray):
+            if len(self.inputs) != 1:
+                names = ", ".join(t["name"] for t in self.inputs)
+                raise ImageError(f"model has {len(self.inputs)} inputs ({names}); pass an .npz")
+            arrays = {self.inputs[0]["name"]: loaded}
+        else:
+            arrays = {key: loaded[key] for key in loaded.files}
+        feeds = {}
+        for t in self.inputs:
+            if t["name"] not in arrays:
+                raise ImageError(f"missing array for input {t['name']!r}")
+            arr = arrays[t["name"]]
+            if list(arr.shape) != t["shape"] or arr.dtype.name != t["dtype"]:
+                raise ImageError(
+                    f"input {t['name']!r} wants {t['dtype']}{t['shape']}, "
+                    f"got {arr.dtype.name}{list(arr.shape)}"
+                )
+            feeds[t["index"]] = arr
+        return feeds
+
+
+def default_threads() -> int | None:
+    value = os.environ.get("EDGEBUNDLE_THREADS")
+    return int(value) if value and value.isdigit() and int(value) > 0 else None
