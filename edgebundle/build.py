@@ -76,7 +76,7 @@ def build(plan: BuildPlan, echo: Echo) -> BuildReport:
     pins = interpreters()[plan.target.interpreter]
 
     workdir = Path(tempfile.mkdtemp(prefix=f"edgebundle-{plan.name}-"))
-    stage = Stage(workdir=workdir, name=plan.name, interpreter_module=pins.module)
+    stage = Stage(workdir=workdir, name=plan.name, interpreter_module=pins.module, strip=pins.strip)
     ok = False
     try:
         _stage_runtime(stage)

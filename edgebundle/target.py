@@ -60,6 +60,7 @@ class Pins:
     distribution: str
     pythons: tuple[str, ...]
     requires: tuple[str, ...]
+    strip: bool = True  # whether the backend may strip bundled shared libraries
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,6 +108,7 @@ def interpreters() -> dict[str, Pins]:
             distribution=t.require("distribution", str),
             pythons=tuple(t.require("pythons", list)),
             requires=tuple(t.require("requires", list)),
+            strip=t.get("strip", bool, True),
         )
     return out
 

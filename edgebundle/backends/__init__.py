@@ -18,6 +18,7 @@ class Stage:
     workdir: Path
     name: str
     interpreter_module: str
+    strip: bool = True
 
     @property
     def app(self) -> Path:

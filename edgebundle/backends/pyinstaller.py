@@ -61,8 +61,9 @@ def command(python: str, stage: Stage) -> list[str]:
         # excludes below drop the modules that usually pull it in.
         "--hidden-import",
         "secrets",
-        "--strip",
     ]
+    if stage.strip:
+        argv.append("--strip")
     for path in stage.data_files():
         argv += ["--add-data", f"{path}:."]
     for module in EXCLUDES:

@@ -1,5 +1,9 @@
 """The binary's command line: ``APP IMAGE...``, ``--save-outputs``, ``--info``, ``--self-test``.
 
+Hidden, for ``edgebundle test`` on a device that has nothing but a shell: ``--eb-measure ...`` (times
+and measures whole runs of a command, see measure.py; handled before anything else is imported so
+that the measurer stays small) and ``--eb-bench N [IMAGE]`` (inference latency inside this process).
+
 Exit codes: 0 success; 1 self-test failed; 2 an input (or argument) was bad, the others were still
 processed; 3 the bundled model could not be loaded; 70 an unexpected internal error.
 """
@@ -22,6 +26,11 @@ EXIT_INTERNAL = 70
 
 def main(argv: list[str] | None = None) -> int:
     prog = os.path.basename(sys.argv[0]) or "app"
+    args_list = sys.argv[1:] if argv is None else argv
+    if args_list[:1] == ["--eb-measure"]:
+        from .measure import main as measure_main
+
+        return measure_main(args_list[1:], prog=prog)
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Run the bundled TFLite model on images. One JSON line per image on stdout.",
@@ -31,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--info", action="store_true", help="print the manifest as JSON")
     parser.add_argument("--self-test", action="store_true", help="check the embedded sample")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads")
-    args = parser.parse_args(argv)
+    parser.add_argument("--eb-bench", type=int, metavar="N", help=argparse.SUPPRESS)
+    args = parser.parse_args(args_list)
 
     from .session import bundle_dir, read_manifest
 
@@ -40,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.info:
         _print_json(manifest)
         return 0
-    if not args.images and not args.self_test:
+    if not args.images and not args.self_test and args.eb_bench is None:
         parser.print_usage(sys.stderr)
         print(f"{prog}: error: give IMAGE files, --self-test or --info", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -56,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as exc:
         print(f"{prog}: error: cannot load the bundled model: {exc}", file=sys.stderr)
         return EXIT_MODEL
+    if args.eb_bench is not None:
+        return _bench(prog, session, args.images, args.eb_bench)
     if args.self_test:
         return _self_test(prog, session)
     return _run_images(prog, session, args.images, args.save_outputs)
@@ -81,6 +93,24 @@ def _run_images(prog: str, session: Any, images: list[str], save_to: str | None)
         result["latency_ms"] = round(ms, 3)
         _print_json(result)
     return status
+
+
+def _bench(prog: str, session: Any, images: list[str], runs: int) -> int:
+    from .measure import bench
+    from .preprocess import ImageError
+
+    if len(images) > 1 or runs < 1:
+        print(f"{prog}: error: --eb-bench N takes N >= 1 and at most one IMAGE", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        if images:
+            feeds = session.feeds_for_file(images[0])
+        else:
+            feeds = session.feeds_for_image(str(session.root / session.manifest["selftest"]["image"]))
+    except ImageError as exc:
+        print(f"{prog}: error: {images[0] if images else 'self-test image'}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return bench(lambda: float(session.infer(feeds)[1]), runs)
 
 
 def _save_outputs(path: str, session: Any, values: list[Any]) -> None:

@@ -1,0 +1,135 @@
+"""Helpers for the real tier: real builds with the real CLI, binaries run in empty directories."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.conftest import FIXTURES, MODELS, ROOT
+
+# No Python on PATH, nothing from the developer's environment: as on a gateway.
+CLEAN_ENV = {"PATH": "/nonexistent", "LANG": "C.UTF-8"}
+
+
+@dataclass(frozen=True)
+class Built:
+    path: Path
+    model: Path
+    manifest: dict[str, Any]
+
+
+def edgebundle(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgebundle", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def build(out_dir: Path, model: str, recipe: str, *extra: str, name: str | None = None) -> Built:
+    out = out_dir / (name or Path(model).stem)
+    proc = edgebundle("build", str(MODELS / model), "--recipe", recipe, "-o", str(out), *extra)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith(f"built {out}: ")
+    info = run_binary(out, "--info", cwd=out_dir)
+    assert info.returncode == 0, info.stderr
+    return Built(path=out, model=MODELS / model, manifest=json.loads(info.stdout))
+
+
+def run_binary(binary: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run a built binary from an empty directory with a clean environment."""
+    empty = cwd / "run"
+    empty.mkdir(exist_ok=True)
+    return subprocess.run(
+        [str(binary), *args],
+        capture_output=True,
+        text=True,
+        cwd=empty,
+        env={**CLEAN_ENV, "HOME": str(empty)},
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+REFERENCE = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from ebrt.session import Session
+from ebrt.model import output_keys
+root, image, out = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+s = Session(root, json.loads((root / "manifest.json").read_text()))
+values, _ = s.infer(s.feeds_for_file(image))
+np.savez(out, **dict(zip(output_keys(s.outputs), values)))
+"""
+
+
+def reference_outputs(python: str, built: Built, image: Path, work: Path) -> dict[str, np.ndarray[Any, Any]]:
+    """The model run in-process (not frozen) by ``python``'s interpreter package, same recipe."""
+    root = work / "ref"
+    if not root.exists():
+        shutil.copytree(
+            ROOT / "edgebundle" / "runtime", root / "ebrt", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        shutil.copyfile(built.model, root / "model.tflite")
+        (root / "manifest.json").write_text(json.dumps(built.manifest))
+    out = work / "ref.npz"
+    proc = subprocess.run(
+        [python, "-c", REFERENCE, str(root), str(image), str(out)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    with np.load(out) as data:
+        return {k: data[k] for k in data.files}
+
+
+def binary_outputs(built: Built, image: Path, work: Path) -> dict[str, np.ndarray[Any, Any]]:
+    out = work / "bin.npz"
+    proc = run_binary(built.path, "--save-outputs", str(out), str(image), cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    with np.load(out) as data:
+        return {k: data[k] for k in data.files}
+
+
+def assert_outputs_equal(got: dict[str, np.ndarray[Any, Any]], want: dict[str, np.ndarray[Any, Any]]) -> None:
+    assert sorted(got) == sorted(want)
+    for key, value in want.items():
+        assert got[key].dtype == value.dtype, key
+        assert got[key].shape == value.shape, key
+        if value.dtype.kind == "f":
+            np.testing.assert_allclose(got[key], value, rtol=0, atol=1e-5, err_msg=key)
+        else:
+            np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
+@pytest.fixture(scope="session")
+def out_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("binaries")
+
+
+@pytest.fixture(scope="session")
+def digits_float(out_dir: Path) -> Built:
+    return build(out_dir, "digits_float.tflite", "digits")
+
+
+@pytest.fixture(scope="session")
+def digits_int8(out_dir: Path) -> Built:
+    return build(out_dir, "digits_int8.tflite", "digits")
+
+
+def fixture_recipe(name: str) -> str:
+    return str(FIXTURES / "recipes" / f"{name}.toml")
