@@ -62,11 +62,12 @@ def make_plan(
         raise ConfigError(f"{model}: model file not found")
     if output is None:
         output = Path("dist") / model.stem
-        output.parent.mkdir(exist_ok=True)
     if output.is_dir():
         raise ConfigError(f"{output}: -o is a directory; give the binary's file name")
-    if not output.parent.is_dir():
-        raise ConfigError(f"{output.parent}: output directory does not exist")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{output.parent}: cannot create the output directory: {exc.strerror}") from None
     return BuildPlan(
         model=model,
         recipe=recipe,

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Set up a development checkout on Debian/Ubuntu: system packages (as root), then .venv with
+# edgebundle installed editable plus its dev tools. Idempotent; safe without a terminal.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+# The targets pin Python 3.11 (tflite-runtime 2.14 has no wheels for newer Pythons); PyInstaller
+# needs binutils (objdump, strip) and ldd.
+PYTHON=${EDGEBUNDLE_PYTHON:-python3.11}
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    need=()
+    command -v "$PYTHON" >/dev/null || need+=(python3.11 python3.11-venv python3.11-dev)
+    command -v objdump >/dev/null || need+=(binutils)
+    command -v ldd >/dev/null || need+=(libc-bin)
+    if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then need+=(python3.11-venv); fi
+    if [ ${#need[@]} -gt 0 ]; then
+        say "apt-get install ${need[*]}"
+        apt-get update -qq </dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" \
+            </dev/null >/dev/null
+    fi
+fi
+command -v "$PYTHON" >/dev/null || { say "$PYTHON not found: install Python 3.11 (apt-get install python3.11-venv)"; exit 1; }
+
+if [ ! -x .venv/bin/python ]; then
+    say "creating .venv with $PYTHON"
+    "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.edgebundle-setup
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    say "installing edgebundle (editable) with its dev tools into .venv"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,pyinstaller]'
+    touch "$stamp"
+fi
