@@ -145,7 +145,7 @@ def _probe_signature(
     with open(stage.log, "a", encoding="utf-8") as log:
         log.write(f"signature probe: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}\n")
     if proc.returncode != 0:
-        raise parse_probe_error(model, proc.stderr, proc.returncode)
+        raise parse_probe_error(model, proc.stderr, proc.returncode, distribution)
     try:
         sig: dict[str, Any] = json.loads(proc.stdout)
     except json.JSONDecodeError:

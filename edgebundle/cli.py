@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__
-from .errors import EdgeBundleError
+from .errors import BudgetExceededError, EdgeBundleError
 from .recipe import bundled_recipes, load_recipe
 from .target import bundled_targets, interpreters, load_target
 
@@ -111,6 +111,66 @@ def build(
     if report is not None:
         _write_atomic(report, json.dumps(result.to_json(), indent=2) + "\n")
     click.echo(result.summary())
+
+
+@main.command(name="test")
+@click.argument("binary", type=click.Path(path_type=Path))
+@click.option(
+    "--device",
+    "-d",
+    default="local",
+    show_default=True,
+    envvar="EDGEBUNDLE_DEVICE",
+    help="local; qemu (a foreign-arch binary through QEMU user-mode emulation); or ssh://[user@]host[:port] "
+    "through the system ssh, so ~/.ssh/config, agent and known_hosts apply (EDGEBUNDLE_SSH_COMMAND "
+    "replaces 'ssh', e.g. 'ssh -F FILE').",
+)
+@click.option(
+    "--input",
+    "input_file",
+    type=click.Path(path_type=Path),
+    help="Image (or .npy/.npz) for the latency runs [default: the binary's self-test image].",
+)
+@click.option(
+    "--runs",
+    "-n",
+    type=click.IntRange(1, 1000),
+    default=10,
+    show_default=True,
+    help="Warm starts, and timed inferences after one warm-up.",
+)
+@click.option("--target", "-t", help="Take the budgets from this target instead of the binary's manifest.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the report as JSON.")
+@click.option(
+    "--junit", "junit_path", type=click.Path(path_type=Path), help="Write JUnit XML, a case per budget."
+)
+@handle_errors
+def device_test(
+    binary: Path,
+    device: str,
+    input_file: Path | None,
+    runs: int,
+    target: str | None,
+    json_path: Path | None,
+    junit_path: Path | None,
+) -> None:
+    """Run BINARY on a device; measure size, cold/warm start, whole-tree peak RSS and inference latency
+    against the budgets of its target. Exits 7 when a budget fails, 8 when the device fails."""
+    from .device.junit import junit_xml
+    from .device.measurement import DeviceTestPlan, run_device_test
+
+    plan = DeviceTestPlan(binary=binary, device=device, runs=runs, input=input_file, target=target)
+    report = run_device_test(plan, echo=_echo, progress=_echo)
+    if json_path is not None:
+        _write_atomic(json_path, json.dumps(report.to_json(), indent=2) + "\n")
+    if junit_path is not None:
+        _write_atomic(junit_path, junit_xml(report))
+    click.echo(report.table())
+    failed = report.failed()
+    if failed:
+        raise BudgetExceededError(
+            f"{len(failed)} budget(s) exceeded on {report.device}: " + "; ".join(b.describe() for b in failed)
+        )
 
 
 @main.command()

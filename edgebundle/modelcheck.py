@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,19 +36,34 @@ def check_file(model: Path) -> None:
         )
 
 
-def parse_probe_error(model: Path, message: str, returncode: int) -> ModelError:
+_UNRESOLVED = (
+    # (pattern, what the op is) from TFLite's error texts
+    (re.compile(r"\((Flex\w+)\) failed to prepare"), "a TensorFlow (Flex/Select TF) op"),
+    (re.compile(r"unresolved custom op: (\w+)"), "a custom op"),
+    (re.compile(r"Didn't find op for builtin opcode '(\w+)' version '(\d+)'"), "a builtin op version"),
+)
+
+
+def parse_probe_error(model: Path, message: str, returncode: int, interpreter: str = "") -> ModelError:
     """Turn the build-time probe's failure into a one-line, actionable ModelError."""
     if returncode < 0:
         return ModelError(
             f"{model}: the interpreter crashed loading the model (signal {-returncode}); "
             "the file is probably truncated or corrupt"
         )
-    text = message.strip().splitlines()[-1] if message.strip() else "unknown error"
-    if "custom op" in text or "Flex" in text or "Didn't find op" in text or "not supported" in text:
-        return ModelError(
-            f"{model}: the target's interpreter cannot run this model: {text}; "
-            "re-convert it with TFLite builtin ops only (no SELECT_TF_OPS / custom ops)"
-        )
+    text = " ".join(message.split()) or "unknown error"
+    runtime = interpreter or "the target's interpreter"
+    for pattern, kind in _UNRESOLVED:
+        found = pattern.search(text)
+        if found:
+            op = found.group(1) + (f" v{found.group(2)}" if found.lastindex == 2 else "")
+            return ModelError(
+                f"{model}: {runtime} cannot run this model: it uses {op}, {kind} the runtime does not "
+                "have; re-convert it with TFLite builtin ops only (no SELECT_TF_OPS or custom ops), "
+                "or with a converter no newer than the runtime"
+            )
+    if len(text) > 300:
+        text = text[:300] + "..."
     return ModelError(f"{model}: the interpreter refused the model: {text}")
 
 

@@ -73,6 +73,6 @@ def open_transport(device: str, echo: Echo | None) -> Transport:
     if device == "qemu":
         return qemu.QemuTransport(echo=echo)
     if device.startswith("ssh://"):
-        return ssh.SshTransport(ssh.parse_url(device), echo=echo)
+        return ssh.SshTransport(url=ssh.parse_url(device), echo=echo)
     hint = " (an SSH device is written ssh://HOST)" if "://" not in device and device else ""
     raise ConfigError(f"--device {device!r}: expected {DEVICE_HELP}{hint}")

@@ -25,7 +25,9 @@ class BudgetResult:
 
     def describe(self) -> str:
         if self.passed is None:
-            return f"{self.name}: {self.value:g} {self.unit} (limit {self.limit:g}, not enforced: {self.note})"
+            return (
+                f"{self.name}: {self.value:g} {self.unit} (limit {self.limit:g}, not enforced: {self.note})"
+            )
         sign = "<=" if self.passed else ">"
         return f"{self.name}: {self.value:g} {self.unit} {sign} {self.limit:g} {self.unit}"
 

@@ -122,4 +122,3 @@ def tail(text: str, lines: int = 3) -> str:
     """The last non-empty lines of some output, on one line."""
     kept = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
     return " | ".join(kept)
-

@@ -117,7 +117,11 @@ class DeviceReport:
         rows = [
             ("size", f"{self.size_bytes / MB:.1f} MB ({self.size_bytes} bytes)", by_name.get("max_size_mb")),
             ("startup, cold", f"{s.cold:.0f} ms (first run after the copy)", None),
-            ("startup, warm", f"p50 {s.warm_p50:.0f} ms, p90 {s.warm_p90:.0f} ms", by_name.get("max_startup_ms")),
+            (
+                "startup, warm",
+                f"p50 {s.warm_p50:.0f} ms, p90 {s.warm_p90:.0f} ms",
+                by_name.get("max_startup_ms"),
+            ),
             (
                 "peak RSS",
                 f"{self.peak_rss_bytes / MB:.1f} MB ({self.processes} processes, "
@@ -128,7 +132,9 @@ class DeviceReport:
         ]
         width = max(len(value) for _, value, _ in rows)
         kind = "emulated" if self.emulated else "native"
-        lines = [f"{self.binary} on {self.device} ({self.arch}, {kind}), {self.runs} runs, target {self.target}"]
+        lines = [
+            f"{self.binary} on {self.device} ({self.arch}, {kind}), {self.runs} runs, target {self.target}"
+        ]
         for label, value, budget in rows:
             verdict = ""
             if budget is not None:

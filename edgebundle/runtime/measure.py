@@ -25,6 +25,7 @@ Output: one JSON line per run on stdout (the builder shows progress from them, o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -246,10 +247,8 @@ def _resolve(program: str, env: Mapping[str, str]) -> str:
 
 
 def _kill_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.killpg(pgid, sig)
-    except OSError:
-        pass
 
 
 class Terminated(Exception):
@@ -275,15 +274,11 @@ def _end_run(pid: int, watch: TreeWatch) -> None:
             time.sleep(0.02)
     _kill_group(pid, signal.SIGKILL)
     for other in watch.pids():
-        try:
+        with contextlib.suppress(OSError):
             os.kill(other, signal.SIGKILL)
-        except OSError:
-            pass
     if not reaped:
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
 
 
 def emit(event: dict[str, Any]) -> None:
@@ -314,7 +309,9 @@ def startup(
     stderr_path = os.path.join(os.environ.get("TMPDIR") or "/tmp", f"eb-measure-{os.getpid()}.err")
     try:
         for i in range(1, runs + 1):
-            run = measure_run(command, env=env, interval_s=interval_s, stderr_path=stderr_path, timeout_s=timeout_s)
+            run = measure_run(
+                command, env=env, interval_s=interval_s, stderr_path=stderr_path, timeout_s=timeout_s
+            )
             event: dict[str, Any] = {
                 "event": "run",
                 "run": i,
@@ -332,10 +329,8 @@ def startup(
                 return EXIT_RUN_FAILED
             out(event)
     finally:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(stderr_path)
-        except OSError:
-            pass
     return 0
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -15,12 +19,40 @@ class ModelLoadError(Exception):
 def load_interpreter(module: str, model_path: str, threads: int | None = None) -> Any:
     """Create and allocate an interpreter; errors become one-line ModelLoadError messages."""
     interpreter_module = importlib.import_module(module)
-    try:
-        interpreter = interpreter_module.Interpreter(model_path=model_path, num_threads=threads)
-        interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as exc:
-        raise ModelLoadError(one_line(str(exc))) from None
+    with _quiet_info_logs():
+        try:
+            interpreter = interpreter_module.Interpreter(model_path=model_path, num_threads=threads)
+            interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelLoadError(one_line(str(exc))) from None
     return interpreter
+
+
+@contextlib.contextmanager
+def _quiet_info_logs() -> Iterator[None]:
+    """TFLite's C++ side prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." to stderr on
+    every start, which pollutes the stderr users and health checks read. Capture fd 2 while the
+    interpreter is created and pass on every line that is not INFO."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        capture = os.memfd_create("tflite-stderr")
+    except (AttributeError, OSError):
+        yield
+        return
+    os.dup2(capture, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.lseek(capture, 0, os.SEEK_SET)
+        with os.fdopen(capture, "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+        kept = [line for line in text.splitlines(keepends=True) if not line.startswith("INFO: ")]
+        if kept:
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
 
 
 def one_line(message: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -94,11 +95,22 @@ def test_not_a_model_is_refused_before_anything_runs() -> None:
 def test_probe_errors_become_one_line() -> None:
     crash = parse_probe_error(Path("m.tflite"), "", -11)
     assert "crashed loading the model (signal 11)" in str(crash)
-    flex = parse_probe_error(
-        Path("m.tflite"),
-        "Select TensorFlow op(s), included in the given model, is(are) not supported by this "
-        "interpreter. Node number 2 (FlexMatrixDeterminant) failed to prepare.",
-        3,
+    refusal = json.loads((MODELS / "fixtures.json").read_text())["refusals"]["custom_op"]
+    text = json.dumps(refusal)  # the interpreter's own words, recorded when the fixture was made
+    assert "FlexMatrixDeterminant" in text
+    flex = parse_probe_error(Path("m.tflite"), load_error(MODELS / "custom_op.tflite"), 3, "tflite-runtime")
+    assert str(flex) == (
+        "m.tflite: tflite-runtime cannot run this model: it uses FlexMatrixDeterminant, a TensorFlow "
+        "(Flex/Select TF) op the runtime does not have; re-convert it with TFLite builtin ops only "
+        "(no SELECT_TF_OPS or custom ops), or with a converter no newer than the runtime"
     )
-    assert "FlexMatrixDeterminant" in str(flex)
-    assert "builtin ops only" in str(flex)
+    newer = parse_probe_error(Path("m.tflite"), "Didn't find op for builtin opcode 'CONV_2D' version '9'", 3)
+    assert "it uses CONV_2D v9, a builtin op version" in str(newer)
+
+
+def load_error(model: Path) -> str:
+    from edgebundle.runtime.model import ModelLoadError
+
+    with pytest.raises(ModelLoadError) as info:
+        load_interpreter("tflite_runtime.interpreter", str(model))
+    return str(info.value)

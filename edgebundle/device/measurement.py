@@ -1,0 +1,362 @@
+"""The device test pipeline: binary + device -> runs -> DeviceReport (then budgets, then reports).
+
+Steps on the device, each one of the scripts of scripts.py through the transport:
+ 1. SETUP: a private temp dir (mktemp -d) and ``uname -m``; the binary's ELF arch is checked against it
+    before anything is copied.
+ 2. UPLOAD: the binary (and the --input file) streamed through ``cat``; the size written is checked.
+ 3. COLD: the very first run of the copied file, ``APP --self-test``, timed by the device's clock.
+ 4. ``APP --info``: the manifest, which proves this is an edgebundle binary and carries the budgets.
+ 5. Startup: ``APP --eb-measure startup --runs N -- APP --self-test`` (the binary measures copies of
+    itself, wall time and whole-tree peak RSS, see runtime/measure.py); one JSON line per run.
+ 6. Latency: ``APP --eb-bench N [INPUT]``: one warm-up, then N inferences inside one process.
+ 7. CLEANUP, always (also on failure, Ctrl-C or SIGTERM): end whatever still runs in the dir, remove it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from ..errors import ConfigError, DeviceError, EdgeBundleError
+from ..runner import Echo
+from ..target import Budgets, load_target
+from . import Launch, Transport, open_transport, scripts
+from .budgets import check_budgets
+from .elf import BUILD_HINT, NOT_OURS, elf_arch
+from .proc import StepResult, tail
+from .report import EMULATED_NOTE, DeviceReport, LatencyMs, Samples, StartupMs, percentile
+
+STEP_TIMEOUT_S = 600.0
+RUN_TIMEOUT_S = 300.0
+INPUT_DIR = "input"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceTestPlan:
+    """What ``edgebundle test`` was asked to do, resolved."""
+
+    binary: Path
+    device: str = "local"
+    runs: int = 10
+    input: Path | None = None
+    target: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cold:
+    ms: float
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run_device_test(
+    plan: DeviceTestPlan,
+    echo: Echo | None,
+    progress: Callable[[str], None],
+    transport: Transport | None = None,
+) -> DeviceReport:
+    """Measure ``plan.binary`` on ``plan.device``; raise ConfigError/DeviceError when it cannot."""
+    binary = plan.binary
+    if not binary.is_file():
+        raise ConfigError(f"{binary}: no such file; give the path of a binary made by edgebundle build")
+    if plan.input is not None and not plan.input.is_file():
+        raise ConfigError(f"--input {plan.input}: no such file")
+    budgets_override = load_target(plan.target).budgets if plan.target else None
+    arch = elf_arch(binary)
+    size = binary.stat().st_size
+    transport = transport or open_transport(plan.device, echo)
+    with _term_as_interrupt(), DeviceDir(transport, echo) as dev:
+        launch = transport.launch(binary, arch, dev.machine)
+        progress(f"copying {binary.name} ({size / 1e6:.1f} MB) to {transport.device}:{dev.path}")
+        app = dev.upload(binary, binary.name, size)
+        inputs = [dev.upload(plan.input, f"{INPUT_DIR}/{plan.input.name}")] if plan.input else []
+        command = [*launch.prefix, app]
+        cold = dev.cold([*command, "--self-test"])
+        manifest = _manifest(dev, command, binary, transport.device, cold)
+        progress(f"cold start: {cold.ms:.0f} ms")
+        runs = _startup(dev, launch, command, plan.runs, progress)
+        warmup, latencies = _latency(
+            dev, [*command, "--eb-bench", str(plan.runs), *inputs], plan.runs, progress
+        )
+
+    target = manifest["target"]
+    budgets = budgets_override or _manifest_budgets(target.get("budgets"), binary)
+    warm = [float(r["ms"]) for r in runs]
+    largest = max(runs, key=lambda r: int(r["peak_rss_bytes"]))
+    startup = StartupMs(
+        cold=round(cold.ms, 1),
+        warm_p50=round(percentile(warm, 50), 1),
+        warm_p90=round(percentile(warm, 90), 1),
+    )
+    notes = [n for n in (EMULATED_NOTE if transport.emulated else None, launch.note) if n]
+    return DeviceReport(
+        binary=str(binary),
+        device=transport.device,
+        arch=arch,
+        emulated=transport.emulated,
+        target=plan.target or str(target.get("name", "?")),
+        runs=plan.runs,
+        size_bytes=size,
+        startup_ms=startup,
+        peak_rss_bytes=int(largest["peak_rss_bytes"]),
+        largest_process_rss_bytes=max(int(r["largest_rss_bytes"]) for r in runs),
+        processes=int(largest["processes"]),
+        latency_ms=LatencyMs(
+            p50=round(percentile(latencies, 50), 4), p90=round(percentile(latencies, 90), 4)
+        ),
+        budgets=check_budgets(
+            budgets,
+            size_bytes=size,
+            startup_warm_p50_ms=startup.warm_p50,
+            peak_rss_bytes=int(largest["peak_rss_bytes"]),
+            emulated=transport.emulated,
+        ),
+        samples=Samples(
+            startup_warm_ms=tuple(warm),
+            peak_rss_bytes=tuple(int(r["peak_rss_bytes"]) for r in runs),
+            latency_ms=tuple(latencies),
+            latency_warmup_ms=warmup,
+        ),
+        notes=tuple(notes),
+    )
+
+
+class DeviceDir:
+    """The private temp dir on the device; removed on exit whatever happened (Ctrl-C included)."""
+
+    def __init__(self, transport: Transport, echo: Echo | None) -> None:
+        self.transport = transport
+        self.echo = echo
+        self.path = ""
+        self.machine = ""
+
+    def __enter__(self) -> DeviceDir:
+        result = self._check(
+            self.transport.shell(scripts.SETUP, [], timeout=STEP_TIMEOUT_S), "creating a temp dir"
+        )
+        fields = dict(line.split("=", 1) for line in result.lines() if "=" in line)
+        path, machine = fields.get("dir", ""), fields.get("machine", "")
+        if not path.startswith("/") or "/edgebundle." not in path or not machine:
+            raise DeviceError(
+                f"{self.transport.device}: unexpected answer to the setup step: {tail(result.stdout)}"
+            )
+        self.path, self.machine = path, machine
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.path:
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        # Neither a second Ctrl-C nor the terminal's SIGINT to our process group may cut this short.
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
+        try:
+            result = self.transport.shell(scripts.CLEANUP, [self.path], timeout=120, detach=True)
+            failure = (
+                None if result.returncode == 0 else tail(result.stderr or result.stdout) or "no reason given"
+            )
+        except EdgeBundleError as exc:
+            failure = str(exc)
+        finally:
+            if in_main:
+                signal.signal(signal.SIGINT, previous)
+        if failure and self.echo:
+            self.echo(
+                f"warning: could not remove {self.path} on {self.transport.device} ({failure}); "
+                "remove it by hand"
+            )
+
+    def upload(self, local: Path, name: str, size: int | None = None) -> str:
+        size = local.stat().st_size if size is None else size
+        result = self._check(
+            self.transport.shell(scripts.UPLOAD, [self.path, name], stdin=local, timeout=STEP_TIMEOUT_S),
+            f"copying {local.name}",
+        )
+        written = result.stdout.strip().split()[-1:] or ["?"]
+        if written != [str(size)]:
+            raise DeviceError(
+                f"copying {local} to {self.transport.device} wrote {written[0]} of {size} bytes; "
+                "is its disk full?"
+            )
+        return f"{self.path}/{name}"
+
+    def cold(self, command: list[str]) -> Cold:
+        result = self._check(
+            self.transport.shell(scripts.COLD, [self.path, *command], timeout=STEP_TIMEOUT_S), "the first run"
+        )
+        head, _, rest = result.stdout.partition("\n")
+        out, _, err = rest.partition(scripts.STDERR_MARK)
+        try:
+            _, t0, t1, code = head.split()
+            ms = (float(t1) - float(t0)) * 1000.0
+            exit_code = int(code)
+        except ValueError:
+            raise DeviceError(
+                f"{self.transport.device}: unexpected answer to the first run: {head!r}"
+            ) from None
+        return Cold(
+            ms=ms,
+            exit_code=exit_code,
+            stdout=out.replace(scripts.STDOUT_MARK, "").strip(),
+            stderr=err.strip(),
+        )
+
+    def run(self, command: list[str], **kwargs: Any) -> StepResult:
+        return self.transport.shell(scripts.RUN, [self.path, *command], **kwargs)
+
+    def _check(self, result: StepResult, what: str) -> StepResult:
+        if result.returncode != 0:
+            detail = tail(result.stderr or result.stdout) or f"exit code {result.returncode}"
+            raise DeviceError(f"{self.transport.device}: {what} failed: {detail}")
+        return result
+
+
+def _manifest(dev: DeviceDir, command: list[str], binary: Path, device: str, cold: Cold) -> dict[str, Any]:
+    """``--info`` proves an edgebundle binary; with the first run's result it tells what went wrong."""
+    info = dev.run([*command, "--info"], timeout=STEP_TIMEOUT_S)
+    manifest = _json_object(info.stdout) if info.returncode == 0 else None
+    is_ours = manifest is not None and isinstance(manifest.get("target"), dict)
+    if cold.exit_code == 0 and is_ours:
+        assert manifest is not None
+        return manifest
+    if is_ours:
+        problem = tail(cold.stderr) or tail(cold.stdout) or f"exit code {cold.exit_code}"
+        raise DeviceError(f"{binary} fails its self-test on {device} (exit {cold.exit_code}): {problem}")
+    raise _start_failure(binary, device, cold) or ConfigError(
+        f"{binary} {NOT_OURS} (`{binary.name} --info` printed no edgebundle manifest); {BUILD_HINT}"
+    )
+
+
+def _start_failure(binary: Path, device: str, cold: Cold) -> DeviceError | None:
+    """The binary could not start there at all (rather than not being ours)."""
+    text = cold.stderr
+    if cold.exit_code in (126, 127):
+        return DeviceError(
+            f"{binary} cannot be executed on {device} "
+            f"(exit {cold.exit_code}: {tail(text, 1) or 'no message'}); "
+            "is its temp dir on a noexec mount, or the binary's loader missing?"
+        )
+    if "GLIBC_" in text:
+        return DeviceError(
+            f"{binary} needs a newer glibc than {device} has ({tail(text, 1)}); "
+            "build for the device's glibc (the target's glibc_floor) or update the device"
+        )
+    if "[PYI-" in text:
+        return DeviceError(f"{binary} cannot start on {device}: {tail(text, 1)}")
+    return None
+
+
+def _startup(
+    dev: DeviceDir, launch: Launch, command: list[str], runs: int, progress: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    measurer = list(launch.measurer) if launch.measurer else [*command, "--eb-measure"]
+    argv = [
+        *measurer,
+        "startup",
+        "--runs",
+        str(runs),
+        "--timeout",
+        str(RUN_TIMEOUT_S),
+        "--",
+        *command,
+        "--self-test",
+    ]
+    seen: list[dict[str, Any]] = []
+
+    def on_line(line: str) -> None:
+        event = _json_object(line)
+        if event is None or event.get("event") != "run":
+            return
+        seen.append(event)
+        if event.get("exit_code") == 0:
+            progress(
+                f"startup {event['run']}/{runs}: {event['ms']:.0f} ms, "
+                f"peak RSS {event['peak_rss_bytes'] / 1e6:.1f} MB in {event['processes']} processes"
+            )
+
+    result = dev.run(argv, on_line=on_line, timeout=STEP_TIMEOUT_S + runs * RUN_TIMEOUT_S)
+    failed = [e for e in seen if e.get("exit_code") != 0]
+    if failed:
+        e = failed[0]
+        why = "timed out" if e.get("timed_out") else f"exit {e.get('exit_code')}"
+        raise DeviceError(
+            f"startup run {e.get('run')} on {dev.transport.device} failed ({why}): "
+            f"{tail(str(e.get('stderr', '')))}"
+        )
+    if result.returncode != 0 or len(seen) != runs:
+        detail = tail(result.stderr) or f"exit code {result.returncode}"
+        raise DeviceError(
+            f"measuring startup on {dev.transport.device} failed: {detail} "
+            "(a binary from an older edgebundle lacks the measuring mode; rebuild it)"
+        )
+    return seen
+
+
+def _latency(
+    dev: DeviceDir, argv: list[str], runs: int, progress: Callable[[str], None]
+) -> tuple[float, list[float]]:
+    warmup: list[float] = []
+    latencies: list[float] = []
+
+    def on_line(line: str) -> None:
+        event = _json_object(line)
+        if event is None:
+            return
+        if event.get("event") == "warmup":
+            warmup.append(float(event["ms"]))
+        elif event.get("event") == "inference":
+            latencies.append(float(event["ms"]))
+            if len(latencies) in (1, runs) or len(latencies) % max(1, runs // 4) == 0:
+                progress(f"inference {len(latencies)}/{runs}: {event['ms']:.3f} ms")
+
+    result = dev.run(argv, on_line=on_line, timeout=STEP_TIMEOUT_S)
+    if result.returncode != 0 or len(latencies) != runs or not warmup:
+        detail = tail(result.stderr) or f"exit code {result.returncode}"
+        raise DeviceError(f"measuring inference latency on {dev.transport.device} failed: {detail}")
+    return warmup[0], latencies
+
+
+def _manifest_budgets(raw: object, binary: Path) -> Budgets:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{binary}: its manifest has no target budgets; pass --target to give some")
+    values: dict[str, float | None] = {}
+    for key in ("max_size_mb", "max_startup_ms", "max_rss_mb"):
+        value = raw.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"{binary}: manifest target.budgets.{key} is {value!r}; pass --target instead")
+        values[key] = None if value is None else float(value)
+    return Budgets(**values)
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+@contextlib.contextmanager
+def _term_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a cancelled CI job) ends the test like Ctrl-C does, so that the cleanup still runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
