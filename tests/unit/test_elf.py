@@ -1,0 +1,56 @@
+"""The ELF reader against binutils' own reading of real system files."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from edgebundle.elf import NotElfError, audit_glibc, max_version, parse_elf, read_elf
+from tests.conftest import MODELS
+
+SYSTEM_FILES = [Path(p) for p in ("/bin/ls", "/usr/bin/ssh-keygen", "/usr/bin/objdump") if Path(p).exists()]
+
+
+def objdump_versions(path: Path) -> set[str]:
+    out = subprocess.run(["objdump", "-p", str(path)], capture_output=True, text=True, check=True).stdout
+    section = out.split("Version References:", 1)[1] if "Version References:" in out else ""
+    return set(re.findall(r"0x[0-9a-f]+ 0x\d+ \d+ (\S+)", section))
+
+
+@pytest.mark.skipif(not shutil.which("objdump"), reason="binutils not installed")
+@pytest.mark.parametrize("path", SYSTEM_FILES, ids=lambda p: p.name)
+def test_versions_match_objdump(path: Path) -> None:
+    info = read_elf(path)
+    assert info.arch in {"x86_64", "aarch64"}
+    assert info.needed_versions == objdump_versions(path)
+    assert info.glibc_floor is not None
+
+
+def test_not_elf_and_truncated(tmp_path: Path) -> None:
+    with pytest.raises(NotElfError, match="not an ELF file"):
+        read_elf(MODELS / "digits_float.tflite")
+    head = SYSTEM_FILES[0].read_bytes()[:200]
+    with pytest.raises(NotElfError, match="truncated or malformed"):
+        parse_elf(head, Path("cut"))
+    with pytest.raises(NotElfError, match="cannot read"):
+        read_elf(tmp_path / "missing")
+
+
+def test_audit_names_the_library_that_sets_the_floor(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not elf")
+    audit = audit_glibc([*SYSTEM_FILES, text])
+    assert text not in audit.per_file
+    assert audit.floor == max(f for f in audit.per_file.values() if f)
+    assert audit.culprit is not None
+    assert audit.per_file[audit.culprit] == audit.floor
+    assert audit.floor_text == f"{audit.floor[0]}.{audit.floor[1]}"
+
+
+def test_version_ordering_is_numeric() -> None:
+    assert max_version({"GLIBC_2.9", "GLIBC_2.17", "GLIBC_2.3.4", "GLIBCXX_3.4.30"}, "GLIBC_") == (2, 17)
+    assert max_version(set(), "GLIBC_") is None
