@@ -11,7 +11,6 @@ Errors: one line on stderr, exit 3.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import sys
 from importlib import metadata
@@ -61,6 +60,7 @@ def _reference(appdir: str) -> None:
 
     from .geometry import image_geometry
     from .model import output_keys
+    from .npz import save_npz
     from .session import Session, read_manifest
 
     root = Path(appdir)
@@ -70,11 +70,9 @@ def _reference(appdir: str) -> None:
     image_path = root / manifest["selftest"]["image"]
     Image.fromarray(selftest_image(geo.width, geo.height), "RGB").save(image_path, format="PNG")
     values, _ = session.infer(session.feeds_for_image(str(image_path)))
-    target = root / manifest["selftest"]["reference"]
-    tmp = target.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **dict(zip(output_keys(session.outputs), values, strict=True)))
-    os.replace(tmp, target)
+    save_npz(
+        root / manifest["selftest"]["reference"], dict(zip(output_keys(session.outputs), values, strict=True))
+    )
     summary = {
         k: {"shape": list(v.shape), "dtype": v.dtype.name}
         for k, v in zip(output_keys(session.outputs), values, strict=True)
