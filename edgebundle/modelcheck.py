@@ -16,24 +16,19 @@ from typing import Any
 from .errors import ConfigError, ModelError, did_you_mean
 from .recipe import Recipe
 from .runtime.geometry import Geometry, image_geometry
+from .tflite import ModelInfo, TFLiteFormatError, read_model
 
 INPUT_DTYPES = ("float32", "float16", "uint8", "int8", "int16")
 
 
-def check_file(model: Path) -> None:
-    """Cheap checks that give a clearer message than the interpreter would."""
+def check_file(model: Path) -> ModelInfo:
+    """Read the model's structure without an interpreter: a file that is not a TFLite model or is
+    truncated is refused here with a clear message (a truncated model can crash the interpreter)."""
     try:
-        with open(model, "rb") as f:
-            head = f.read(8)
-    except OSError as exc:
-        raise ModelError(f"{model}: cannot read model: {exc.strerror}") from None
-    if len(head) < 8:
-        raise ModelError(f"{model}: not a TFLite model (file is {len(head)} bytes)")
-    if head[4:8] != b"TFL3":
-        raise ModelError(
-            f"{model}: not a TFLite model (no 'TFL3' flatbuffer identifier); "
-            "convert it with tf.lite.TFLiteConverter first"
-        )
+        return read_model(model)
+    except TFLiteFormatError as exc:
+        hint = "; convert it with tf.lite.TFLiteConverter first" if "not a TFLite model" in str(exc) else ""
+        raise ModelError(f"{exc}{hint}") from None
 
 
 _UNRESOLVED = (
