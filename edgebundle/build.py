@@ -6,6 +6,8 @@ self-test (when it can run here); it then appears there in one atomic rename.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -13,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -73,9 +76,14 @@ def build(plan: BuildPlan, echo: Echo) -> BuildReport:
         )
     toolchain = HostVenv(plan.target, plan.backend)
     toolchain.ensure(echo)
-    pins = interpreters()[plan.target.interpreter]
+    with _build_dir(plan) as workdir:
+        return _build_in(plan, echo, toolchain, workdir, labels, start)
 
-    workdir = Path(tempfile.mkdtemp(prefix=f"edgebundle-{plan.name}-"))
+
+def _build_in(
+    plan: BuildPlan, echo: Echo, toolchain: HostVenv, workdir: Path, labels: list[str] | None, start: float
+) -> BuildReport:
+    pins = interpreters()[plan.target.interpreter]
     stage = Stage(workdir=workdir, name=plan.name, interpreter_module=pins.module, strip=pins.strip)
     ok = False
     try:
@@ -107,6 +115,34 @@ def build(plan: BuildPlan, echo: Echo) -> BuildReport:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             echo(f"build directory kept: {workdir}")
+
+
+@contextlib.contextmanager
+def _build_dir(plan: BuildPlan) -> Iterator[Path]:
+    """The staging directory: the same inputs always get the same path, because paths end up in the
+    frozen program (code objects, archive tables) and a random temp dir would make two builds of the
+    same inputs differ. A lock keeps two concurrent builds of the same inputs apart."""
+    key = hashlib.sha256(
+        json.dumps(
+            [
+                __version__,
+                sha256_file(plan.model),
+                plan.recipe.to_manifest(),
+                plan.target.to_json(),
+                plan.backend,
+                str(plan.recipe.output.labels),
+            ],
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]
+    base = Path(tempfile.gettempdir()) / f"edgebundle-build-{os.getuid()}"
+    base.mkdir(mode=0o700, exist_ok=True)
+    workdir = base / f"{plan.name}-{key}"
+    with open(base / f".{workdir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        shutil.rmtree(workdir, ignore_errors=True)  # a kept or interrupted earlier build
+        workdir.mkdir()
+        yield workdir
 
 
 def _stage_runtime(stage: Stage) -> None:
