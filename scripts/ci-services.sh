@@ -74,8 +74,11 @@ port_in_use() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
+# Ours, and alive: a pid file left by a machine's earlier session may name some other process by now.
 sshd_alive() {
-    [ -s "$STATE/sshd.pid" ] && kill -0 "$(cat "$STATE/sshd.pid")" 2>/dev/null
+    local pid
+    pid=$(cat "$STATE/sshd.pid" 2>/dev/null) || return 1
+    [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-f $STATE/sshd_config"
 }
 
 start_sshd() {

@@ -19,6 +19,7 @@ from ..errors import ConfigError
 from ..runner import Echo
 from ..target import Arch
 from .proc import LineHandler, StepResult
+from .scripts import Script
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,7 +46,7 @@ class Transport(Protocol):
 
     def shell(
         self,
-        script: str,
+        script: Script,
         args: Sequence[str],
         *,
         stdin: Path | None = None,
@@ -53,7 +54,7 @@ class Transport(Protocol):
         timeout: float | None = None,
         detach: bool = False,
     ) -> StepResult:
-        """Run ``sh -c SCRIPT sh ARGS...`` on the device; ARGS are never parsed by a shell."""
+        """Run ``sh -c SCRIPT sh ARGS...`` on the device; ARGS reach it as they are, never parsed."""
         ...
 
     def launch(self, binary: Path, binary_arch: Arch, machine: str) -> Launch:

@@ -13,6 +13,7 @@ from ..runner import Echo
 from ..target import Arch, normalize_arch
 from . import Launch
 from .proc import LineHandler, StepResult, stream
+from .scripts import Script
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,7 +34,7 @@ class LocalTransport:
 
     def shell(
         self,
-        script: str,
+        script: Script,
         args: Sequence[str],
         *,
         stdin: Path | None = None,
@@ -42,8 +43,8 @@ class LocalTransport:
         detach: bool = False,
     ) -> StepResult:
         return stream(
-            [*self.shell_argv, "-c", script, "sh", *args],
-            shown=f"{shlex.join(self.shell_argv)} -c <script> sh {shlex.join(args)}",
+            [*self.shell_argv, "-c", script.text, "sh", *args],
+            shown=f"{shlex.join(self.shell_argv)} -c <{script.name}> sh {shlex.join(args)}".rstrip(),
             echo=self.echo,
             stdin=stdin,
             on_line=on_line,

@@ -24,15 +24,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from ..elf import NotElfError, read_elf
 from ..errors import ConfigError, DeviceError, EdgeBundleError
 from ..runner import Echo
-from ..target import Budgets, load_target
+from ..target import Arch, Budgets, load_target, normalize_arch
 from . import Launch, Transport, open_transport, scripts
 from .budgets import check_budgets
-from .elf import BUILD_HINT, NOT_OURS, elf_arch
 from .proc import StepResult, tail
 from .report import EMULATED_NOTE, DeviceReport, LatencyMs, Samples, StartupMs, percentile
 
+NOT_OURS = "is not an edgebundle binary"
+BUILD_HINT = "build one with: edgebundle build MODEL.tflite --recipe RECIPE"
 STEP_TIMEOUT_S = 600.0
 RUN_TIMEOUT_S = 300.0
 INPUT_DIR = "input"
@@ -69,13 +71,13 @@ def run_device_test(
         raise ConfigError(f"{binary}: no such file; give the path of a binary made by edgebundle build")
     if plan.input is not None and not plan.input.is_file():
         raise ConfigError(f"--input {plan.input}: no such file")
-    budgets_override = load_target(plan.target).budgets if plan.target else None
-    arch = elf_arch(binary)
+    override = load_target(plan.target) if plan.target else None
+    arch = binary_arch(binary)
     size = binary.stat().st_size
     transport = transport or open_transport(plan.device, echo)
     with _term_as_interrupt(), DeviceDir(transport, echo) as dev:
         launch = transport.launch(binary, arch, dev.machine)
-        progress(f"copying {binary.name} ({size / 1e6:.1f} MB) to {transport.device}:{dev.path}")
+        progress(f"copying {binary.name} ({size} bytes) to {dev.path} on {transport.device}")
         app = dev.upload(binary, binary.name, size)
         inputs = [dev.upload(plan.input, f"{INPUT_DIR}/{plan.input.name}")] if plan.input else []
         command = [*launch.prefix, app]
@@ -88,7 +90,7 @@ def run_device_test(
         )
 
     target = manifest["target"]
-    budgets = budgets_override or _manifest_budgets(target.get("budgets"), binary)
+    budgets = override.budgets if override else _manifest_budgets(target.get("budgets"), binary)
     warm = [float(r["ms"]) for r in runs]
     largest = max(runs, key=lambda r: int(r["peak_rss_bytes"]))
     startup = StartupMs(
@@ -102,7 +104,7 @@ def run_device_test(
         device=transport.device,
         arch=arch,
         emulated=transport.emulated,
-        target=plan.target or str(target.get("name", "?")),
+        target=override.name if override else str(target.get("name", "?")),
         runs=plan.runs,
         size_bytes=size,
         startup_ms=startup,
@@ -127,6 +129,22 @@ def run_device_test(
         ),
         notes=tuple(notes),
     )
+
+
+def binary_arch(path: Path) -> Arch:
+    """From the ELF header, on the host, before anything runs: a wrong-arch binary on ``local`` is then
+    a one-line error, not "Exec format error" (or, with binfmt_misc set up, a silently emulated run
+    that would pass for native)."""
+    try:
+        found = read_elf(path).arch
+    except NotElfError as exc:
+        raise ConfigError(f"{path} {NOT_OURS} ({str(exc).removeprefix(f'{path}: ')}); {BUILD_HINT}") from None
+    arch = normalize_arch(found)
+    if arch is None:
+        raise ConfigError(
+            f"{path} is a {found} program; edgebundle binaries are x86_64 or aarch64 ({BUILD_HINT})"
+        )
+    return arch
 
 
 class DeviceDir:
@@ -239,6 +257,13 @@ def _manifest(dev: DeviceDir, command: list[str], binary: Path, device: str, col
 def _start_failure(binary: Path, device: str, cold: Cold) -> DeviceError | None:
     """The binary could not start there at all (rather than not being ours)."""
     text = cold.stderr
+    if "Could not open '/lib/ld-linux" in text:
+        # QEMU user mode found no loader for a dynamically linked foreign binary.
+        return DeviceError(
+            f"{binary} needs its arch's C library to run under QEMU ({tail(text, 1)}); point QEMU_LD_PREFIX "
+            "at a root that has it and zlib (Debian: apt-get install libc6-arm64-cross, then "
+            "QEMU_LD_PREFIX=/usr/aarch64-linux-gnu)"
+        )
     if cold.exit_code in (126, 127):
         return DeviceError(
             f"{binary} cannot be executed on {device} "
@@ -280,7 +305,7 @@ def _startup(
         if event.get("exit_code") == 0:
             progress(
                 f"startup {event['run']}/{runs}: {event['ms']:.0f} ms, "
-                f"peak RSS {event['peak_rss_bytes'] / 1e6:.1f} MB in {event['processes']} processes"
+                f"peak RSS {event['peak_rss_bytes'] / 1e6:.1f} MB ({event['processes']} processes)"
             )
 
     result = dev.run(argv, on_line=on_line, timeout=STEP_TIMEOUT_S + runs * RUN_TIMEOUT_S)

@@ -115,7 +115,7 @@ class DeviceReport:
         by_name = {b.name: b for b in self.budgets}
         s, lat = self.startup_ms, self.latency_ms
         rows = [
-            ("size", f"{self.size_bytes / MB:.1f} MB ({self.size_bytes} bytes)", by_name.get("max_size_mb")),
+            ("size", f"{_mb(self.size_bytes)} ({self.size_bytes} bytes)", by_name.get("max_size_mb")),
             ("startup, cold", f"{s.cold:.0f} ms (first run after the copy)", None),
             (
                 "startup, warm",
@@ -124,13 +124,15 @@ class DeviceReport:
             ),
             (
                 "peak RSS",
-                f"{self.peak_rss_bytes / MB:.1f} MB ({self.processes} processes, "
-                f"largest {self.largest_process_rss_bytes / MB:.1f} MB)",
+                f"{_mb(self.peak_rss_bytes)} ({_plural(self.processes, 'process', 'processes')}, "
+                f"largest {_mb(self.largest_process_rss_bytes)})",
                 by_name.get("max_rss_mb"),
             ),
             ("latency", f"p50 {lat.p50:.3f} ms, p90 {lat.p90:.3f} ms", None),
         ]
         width = max(len(value) for _, value, _ in rows)
+        limits = {label: f"budget {b.limit:g} {b.unit}" if b else "" for label, _, b in rows}
+        limit_width = max(len(text) for text in limits.values())
         kind = "emulated" if self.emulated else "native"
         lines = [
             f"{self.binary} on {self.device} ({self.arch}, {kind}), {self.runs} runs, target {self.target}"
@@ -138,9 +140,8 @@ class DeviceReport:
         for label, value, budget in rows:
             verdict = ""
             if budget is not None:
-                result = {True: "pass", False: "FAIL", None: "not enforced"}[budget.passed]
-                verdict = f"  budget {budget.limit:g} {budget.unit}  {result}"
-            lines.append(f"  {label:14} {value:{width}}{verdict}".rstrip())
+                verdict = {True: "pass", False: "FAIL", None: "not enforced"}[budget.passed]
+            lines.append(f"  {label:14} {value:{width}}  {limits[label]:{limit_width}}  {verdict}".rstrip())
         lines.extend(f"  note: {note}" for note in self.notes)
         failed = self.failed()
         enforced = [b for b in self.budgets if b.passed is not None]
@@ -149,3 +150,12 @@ class DeviceReport:
         else:
             lines.append(f"ok: {len(enforced)} of {len(enforced)} enforced budgets pass")
         return "\n".join(lines)
+
+
+def _mb(size: int) -> str:
+    """Megabytes (10^6 bytes, as the budgets count them) with a useful number of digits."""
+    return f"{size / MB:.1f} MB" if size >= MB // 10 else f"{size / MB:.4f} MB"
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"

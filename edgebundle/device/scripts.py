@@ -12,8 +12,21 @@ unpacks (a onefile bootloader's _MEIxxxxxx) goes where the cleanup removes it, e
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Script:
+    """A constant script; ``name`` is what logs show instead of its text."""
+
+    name: str
+    text: str
+
+
 # Prints "dir=PATH" and "machine=ARCH". No arguments.
-SETUP = r"""
+SETUP = Script(
+    "setup",
+    r"""
 umask 077
 base=${TMPDIR:-/tmp}
 d=$(mktemp -d "$base/edgebundle.XXXXXX" 2>/dev/null) || {
@@ -21,20 +34,26 @@ d=$(mktemp -d "$base/edgebundle.XXXXXX" 2>/dev/null) || {
     mkdir "$d" || exit 97
 }
 printf 'dir=%s\nmachine=%s\n' "$d" "$(uname -m)"
-"""
+""",
+)
 
 # $1 dir, $2 name inside it; the file's bytes on stdin. Prints the size written.
-UPLOAD = r"""
+UPLOAD = Script(
+    "upload",
+    r"""
 f=$1/$2
 mkdir -p "${f%/*}" || exit 97
 cat > "$f" || exit 97
 chmod 700 "$f" || exit 97
 wc -c < "$f"
-"""
+""",
+)
 
 # $1 dir, then the command. The very first run after the copy, timed with the kernel's boot clock
 # (/proc/uptime, 10 ms steps) since a shell has no finer clock and the binary must not run before it.
-COLD = r"""
+COLD = Script(
+    "cold",
+    r"""
 d=$1
 shift
 cd "$d" || exit 97
@@ -50,22 +69,28 @@ tail -c 4000 cold.out
 echo
 echo @@eb-stderr@@
 tail -c 4000 cold.err
-"""
+""",
+)
 
 # $1 dir, then the command, which replaces the shell (its exit code is the step's).
-RUN = r"""
+RUN = Script(
+    "run",
+    r"""
 d=$1
 shift
 cd "$d" || exit 97
 TMPDIR=$d
 export TMPDIR
 exec "$@" < /dev/null
-"""
+""",
+)
 
 # $1 dir. Ends every process whose working directory is the dir (the measurer and its runs, which
 # may sit in process groups of their own), SIGTERM first so that a onefile bootloader cleans up after
 # itself, then removes the dir. Refuses anything that is not one of our dirs.
-CLEANUP = r"""
+CLEANUP = Script(
+    "cleanup",
+    r"""
 d=$1
 case $d in
     /*/edgebundle.*) ;;
@@ -91,7 +116,8 @@ if [ -n "$pids" ]; then
 fi
 rm -rf "$d"
 [ ! -e "$d" ]
-"""
+""",
+)
 
 # Exit codes the scripts use for their own failures (never an exit code of the binary's steps).
 EXIT_SCRIPT = 97

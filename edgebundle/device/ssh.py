@@ -12,17 +12,19 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..errors import ConfigError, DeviceError
+from ..errors import ConfigError, DeviceError, ToolMissingError
 from ..runner import Echo
 from ..target import Arch
 from . import Launch
 from .local import native_launch
 from .proc import LineHandler, StepResult, stream, tail
+from .scripts import Script
 
 SSH_COMMAND_ENV = "EDGEBUNDLE_SSH_COMMAND"
 CONNECT_TIMEOUT_S = 15
@@ -95,7 +97,7 @@ class SshTransport:
 
     def shell(
         self,
-        script: str,
+        script: Script,
         args: Sequence[str],
         *,
         stdin: Path | None = None,
@@ -103,11 +105,16 @@ class SshTransport:
         timeout: float | None = None,
         detach: bool = False,
     ) -> StepResult:
-        remote = shlex.join(["sh", "-c", script, "sh", *args])
+        remote = shlex.join(["sh", "-c", script.text, "sh", *args])
         ssh = self.ssh_argv()
+        if shutil.which(ssh[0]) is None:
+            raise ToolMissingError(
+                f"{ssh[0]}: not found; install the OpenSSH client (Debian/Ubuntu: "
+                "apt-get install openssh-client)"
+            )
         result = stream(
             [*ssh, remote],
-            shown=f"{shlex.join(ssh)} 'sh -c <script> sh {shlex.join(args)}'",
+            shown=f"{shlex.join(ssh)} sh -c <{script.name}> sh {shlex.join(args)}".rstrip(),
             echo=self.echo,
             stdin=stdin,
             on_line=on_line,

@@ -109,12 +109,13 @@ class TreeWatch:
     first time it shows up, and reads the status of the tree's own processes only.
     """
 
-    def __init__(self, root: int, interval_s: float) -> None:
+    def __init__(self, root: int, interval_s: float, foreign: set[int] | None = None) -> None:
         self.root = root
         self.interval_s = interval_s
         self.hwm_kib: dict[int, int] = {}
         self._tree: set[int] = {root}
-        self._foreign: set[int] = set()
+        # Pids that existed before the run can only be someone else's: never looked at again.
+        self._foreign: set[int] = set(foreign or ()) - {root}
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="eb-treewatch", daemon=True)
@@ -146,9 +147,8 @@ class TreeWatch:
                     self.hwm_kib[pid] = kib
 
     def _discover(self) -> None:
-        try:
-            listed = {int(e.name) for e in os.scandir("/proc") if e.name.isdigit()}
-        except OSError:
+        listed = list_pids()
+        if not listed:
             return
         # Forget pids that are gone, so that a reused number is looked at again.
         self._foreign &= listed
@@ -167,6 +167,13 @@ class TreeWatch:
                     del parents[pid]
                     grew = True
         self._foreign.update(parents)
+
+
+def list_pids() -> set[int]:
+    try:
+        return {int(e.name) for e in os.scandir("/proc") if e.name.isdigit()}
+    except OSError:
+        return set()
 
 
 def tree_peak_bytes(hwm_kib: Mapping[int, int], wait4_maxrss_kib: int) -> tuple[int, int]:
@@ -199,9 +206,12 @@ def measure_run(
         (os.POSIX_SPAWN_OPEN, 2, stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
     ]
     executable = _resolve(argv[0], env)
+    # Listed before the run so that the polls during it read only the run's own new processes
+    # (on a single-core device every read of /proc is time taken from the run being measured).
+    before = list_pids()
     start = time.perf_counter()
     pid = os.posix_spawn(executable, list(argv), dict(env), file_actions=actions, setpgroup=0)
-    watch = TreeWatch(pid, interval_s)
+    watch = TreeWatch(pid, interval_s, foreign=before)
     timed_out = threading.Event()
 
     def expire() -> None:
@@ -368,6 +378,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "measure") -> int:
         print(f"{parser.prog}: error: {exc.filename or exc}: command not found", file=sys.stderr)
         return EXIT_USAGE
     except Terminated:
+        return EXIT_TERMINATED
+    except BrokenPipeError:
+        # Whoever reads us is gone (an SSH connection dropped): stop measuring for nobody.
         return EXIT_TERMINATED
     finally:
         for s, h in handlers.items():

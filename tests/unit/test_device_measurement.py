@@ -1,0 +1,86 @@
+"""The pipeline's judgements that need no device: the binary's arch, what a failed first run means,
+and budgets read from a manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgebundle.device.measurement import Cold, _manifest_budgets, _start_failure, binary_arch
+from edgebundle.errors import ConfigError, DeviceError
+from edgebundle.runtime.measure import tree_peak_bytes
+from edgebundle.target import Budgets
+from tests.conftest import FIXTURES
+
+DEVICE = FIXTURES / "device"
+APP = Path("dist/digits")
+
+
+def test_binary_arch_comes_from_the_elf_header() -> None:
+    assert binary_arch(DEVICE / "fake_app-aarch64") == "aarch64"
+    assert binary_arch(DEVICE / "fake_app-x86_64") == "x86_64"
+
+
+def test_a_file_that_is_not_elf_is_not_ours() -> None:
+    with pytest.raises(ConfigError, match=r"not-a-binary.sh is not an edgebundle binary \(not an ELF file\)"):
+        binary_arch(DEVICE / "not-a-binary.sh")
+
+
+def cold(stderr: str, exit_code: int) -> Cold:
+    return Cold(ms=10.0, exit_code=exit_code, stdout="", stderr=stderr)
+
+
+@pytest.mark.parametrize(
+    ("stderr", "exit_code", "expected"),
+    [
+        (
+            "aarch64-binfmt-P: Could not open '/lib/ld-linux-aarch64.so.1': No such file or directory",
+            255,
+            "point QEMU_LD_PREFIX at a root that has it",
+        ),
+        ("sh: 1: /tmp/edgebundle.x/app: Permission denied", 126, "is its temp dir on a noexec mount"),
+        (
+            "[PYI-123:ERROR] Failed to load Python shared library '/tmp/_MEI1/libpython3.11.so.1.0': "
+            "/lib/x86_64-linux-gnu/libc.so.6: version `GLIBC_2.36' not found",
+            255,
+            "needs a newer glibc than gw has",
+        ),
+        ("[PYI-123:ERROR] Could not create temporary directory!", 255, "cannot start on gw: [PYI-123:ERROR]"),
+    ],
+)
+def test_a_binary_that_cannot_start_is_a_device_error(stderr: str, exit_code: int, expected: str) -> None:
+    error = _start_failure(APP, "gw", cold(stderr, exit_code))
+    assert isinstance(error, DeviceError)
+    assert expected in str(error)
+    assert "\n" not in str(error)
+
+
+def test_a_program_that_merely_refuses_our_options_is_not_a_start_failure() -> None:
+    assert _start_failure(APP, "gw", cold("true: unrecognized option '--self-test'", 1)) is None
+
+
+def test_budgets_from_the_manifest() -> None:
+    raw = {"max_size_mb": 40, "max_startup_ms": 2000.5, "max_rss_mb": None}
+    assert _manifest_budgets(raw, APP) == Budgets(max_size_mb=40.0, max_startup_ms=2000.5)
+
+
+@pytest.mark.parametrize("raw", [None, [], {"max_size_mb": "40"}, {"max_rss_mb": True}])
+def test_bad_manifest_budgets_point_to_target(raw: object) -> None:
+    with pytest.raises(ConfigError, match="--target"):
+        _manifest_budgets(raw, APP)
+
+
+@pytest.mark.parametrize(
+    ("seen", "maxrss", "tree", "largest"),
+    [
+        ({1: 1000, 2: 50_000}, 50_000, 51_000, 50_000),  # polls saw everything
+        ({1: 1000, 2: 30_000}, 50_000, 51_000, 50_000),  # the largest grew after its last poll
+        ({}, 5000, 5000, 5000),  # a run too short for any poll
+        ({1: 1000, 2: 900, 3: 800}, 1000, 2700, 1000),  # the sum, where wait4 knows only the largest
+    ],
+)
+def test_tree_peak_adds_what_wait4_proves_the_polls_missed(
+    seen: dict[int, int], maxrss: int, tree: int, largest: int
+) -> None:
+    assert tree_peak_bytes(seen, maxrss) == (tree * 1024, largest * 1024)

@@ -1,0 +1,164 @@
+"""The device report as data: percentiles, the budget check, JSON keys, the table and JUnit XML."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from edgebundle.device.budgets import MB, check_budgets
+from edgebundle.device.junit import junit_xml
+from edgebundle.device.report import (
+    EMULATED_NOTE,
+    DeviceReport,
+    LatencyMs,
+    Samples,
+    StartupMs,
+    percentile,
+)
+from edgebundle.target import Budgets
+
+BUDGETS = Budgets(max_size_mb=40, max_startup_ms=2000, max_rss_mb=100)
+
+
+def report(*, budgets: Budgets = BUDGETS, emulated: bool = False, rss: int = 50 * MB) -> DeviceReport:
+    size = 30_802_368
+    return DeviceReport(
+        binary="dist/digits",
+        device="qemu" if emulated else "local",
+        arch="x86_64",
+        emulated=emulated,
+        target="x86_64",
+        runs=3,
+        size_bytes=size,
+        startup_ms=StartupMs(cold=790.0, warm_p50=774.0, warm_p90=790.0),
+        peak_rss_bytes=rss,
+        largest_process_rss_bytes=48 * MB,
+        processes=2,
+        latency_ms=LatencyMs(p50=0.023, p90=0.044),
+        budgets=check_budgets(
+            budgets, size_bytes=size, startup_warm_p50_ms=774.0, peak_rss_bytes=rss, emulated=emulated
+        ),
+        samples=Samples(
+            startup_warm_ms=(774.0, 760.0, 790.0),
+            peak_rss_bytes=(rss, rss, rss),
+            latency_ms=(0.02, 0.023, 0.044),
+            latency_warmup_ms=0.15,
+        ),
+        notes=(EMULATED_NOTE,) if emulated else (),
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [
+        ([5.0], 90, 5.0),
+        ([3.0, 1.0, 2.0], 50, 2.0),
+        ([1.0, 2.0, 3.0, 4.0], 50, 2.5),
+        ([*range(1, 11)], 90, 9.1),
+    ],
+)
+def test_percentile_interpolates_like_numpy(values: list[float], q: float, expected: float) -> None:
+    assert percentile(values, q) == pytest.approx(expected)
+
+
+def test_every_set_budget_is_checked_in_order() -> None:
+    results = check_budgets(
+        BUDGETS, size_bytes=41 * MB, startup_warm_p50_ms=1999.0, peak_rss_bytes=100 * MB, emulated=False
+    )
+    assert [(r.name, r.limit, r.value, r.passed) for r in results] == [
+        ("max_size_mb", 40, 41.0, False),
+        ("max_startup_ms", 2000, 1999.0, True),
+        ("max_rss_mb", 100, 100.0, True),
+    ]
+
+
+def test_a_budget_compares_the_exact_figure_not_the_rounded_one() -> None:
+    (size,) = check_budgets(
+        Budgets(max_size_mb=40),
+        size_bytes=40 * MB + 1,
+        startup_warm_p50_ms=0,
+        peak_rss_bytes=0,
+        emulated=False,
+    )
+    assert size.value == 40.0
+    assert size.passed is False
+
+
+def test_unset_budgets_are_left_out() -> None:
+    assert (
+        check_budgets(Budgets(), size_bytes=1, startup_warm_p50_ms=1, peak_rss_bytes=1, emulated=False) == ()
+    )
+
+
+def test_under_emulation_only_the_size_is_enforced() -> None:
+    r = report(emulated=True, rss=500 * MB)
+    assert {b.name: b.passed for b in r.budgets} == {
+        "max_size_mb": True,
+        "max_startup_ms": None,
+        "max_rss_mb": None,
+    }
+    assert r.ok
+    assert "not enforced" in r.budgets[2].describe()
+
+
+def test_json_has_the_keys_ci_reads() -> None:
+    data = json.loads(json.dumps(report().to_json()))
+    assert data["size_bytes"] == 30_802_368
+    assert data["startup_ms"] == {"cold": 790.0, "warm_p50": 774.0, "warm_p90": 790.0}
+    assert data["peak_rss_bytes"] == 50 * MB
+    assert data["latency_ms"] == {"p50": 0.023, "p90": 0.044}
+    assert (data["device"], data["arch"], data["emulated"], data["ok"]) == ("local", "x86_64", False, True)
+    assert data["budgets"]["max_rss_mb"] == {"limit": 100, "value": 50.0, "unit": "MB", "pass": True}
+    assert set(data["budgets"]) == {"max_size_mb", "max_startup_ms", "max_rss_mb"}
+
+
+def test_a_failed_budget_makes_the_report_not_ok() -> None:
+    r = report(rss=150 * MB)
+    assert not r.ok
+    assert [b.name for b in r.failed()] == ["max_rss_mb"]
+    assert r.failed()[0].describe() == "max_rss_mb: 150 MB > 100 MB"
+    assert r.to_json()["ok"] is False
+
+
+def test_table_shows_every_figure_and_verdict() -> None:
+    text = report(rss=150 * MB).table()
+    assert text.splitlines()[0] == "dist/digits on local (x86_64, native), 3 runs, target x86_64"
+    assert "30.8 MB (30802368 bytes)" in text
+    assert "p50 774 ms, p90 790 ms" in text
+    assert "150.0 MB (2 processes, largest 48.0 MB)" in text
+    assert "FAIL" in text
+    assert text.splitlines()[-1] == "FAILED: max_rss_mb: 150 MB > 100 MB"
+
+
+def test_emulated_table_says_timings_are_not_representative() -> None:
+    text = report(emulated=True).table()
+    assert "emulated" in text.splitlines()[0]
+    assert f"note: {EMULATED_NOTE}" in text
+    assert "not enforced" in text
+
+
+def test_junit_has_one_testcase_per_budget() -> None:
+    suite = ET.fromstring(junit_xml(report(rss=150 * MB))).find("testsuite")
+    assert suite is not None
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    assert list(cases) == ["max_size_mb", "max_startup_ms", "max_rss_mb"]
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("3", "1", "0")
+    failure = cases["max_rss_mb"].find("failure")
+    assert failure is not None
+    assert failure.get("message") == "max_rss_mb: 150 MB > 100 MB"
+    assert cases["max_size_mb"].find("failure") is None
+    props = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert props["peak_rss_bytes"] == str(150 * MB)
+    out = suite.find("system-out")
+    assert out is not None
+    assert json.loads(out.text or "")["ok"] is False
+
+
+def test_junit_marks_emulated_timing_budgets_skipped() -> None:
+    suite = ET.fromstring(junit_xml(report(emulated=True))).find("testsuite")
+    assert suite is not None
+    assert suite.get("skipped") == "2"
+    skipped = [c.get("name") for c in suite.iter("testcase") if c.find("skipped") is not None]
+    assert skipped == ["max_startup_ms", "max_rss_mb"]
