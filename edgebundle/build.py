@@ -1,5 +1,9 @@
 """The build pipeline: BuildPlan -> staged app dir (runtime + model + manifest) -> backend -> binary.
 
+The backend's part (the runner: launcher + the one-folder program, see backends/runners.py) does not
+depend on the model and is cached; the binary is that runner with the model, manifest and self-test
+files appended as a payload. A build with another model or recipe only appends.
+
 Nothing is written at the plan's output path until the binary is complete and has passed its own
 self-test (when it can run here); it then appears there in one atomic rename.
 """
@@ -21,18 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .backends import BACKENDS, Stage
-from .errors import BuildError, ConfigError, ModelError
+from .backends import RUNTIME_PACKAGE, Stage, stage_runtime
+from .backends.bundle import assemble
+from .backends.runners import ensure_runner
+from .errors import BuildError, ModelError
 from .modelcheck import check_file, parse_probe_error, validate
 from .plan import BuildPlan
 from .recipe import read_labels
 from .runner import Echo
 from .target import interpreters
-from .toolchains.venv import HostVenv
-
-RUNTIME_SRC = Path(__file__).parent / "runtime"
-RUNTIME_PACKAGE = "ebrt"  # the runtime's name inside binaries
-ENTRY_SCRIPT = f"from {RUNTIME_PACKAGE}.app import entry\n\nentry()\n"
+from .toolchains import Toolchain, for_plan
+from .toolchains.binfmt import registered as binfmt_registered
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,30 +71,24 @@ def build(plan: BuildPlan, echo: Echo) -> BuildReport:
     start = time.monotonic()
     check_file(plan.model)
     labels = read_labels(plan.recipe.output.labels) if plan.recipe.output.labels else None
-    if not plan.native:
-        raise ConfigError(
-            f"--target {plan.target.name}: building for {plan.target.arch} on this host needs an "
-            "emulated build root, which this version does not create yet; build on a "
-            f"{plan.target.arch} machine"
-        )
-    toolchain = HostVenv(plan.target, plan.backend)
+    toolchain = for_plan(plan)
     toolchain.ensure(echo)
     with _build_dir(plan) as workdir:
         return _build_in(plan, echo, toolchain, workdir, labels, start)
 
 
 def _build_in(
-    plan: BuildPlan, echo: Echo, toolchain: HostVenv, workdir: Path, labels: list[str] | None, start: float
+    plan: BuildPlan, echo: Echo, toolchain: Toolchain, workdir: Path, labels: list[str] | None, start: float
 ) -> BuildReport:
     pins = interpreters()[plan.target.interpreter]
     stage = Stage(workdir=workdir, name=plan.name, interpreter_module=pins.module, strip=pins.strip)
     ok = False
     try:
-        _stage_runtime(stage)
+        stage_runtime(stage)
         model_file = stage.app / "model.tflite"
         shutil.copyfile(plan.model, model_file)
         echo(f"checking {plan.model} with {plan.target.interpreter}")
-        sig = _probe_signature(toolchain.python, pins.module, pins.distribution, plan.model, stage)
+        sig = _probe_signature(toolchain, pins.module, pins.distribution, plan.model, model_file, stage)
         resolved = validate(plan.recipe, sig, labels)
         manifest = _manifest(plan, sig, resolved.image_input, labels, model_file)
         (stage.app / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
@@ -101,13 +98,19 @@ def _build_in(
             what="computing the self-test reference",
             cwd=stage.app,
         )
-        backend = BACKENDS[plan.backend]
-        echo(f"building with {plan.backend} (log: {stage.log})")
-        toolchain.run(backend.command(toolchain.python, stage), log=stage.log, what=plan.backend, cwd=workdir)
-        produced = backend.result(stage)
-        if not produced.is_file():
-            raise BuildError(f"{plan.backend} reported success but wrote no {produced}")
-        report = _install(plan, produced, start, echo)
+        runner, built = ensure_runner(
+            toolchain, plan.target, plan.backend, pins, echo, keep_build_dir=plan.keep_build_dir
+        )
+        echo(("built " if built else "reusing cached ") + runner.describe())
+        produced = workdir / plan.name
+        assemble(
+            runner.prefix,
+            runner.runner_offset,
+            runner.key,
+            {p.name: p.read_bytes() for p in stage.data_files()},
+            produced,
+        )
+        report = _install(plan, produced, start, echo, toolchain)
         ok = True
         return report
     finally:
@@ -145,36 +148,33 @@ def _build_dir(plan: BuildPlan) -> Iterator[Path]:
         yield workdir
 
 
-def _stage_runtime(stage: Stage) -> None:
-    shutil.copytree(
-        RUNTIME_SRC,
-        stage.app / RUNTIME_PACKAGE,
-        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-    )
-    stage.entry.write_text(ENTRY_SCRIPT)
-
-
 def _probe_signature(
-    python: str, module: str, distribution: str, model: Path, stage: Stage
+    toolchain: Toolchain, module: str, distribution: str, model: Path, staged: Path, stage: Stage
 ) -> dict[str, Any]:
-    # Run directly (not through the runner) because a refusal here is the user's model error,
-    # reported as such, not a build failure.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env["PYTHONPATH"] = str(stage.app)
-    proc = subprocess.run(
+    """Load the staged copy of ``model`` with the target's interpreter inside the toolchain (under
+    QEMU for a foreign arch); messages name ``model``, the user's file."""
+    # Not through the runner because a refusal here is the user's model error, reported as such,
+    # not a build failure. ``python -m`` from stage.app finds the runtime package there.
+    inv = toolchain.invocation(
         [
-            python,
+            toolchain.python,
             "-m",
             f"{RUNTIME_PACKAGE}.buildtime",
             "signature",
             module,
             distribution,
-            str(model.resolve()),
+            str(staged),
         ],
+        cwd=stage.app,
+    )
+    env = {k: v for k, v in inv.env.items() if not k.startswith("PYTHON")}
+    env["PYTHONPATH"] = str(stage.app)
+    proc = subprocess.run(
+        inv.argv,
         capture_output=True,
         text=True,
         env=env,
-        cwd=stage.app,
+        cwd=inv.cwd,
         stdin=subprocess.DEVNULL,
         check=False,
     )
@@ -225,7 +225,7 @@ def _manifest(
     }
 
 
-def _install(plan: BuildPlan, produced: Path, start: float, echo: Echo) -> BuildReport:
+def _install(plan: BuildPlan, produced: Path, start: float, echo: Echo, toolchain: Toolchain) -> BuildReport:
     """Copy the result next to the output, self-test it there, then rename it into place."""
     out = plan.output
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
@@ -234,6 +234,14 @@ def _install(plan: BuildPlan, produced: Path, start: float, echo: Echo) -> Build
         os.chmod(partial, 0o755)
         if plan.native:
             _self_test(partial, echo)
+        elif toolchain.library_root is not None and binfmt_registered(plan.target.arch):
+            # The binary needs the root's glibc and zlib: QEMU looks them up there first.
+            _self_test(partial, echo, {"QEMU_LD_PREFIX": str(toolchain.library_root)})
+        else:
+            echo(
+                f"self-test skipped: {plan.target.arch} binaries do not run on this host "
+                f"(no qemu-{plan.target.arch} registered with binfmt_misc)"
+            )
         digest = sha256_file(partial)
         size = partial.stat().st_size
         os.replace(partial, out)
@@ -251,9 +259,9 @@ def _install(plan: BuildPlan, produced: Path, start: float, echo: Echo) -> Build
     )
 
 
-def _self_test(binary: Path, echo: Echo) -> None:
+def _self_test(binary: Path, echo: Echo, extra_env: dict[str, str] | None = None) -> None:
     """Run the fresh binary's --self-test in an empty directory with a minimal environment."""
-    echo(f"self-testing {binary.name}")
+    echo(f"self-testing {binary.name}" + (" under QEMU" if extra_env else ""))
     with tempfile.TemporaryDirectory(prefix="edgebundle-selftest-") as empty:
         proc = subprocess.run(
             [str(binary.resolve()), "--self-test"],
@@ -261,7 +269,7 @@ def _self_test(binary: Path, echo: Echo) -> None:
             text=True,
             cwd=empty,
             stdin=subprocess.DEVNULL,
-            env={"PATH": "/usr/bin:/bin", "HOME": empty, "TMPDIR": empty},
+            env={"PATH": "/usr/bin:/bin", "HOME": empty, "TMPDIR": empty, **(extra_env or {})},
             check=False,
         )
     if proc.returncode != 0:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__
-from .errors import BudgetExceededError, EdgeBundleError
+from .errors import BudgetExceededError, ConfigError, EdgeBundleError
 from .recipe import bundled_recipes, load_recipe
 from .target import bundled_targets, interpreters, load_target
 
@@ -82,6 +82,13 @@ def main(debug: bool) -> None:
 )
 @click.option("--report", type=click.Path(path_type=Path), help="Also write the build report as JSON.")
 @click.option("--keep-build-dir", is_flag=True, help="Keep the staging directory for inspection.")
+@click.option(
+    "--isolated",
+    is_flag=True,
+    envvar="EDGEBUNDLE_ISOLATED",
+    help="Build inside a Debian root of the target's arch even when it is this host's (independent of "
+    "this machine's Python; the root's glibc is the floor). Foreign-arch targets always build in one.",
+)
 @handle_errors
 def build(
     model: Path,
@@ -93,6 +100,7 @@ def build(
     output: Path | None,
     report: Path | None,
     keep_build_dir: bool,
+    isolated: bool,
 ) -> None:
     """Build MODEL (.tflite) with RECIPE into one executable file."""
     from .build import build as run_build
@@ -105,6 +113,7 @@ def build(
         backend=backend,
         output=output,
         keep_build_dir=keep_build_dir,
+        isolated=isolated,
     )
     click.echo(plan.summary(), err=True)
     result = run_build(plan, _echo)
@@ -218,6 +227,83 @@ def list_interpreters(as_json: bool) -> None:
         return
     for name, pins in known.items():
         click.echo(f"{name:15} python {','.join(pins.pythons):20} {' '.join(pins.requires)}")
+
+
+@main.command()
+@handle_errors
+def matrix() -> None:
+    """Print the CI build matrix (bundled targets x backends) as one line of JSON for GitHub Actions'
+    fromJSON: each entry has name, target, arch, backend and the native runner."""
+    from .plan import ci_matrix
+
+    loaded = [load_target(name) for name in sorted(bundled_targets())]
+    click.echo(json.dumps(ci_matrix(loaded), separators=(",", ":")))
+
+
+@main.group()
+def toolchain() -> None:
+    """Manage the cached Debian build roots that foreign-arch builds (and --isolated ones) run in."""
+
+
+_BACKEND_OPTION = click.option(
+    "--backend",
+    "-b",
+    default="pyinstaller",
+    show_default=True,
+    envvar="EDGEBUNDLE_BACKEND",
+    help="The backend whose pins the root holds.",
+)
+
+
+@toolchain.command(name="install")
+@click.argument("target_name", metavar="TARGET")
+@_BACKEND_OPTION
+@handle_errors
+def toolchain_install(target_name: str, backend: str) -> None:
+    """Create TARGET's build root now (builds create it on first use) and print its root filesystem,
+    e.g. for QEMU_LD_PREFIX. Does nothing but print when it exists already."""
+    from .plan import check_backend
+    from .toolchains.debroot import DebRoot
+
+    check_backend(backend)
+    root = DebRoot(load_target(target_name), backend)
+    root.ensure(_echo)
+    _echo(f"{root.describe()}: ready")
+    click.echo(root.rootfs)
+
+
+@toolchain.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def toolchain_list(as_json: bool) -> None:
+    """List the cached build roots: ready, stale (the pins changed since) or interrupted (rebuilt on
+    next use)."""
+    from .toolchains.debroot import current_root_names, list_roots
+
+    roots = list_roots(current_root_names())
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in roots], indent=2))
+        return
+    if not roots:
+        _echo("no build roots (edgebundle toolchain install TARGET creates one)")
+    for r in roots:
+        click.echo(f"{r.name:32} {r.state:11} {r.size_bytes / 1e6:7.0f} MB  {r.backend:12} {r.path}")
+
+
+@toolchain.command(name="remove")
+@click.argument("target_name", metavar="TARGET")
+@handle_errors
+def toolchain_remove(target_name: str) -> None:
+    """Delete every build root of TARGET (any backend, stale and interrupted ones included)."""
+    from .toolchains.debroot import remove_roots
+
+    try:
+        name = load_target(target_name).name
+    except ConfigError:
+        name = target_name  # a target file that is gone: its roots can still be removed by name
+    removed = remove_roots(name, _echo)
+    if not removed:
+        _echo(f"no build roots of {name}")
 
 
 def _write_atomic(path: Path, text: str) -> None:

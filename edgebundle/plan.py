@@ -9,10 +9,12 @@ from typing import Literal
 
 from .errors import ConfigError
 from .recipe import Recipe
-from .target import Target, host_arch
+from .target import Arch, Target, host_arch
 
 BackendName = Literal["pyinstaller"]
 BACKENDS: tuple[BackendName, ...] = ("pyinstaller",)
+# GitHub-hosted runners that build each arch natively (.github/workflows/ci.yml runs the matrix).
+NATIVE_RUNNERS: dict[Arch, str] = {"x86_64": "ubuntu-24.04", "aarch64": "ubuntu-24.04-arm"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,6 +25,8 @@ class BuildPlan:
     backend: BackendName
     output: Path
     keep_build_dir: bool = False
+    # Build inside a Debian root even when the target's arch is the host's (edgebundle/toolchains).
+    isolated: bool = False
 
     @property
     def name(self) -> str:
@@ -33,6 +37,15 @@ class BuildPlan:
         """True when the binary can run on this host without emulation."""
         return self.target.arch == host_arch()
 
+    @property
+    def build_env(self) -> str:
+        """Where the build runs, in words (toolchains.for_plan makes the same choice)."""
+        if not self.native:
+            return f"emulated {self.target.arch} Debian root (QEMU user mode)"
+        if self.isolated:
+            return f"isolated {self.target.arch} Debian root (--isolated)"
+        return "managed venv on this host"
+
     def summary(self) -> str:
         t = self.target
         lines = [
@@ -40,11 +53,18 @@ class BuildPlan:
             f"recipe:      {self.recipe.path} ({self.recipe.name})",
             f"target:      {t.name} ({t.arch}, Python {t.python}, {t.interpreter}, glibc >= {t.glibc_floor})",
             f"backend:     {self.backend}",
+            f"build in:    {self.build_env}",
             f"output:      {self.output}",
         ]
         if self.recipe.output.labels:
             lines.insert(2, f"labels:      {self.recipe.output.labels}")
         return "\n".join(lines)
+
+
+def check_backend(backend: str) -> None:
+    """ConfigError unless ``backend`` is one of BACKENDS (for --backend of every command)."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend: unknown backend {backend!r}; choose {', '.join(BACKENDS)}")
 
 
 def make_plan(
@@ -55,9 +75,9 @@ def make_plan(
     backend: str,
     output: Path | None,
     keep_build_dir: bool = False,
+    isolated: bool = False,
 ) -> BuildPlan:
-    if backend not in BACKENDS:
-        raise ConfigError(f"--backend: unknown backend {backend!r}; choose {', '.join(BACKENDS)}")
+    check_backend(backend)
     if not model.is_file():
         raise ConfigError(f"{model}: model file not found")
     if output is None:
@@ -75,4 +95,23 @@ def make_plan(
         backend=backend,  # type: ignore[arg-type,unused-ignore]
         output=output,
         keep_build_dir=keep_build_dir,
+        isolated=isolated,
     )
+
+
+def ci_matrix(targets: list[Target], backends: tuple[str, ...] = BACKENDS) -> dict[str, list[dict[str, str]]]:
+    """The GitHub Actions build matrix: one native job per target x backend (``fromJSON`` of what
+    ``edgebundle matrix`` prints), so adding a target file adds a CI job."""
+    return {
+        "include": [
+            {
+                "name": f"{t.name}-{backend}",
+                "target": t.name,
+                "arch": t.arch,
+                "backend": backend,
+                "runner": NATIVE_RUNNERS[t.arch],
+            }
+            for t in sorted(targets, key=lambda t: t.name)
+            for backend in backends
+        ]
+    }

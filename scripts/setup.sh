@@ -14,7 +14,22 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     command -v "$PYTHON" >/dev/null || need+=(python3.11 python3.11-venv python3.11-dev)
     command -v objdump >/dev/null || need+=(binutils)
     command -v ldd >/dev/null || need+=(libc-bin)
+    # arm64 builds on an x86_64 host run in an emulated Debian root (edgebundle/toolchains/debroot.py):
+    # mmdebstrap makes it, arch-test lets it check that QEMU runs arm64 (scripts/ci-services.sh
+    # installs qemu-user-static and registers it with binfmt_misc).
+    command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
+    command -v arch-test >/dev/null || need+=(arch-test)
     if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then need+=(python3.11-venv); fi
+    # Every binary starts with a small C launcher linking zstd statically, and its runner is
+    # compressed with the zstd tool (edgebundle/backends/launcher.py, runners.py); the tflite-runtime
+    # targets' NumPy is built once from source without OpenBLAS (edgebundle/pins.toml), which needs
+    # a C compiler and the Python headers.
+    command -v gcc >/dev/null || need+=(gcc libc6-dev)
+    [ -f /usr/include/zstd.h ] || need+=(libzstd-dev)
+    command -v zstd >/dev/null || need+=(zstd)
+    if ! "$PYTHON" -c 'import os, sysconfig; assert os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' 2>/dev/null; then
+        need+=(python3.11-dev)
+    fi
     if [ ${#need[@]} -gt 0 ]; then
         say "apt-get install ${need[*]}"
         apt-get update -qq </dev/null

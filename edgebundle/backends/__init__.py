@@ -1,14 +1,22 @@
-"""Backends turn a staged app directory into one executable. One module per backend, each with a
-*pure* ``command(...) -> argv`` (tested as data) and the path where its result lands."""
+"""Backends turn a staged app directory into the runner of a binary: a one-folder program holding
+Python, NumPy, Pillow, the interpreter and the runtime (never the model; see runners.py for how a
+runner, the launcher and a model's payload become one file). One module per backend, each with a
+``prepare`` (files it needs in the stage), a *pure* ``command(...) -> argv`` (tested as data), the
+folder where its result lands, and ``finish``, which lays that folder out for unpacking on a device."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
 from ..plan import BackendName
 from . import pyinstaller
+
+RUNTIME_SRC = Path(__file__).resolve().parent.parent / "runtime"
+RUNTIME_PACKAGE = "ebrt"  # the runtime's name inside binaries
+ENTRY_SCRIPT = f"from {RUNTIME_PACKAGE}.app import entry\n\nentry()\n"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,10 +45,24 @@ class Stage:
         return sorted(p for p in self.app.iterdir() if p.is_file() and p.name != "main.py")
 
 
+def stage_runtime(stage: Stage) -> None:
+    """The runtime package as ``ebrt`` and the entry script, into ``stage.app``."""
+    shutil.copytree(
+        RUNTIME_SRC,
+        stage.app / RUNTIME_PACKAGE,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
+    stage.entry.write_text(ENTRY_SCRIPT)
+
+
 class Backend(Protocol):
+    def prepare(self, stage: Stage) -> None: ...
+
     def command(self, python: str, stage: Stage) -> list[str]: ...
 
     def result(self, stage: Stage) -> Path: ...
+
+    def finish(self, folder: Path) -> None: ...
 
 
 BACKENDS: Final[dict[BackendName, Backend]] = {"pyinstaller": pyinstaller}

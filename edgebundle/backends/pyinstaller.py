@@ -1,17 +1,34 @@
-"""PyInstaller ``--onefile``: the bootloader unpacks the archive to a temporary directory per run."""
+"""PyInstaller ``--onedir``: the runner's folder (the launcher in front of it is what makes one file).
+
+Not ``--onefile``: its bootloader unpacks the whole archive to /tmp on every start, which is most of
+its start-up time, and a SIGKILLed run leaves that copy behind. The folder is unpacked once per
+content hash by the launcher (edgebundle/launcher/launcher.c) and then started directly.
+
+What is left out, and why each costs: every module or library in the folder is bytes in the binary
+(and, if imported, milliseconds at every start). The runtime needs the standard library's basics,
+NumPy's core, Pillow's core with the common image formats, and the interpreter package.
+"""
 
 from __future__ import annotations
 
+import shutil
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from . import Stage
 
-# Modules the runtime never uses but that the standard library or NumPy/Pillow hooks can drag in.
-# Each costs bytes in the binary and unpacking time at every start.
+HOOKS = Path(__file__).resolve().parent / "pyinstaller_hooks"
+# The frozen program's first sys.path entry, which PyInstaller leaves absent with --debug noarchive.
+LIBRARY_ZIP = "_internal/base_library.zip"
+# Pure-Python packages that stay files: the runtime finds its bundle directory next to its package.
+KEEP_AS_FILES = frozenset({"ebrt"})
+
+# Modules the runtime never uses but that the standard library, NumPy or Pillow can drag in.
 EXCLUDES = (
     "ebrt.buildtime",
+    # development and GUI parts of the standard library
     "tkinter",
     "_tkinter",
     "unittest",
@@ -26,12 +43,64 @@ EXCLUDES = (
     "distutils",
     "IPython",
     "matplotlib",
-    "PIL.ImageTk",
-    "PIL.ImageQt",
-    "PIL.ImageShow",
+    # its run-time hook (pyi_rth_multiprocessing) would run at every start; the runtime uses threads
+    "multiprocessing",
+    # Unicode database (1.1 MB): only IDNA host names and \N{...} escapes need it
+    "unicodedata",
+    # East Asian codecs (0.9 MB), loaded only for those encodings
+    "_multibytecodec",
+    "_codecs_cn",
+    "_codecs_hk",
+    "_codecs_iso2022",
+    "_codecs_jp",
+    "_codecs_kr",
+    "_codecs_tw",
+    # URL fetching, mail and XML, which only lazy imports in NumPy (np.load of a URL), shutil and
+    # Pillow (XMP as a tree) reach
+    "urllib.request",
+    "http",
+    "email",
+    "ftplib",
+    "xmlrpc",
+    "xml",
+    "pyexpat",
+    "_elementtree",
+    "tarfile",
+    "gzip",
+    "csv",
+    "importlib.metadata",
+    "getpass",
+    # the pure-Python fallback of decimal (its C version _decimal is there)
+    "_pydecimal",
+    # TLS and OpenSSL (libssl + libcrypto, ~5 MB): hashlib falls back to its built-in sha256
+    "ssl",
+    "_ssl",
+    "_hashlib",
+    # compression formats nobody feeds the runtime (libbz2, liblzma)
+    "bz2",
+    "_bz2",
+    "lzma",
+    "_lzma",
+    # NumPy parts the runtime never calls (numpy.random: 2.5 MB of compiled generators; a stand-in
+    # says so if it is ever used, see pyinstaller_hooks/pyi_rth_edgebundle_numpy.py)
+    "numpy.random",
     "numpy.f2py",
     "numpy.distutils",
     "numpy.testing",
+    "numpy.array_api",
+    # Pillow: GUI/toolkit bridges and codecs with big libraries of their own
+    "PIL.ImageTk",
+    "PIL.ImageQt",
+    "PIL.ImageShow",
+    "PIL._avif",
+    "PIL.AvifImagePlugin",
+    "PIL._webp",
+    "PIL.WebPImagePlugin",
+    "PIL._imagingcms",
+    "PIL.ImageCms",
+    "PIL._imagingtk",
+    "PIL._imagingmath",
+    "PIL.ImageMath",
 )
 
 
@@ -40,7 +109,7 @@ def command(python: str, stage: Stage) -> list[str]:
         python,
         "-m",
         "PyInstaller",
-        "--onefile",
+        "--onedir",
         "--noconfirm",
         "--clean",
         "--log-level",
@@ -53,24 +122,78 @@ def command(python: str, stage: Stage) -> list[str]:
         str(stage.workdir / "pyinstaller"),
         "--specpath",
         str(stage.workdir),
+        # Modules as plain .pyc files in the folder rather than a zlib archive inside the program:
+        # zstd then compresses them all together (1.5 MB less), and imports skip a zlib inflate each.
+        "--debug",
+        "noarchive",
+        # No docstrings or asserts in the bytecode: NumPy's docstrings alone are megabytes.
+        "--optimize",
+        "2",
+        "--additional-hooks-dir",
+        str(hooks_dir(stage)),
         "--paths",
         str(stage.app),
         "--hidden-import",
         stage.interpreter_module,
-        # numpy.random imports it from compiled code, which PyInstaller cannot see once the
-        # excludes below drop the modules that usually pull it in.
-        "--hidden-import",
-        "secrets",
+        # NumPy's unused subpackages imported lazily, numpy.random left out (see the hook's docstring)
+        "--runtime-hook",
+        str(hooks_dir(stage) / "pyi_rth_edgebundle_numpy.py"),
     ]
     if stage.strip:
         argv.append("--strip")
-    for path in stage.data_files():
-        argv += ["--add-data", f"{path}:."]
     for module in EXCLUDES:
         argv += ["--exclude-module", module]
     argv.append(str(stage.entry))
     return argv
 
 
+def hooks_dir(stage: Stage) -> Path:
+    """Our hooks, copied into the stage (a build root sees only the stage)."""
+    return stage.workdir / "pyinstaller-hooks"
+
+
+def prepare(stage: Stage) -> None:
+    shutil.copytree(HOOKS, hooks_dir(stage), ignore=shutil.ignore_patterns("__pycache__"))
+
+
 def result(stage: Stage) -> Path:
+    """The one-folder program: ``run`` and its ``_internal`` directory."""
     return stage.workdir / "dist" / stage.name
+
+
+def finish(folder: Path) -> None:
+    """Move the pure-Python modules (top-level ``.pyc`` files and packages of nothing else) into
+    ``_internal/base_library.zip``, stored uncompressed: one file instead of ~300 to create on a
+    device's first start (each costs ~0.1 ms there), and zipimport reads them as fast as files.
+    Packages with compiled extensions (NumPy, Pillow, the interpreter) stay as they are."""
+    internal = folder / "_internal"
+    target = folder / LIBRARY_ZIP
+    if target.exists():
+        raise FileExistsError(f"{target}: expected PyInstaller's --debug noarchive layout")
+    members = [
+        p
+        for p in sorted(internal.iterdir())
+        if not p.is_symlink()
+        and (
+            (p.is_file() and p.suffix == ".pyc")
+            or (p.is_dir() and p.name not in KEEP_AS_FILES and _pure_package(p))
+        )
+    ]
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as z:
+        for member in members:
+            for path in [member] if member.is_file() else sorted(member.rglob("*.pyc")):
+                # a fixed timestamp: the same modules give the same bytes (and the same runner key)
+                info = zipfile.ZipInfo(path.relative_to(internal).as_posix(), date_time=(1980, 1, 1, 0, 0, 0))
+                z.writestr(info, path.read_bytes())
+    for member in members:
+        if member.is_dir():
+            shutil.rmtree(member)
+        else:
+            member.unlink()
+
+
+def _pure_package(folder: Path) -> bool:
+    """A regular package holding nothing but bytecode (and its subpackages)."""
+    if not (folder / "__init__.pyc").is_file():
+        return False
+    return all(p.is_dir() or (p.suffix == ".pyc" and not p.is_symlink()) for p in folder.rglob("*"))

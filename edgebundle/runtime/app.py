@@ -1,4 +1,5 @@
-"""The binary's command line: ``APP IMAGE...``, ``--save-outputs``, ``--info``, ``--self-test``.
+"""The binary's command line: ``APP IMAGE...``, ``--save-outputs``, ``--info``, ``--self-test``,
+``--batch`` (batch.py) and ``--serve`` (serve.py); those two are imported only when asked for.
 
 Hidden, for ``edgebundle test`` on a device that has nothing but a shell: ``--eb-measure ...`` (times
 and measures whole runs of a command, see measure.py; handled before anything else is imported so
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import sys
@@ -38,18 +40,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files (.npy/.npz: raw)")
     parser.add_argument("--save-outputs", metavar="OUT.npz", help="write raw output tensors")
     parser.add_argument("--info", action="store_true", help="print the manifest as JSON")
-    parser.add_argument("--self-test", action="store_true", help="check the embedded sample")
+    parser.add_argument("--self-test", action="store_true", help="check the embedded sample (health check)")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads")
     parser.add_argument("--eb-bench", type=int, metavar="N", help=argparse.SUPPRESS)
+    modes = parser.add_argument_group("batch and service modes (README: Serving)")
+    modes.add_argument("--batch", action="store_true", help="JSON lines on stdin, a result line each")
+    modes.add_argument("--serve", action="store_true", help="HTTP: POST /v1/infer, /readyz, /metrics...")
+    modes.add_argument("--host", default="127.0.0.1", help="address (default %(default)s)")
+    modes.add_argument("--port", type=int, default=8080, help="0 = any free (default %(default)s)")
+    modes.add_argument("--workers", type=int, help="interpreters (default: --serve CPUs, --batch 1)")
+    modes.add_argument("--timeout-ms", type=float, default=10000, help="504 after (default %(default)s)")
+    modes.add_argument("--read-timeout-ms", type=float, default=10000, help="408 after (default %(default)s)")
+    modes.add_argument("--max-body-mb", type=float, default=16, help="413 over (default %(default)s)")
+    modes.add_argument("--max-megapixels", type=float, default=40, help="413 over (default %(default)s)")
+    modes.add_argument("--access-log", action="store_true", help="log every request, not only errors")
     args = parser.parse_args(args_list)
 
+    from .payload import open_bundle
     from .session import bundle_dir, read_manifest
 
-    root = bundle_dir()
+    # The payload appended to the binary (passed by the launcher), else the files next to the runtime.
+    root = open_bundle(bundle_dir())
     manifest = read_manifest(root)
     if args.info:
         _print_json(manifest)
         return 0
+    if args.serve or args.batch:
+        if (args.serve and args.batch) or args.images or args.self_test or args.save_outputs:
+            parser.error("--serve and --batch take no IMAGE and no other mode")
+        if args.serve:
+            from .serve import main as serve_main
+
+            return serve_main(prog, root, manifest, args)
+        from .batch import main as batch_main
+
+        return batch_main(prog, root, manifest, args)
     if not args.images and not args.self_test and args.eb_bench is None:
         parser.print_usage(sys.stderr)
         print(f"{prog}: error: give IMAGE files, --self-test or --info", file=sys.stderr)
@@ -103,10 +128,7 @@ def _bench(prog: str, session: Any, images: list[str], runs: int) -> int:
         print(f"{prog}: error: --eb-bench N takes N >= 1 and at most one IMAGE", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        if images:
-            feeds = session.feeds_for_file(images[0])
-        else:
-            feeds = session.feeds_for_image(str(session.root / session.manifest["selftest"]["image"]))
+        feeds = session.feeds_for_file(images[0]) if images else session.selftest_feeds()
     except ImageError as exc:
         print(f"{prog}: error: {images[0] if images else 'self-test image'}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -130,20 +152,30 @@ def _save_outputs(path: str, session: Any, values: list[Any]) -> None:
 
 
 def _self_test(prog: str, session: Any) -> int:
+    result = run_self_test(session)
+    _print_json(result)
+    if result["problems"]:
+        print(f"{prog}: self-test failed: {'; '.join(result['problems'])}", file=sys.stderr)
+        return EXIT_SELFTEST_FAILED
+    return 0
+
+
+def run_self_test(session: Any) -> dict[str, Any]:
+    """The embedded sample against the build-time outputs, and the model file against its sha256."""
     import numpy as np
 
     from .model import output_keys
 
     manifest = session.manifest
     problems = []
-    digest = _sha256(session.model_path)
+    digest = hashlib.sha256(session.model_content).hexdigest()
     if digest != manifest["model"]["sha256"]:
         problems.append(f"model sha256 {digest} does not match the manifest")
     selftest = manifest["selftest"]
-    feeds = session.feeds_for_image(str(session.root / selftest["image"]))
+    feeds = session.selftest_feeds()
     values, ms = session.infer(feeds)
     max_diff = 0.0
-    with np.load(session.root / selftest["reference"]) as ref:
+    with np.load(io.BytesIO(session.bundle.read(selftest["reference"]))) as ref:
         for key, value in zip(output_keys(session.outputs), values, strict=True):
             expected = ref[key]
             if expected.shape != value.shape or expected.dtype != value.dtype:
@@ -157,25 +189,12 @@ def _self_test(prog: str, session: Any) -> int:
                 ok = bool(diff.max(initial=0.0) <= 1)
             if not ok:
                 problems.append(f"output {key} differs from the build-time reference")
-    result = {
+    return {
         "self_test": "fail" if problems else "pass",
         "max_abs_diff": max_diff,
         "latency_ms": round(ms, 3),
         "problems": problems,
     }
-    _print_json(result)
-    if problems:
-        print(f"{prog}: self-test failed: {'; '.join(problems)}", file=sys.stderr)
-        return EXIT_SELFTEST_FAILED
-    return 0
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _print_json(obj: Any) -> None:

@@ -16,12 +16,14 @@ class ModelLoadError(Exception):
     """The interpreter refused the model (not a TFLite file, truncated, unsupported op)."""
 
 
-def load_interpreter(module: str, model_path: str, threads: int | None = None) -> Any:
-    """Create and allocate an interpreter; errors become one-line ModelLoadError messages."""
+def load_interpreter(module: str, model: str | bytes, threads: int | None = None) -> Any:
+    """Create and allocate an interpreter from a model file's path or its bytes (used in place, not
+    copied: the interpreter keeps a reference); errors become one-line ModelLoadError messages."""
     interpreter_module = importlib.import_module(module)
+    source = {"model_content": model} if isinstance(model, bytes) else {"model_path": model}
     with _quiet_info_logs():
         try:
-            interpreter = interpreter_module.Interpreter(model_path=model_path, num_threads=threads)
+            interpreter = interpreter_module.Interpreter(**source, num_threads=threads)
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(one_line(str(exc))) from None

@@ -50,8 +50,10 @@ def decode(data: bytes | str) -> Image.Image:
 
 
 def _pil_message(exc: BaseException) -> str:
-    text = str(exc).split(" '")[0] if "cannot identify image file" in str(exc) else str(exc)
-    return text or type(exc).__name__
+    # Pillow appends the file name or a "<_io.BytesIO object at 0x...>" repr: callers name the input.
+    if "cannot identify image file" in str(exc):
+        return "cannot identify image file (not an image, or a format this binary does not read)"
+    return str(exc) or type(exc).__name__
 
 
 def to_tensor(img: Image.Image, spec: dict[str, Any], tensor: dict[str, Any]) -> np.ndarray[Any, Any]:

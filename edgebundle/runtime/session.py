@@ -3,7 +3,6 @@ by the builder's reference run, so the binary and the build-time reference compu
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -12,31 +11,31 @@ from typing import Any
 import numpy as np
 
 from .model import load_interpreter, run, signature
+from .payload import Bundle, DirBundle
+from .payload import read_manifest as _read_manifest
 from .preprocess import ImageError, decode, quantize, to_tensor
-
-MANIFEST = "manifest.json"
 
 
 def bundle_dir() -> Path:
-    """Where the bundled files are: next to this package (PyInstaller's _MEIPASS, Nuitka's dist dir,
-    or a build's staging directory)."""
+    """Where bundled files are when no payload was passed: next to this package (a build's staging
+    directory, or a plain ``python script.py`` next to its model)."""
     return Path(__file__).resolve().parent.parent
 
 
-def read_manifest(root: Path) -> dict[str, Any]:
-    with open(root / MANIFEST, encoding="utf-8") as f:
-        manifest: dict[str, Any] = json.load(f)
-    return manifest
+def read_manifest(root: Bundle | Path) -> dict[str, Any]:
+    return _read_manifest(DirBundle(root) if isinstance(root, Path) else root)
 
 
 class Session:
-    def __init__(self, root: Path, manifest: dict[str, Any], threads: int | None = None) -> None:
-        self.root = root
+    def __init__(self, bundle: Bundle | Path, manifest: dict[str, Any], threads: int | None = None) -> None:
+        self.bundle = DirBundle(bundle) if isinstance(bundle, Path) else bundle
         self.manifest = manifest
         self.recipe: dict[str, Any] = manifest["recipe"]
         self.labels: list[str] | None = manifest.get("labels")
-        self.model_path = root / manifest["model"]["file"]
-        self.interpreter = load_interpreter(manifest["interpreter"]["module"], str(self.model_path), threads)
+        # The model's bytes, read in place from the binary (or the directory), are the interpreter's
+        # model: nothing is unpacked, and every session of a bundle shares the one copy.
+        self.model_content = self.bundle.read(manifest["model"]["file"])
+        self.interpreter = load_interpreter(manifest["interpreter"]["module"], self.model_content, threads)
         sig = signature(self.interpreter)
         self.inputs: list[dict[str, Any]] = sig["inputs"]
         self.outputs: list[dict[str, Any]] = sig["outputs"]
@@ -54,6 +53,10 @@ class Session:
     def feeds_for_image(self, data: bytes | str) -> dict[int, np.ndarray[Any, Any]]:
         tensor = to_tensor(decode(data), self.recipe["input"], self.image_input)
         return {self.image_input["index"]: tensor, **self.constant_feeds}
+
+    def selftest_feeds(self) -> dict[int, np.ndarray[Any, Any]]:
+        """Feeds for the self-test image bundled with the model."""
+        return self.feeds_for_image(self.bundle.read(self.manifest["selftest"]["image"]))
 
     def feeds_for_file(self, path: str) -> dict[int, np.ndarray[Any, Any]]:
         """An image, or raw tensors: ``.npy`` for a one-input model, ``.npz`` keyed by input name."""

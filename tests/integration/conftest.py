@@ -48,15 +48,18 @@ def build(out_dir: Path, model: str, recipe: str, *extra: str, name: str | None 
 
 
 def run_binary(binary: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run a built binary from an empty directory with a clean environment."""
+    """Run a built binary from an empty directory with a clean environment. Its HOME is elsewhere:
+    the binary keeps its unpacked runtime in ~/.cache/edgebundle, never next to the user's files."""
     empty = cwd / "run"
     empty.mkdir(exist_ok=True)
+    home = cwd / "home"
+    home.mkdir(exist_ok=True)
     return subprocess.run(
         [str(binary), *args],
         capture_output=True,
         text=True,
         cwd=empty,
-        env={**CLEAN_ENV, "HOME": str(empty)},
+        env={**CLEAN_ENV, "HOME": str(home)},
         stdin=subprocess.DEVNULL,
         check=False,
     )

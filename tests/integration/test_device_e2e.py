@@ -108,7 +108,7 @@ def test_local(digits_float: Built, tmp_path: Path) -> None:
     check_report(data, digits_float.path, 3)
     assert data["device"] == "local"
     assert data["ok"] is True
-    assert data["rss"]["processes"] == 2  # a onefile binary: bootloader + Python
+    assert data["rss"]["processes"] == 1  # the launcher execs the cached runner: one process
     assert {k: v["pass"] for k, v in data["budgets"].items()} == {
         "max_size_mb": True,
         "max_startup_ms": True,
@@ -168,7 +168,7 @@ def test_local_rss_agrees_with_independent_measurements(digits_float: Built, tmp
     data = json.loads(report.read_text())
     tree, largest = data["peak_rss_bytes"], data["rss"]["largest_process_bytes"]
 
-    # /usr/bin/time -v: ru_maxrss, the largest single process (the Python child of the onefile).
+    # /usr/bin/time -v: ru_maxrss, the largest single process (the only one: the launcher execs).
     timed = subprocess.run(
         ["/usr/bin/time", "-v", str(digits_float.path), "--self-test"],
         cwd=tmp_path,
@@ -180,7 +180,7 @@ def test_local_rss_agrees_with_independent_measurements(digits_float: Built, tmp
     assert match, timed.stderr
     gnu_time = int(match.group(1)) * 1024
     assert abs(largest - gnu_time) <= 0.10 * gnu_time
-    assert gnu_time <= tree <= 1.10 * gnu_time  # the bootloader adds a little, never less
+    assert gnu_time <= tree <= 1.10 * gnu_time
 
     # The whole tree, sampled independently: the peak of the sum of current RSS.
     sampled = max(tree_rss_sampled([str(digits_float.path), "--self-test"], tmp_path) for _ in range(2))
@@ -233,7 +233,7 @@ def test_a_device_with_only_busybox_is_enough(
         DeviceTestPlan(binary=digits_float.path, runs=2), echo=None, progress=lines.append, transport=device
     )
     assert report.ok
-    assert report.processes == 2
+    assert report.processes == 1
     assert report.size_bytes == digits_float.path.stat().st_size
     assert "startup 2/2" in " ".join(lines)
     assert list(tmp_path.iterdir()) == []  # the device dir is gone
@@ -325,7 +325,7 @@ def test_ssh(digits_float: Built, ssh_device: tuple[str, dict[str, str]], tmp_pa
     check_report(data, digits_float.path, 3)
     assert data["device"] == url
     assert data["ok"] is True
-    assert data["rss"]["processes"] == 2
+    assert data["rss"]["processes"] == 1
     assert "+ ssh " in proc.stderr
     assert_gone(device_dir(proc.stderr))
 

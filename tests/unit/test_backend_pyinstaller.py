@@ -1,34 +1,70 @@
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 from edgebundle.backends import BACKENDS, Stage, pyinstaller
 
 
 def stage(tmp_path: Path) -> Stage:
-    s = Stage(workdir=tmp_path, name="digits", interpreter_module="tflite_runtime.interpreter")
+    s = Stage(workdir=tmp_path, name="run", interpreter_module="tflite_runtime.interpreter")
     s.app.mkdir()
     for name in ("selftest.png", "model.tflite", "manifest.json", "main.py"):
         (s.app / name).write_text("x")
     return s
 
 
-def test_command_is_a_onefile_build_with_data_and_excludes(tmp_path: Path) -> None:
+def values(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def test_command_is_a_onedir_build_without_the_model(tmp_path: Path) -> None:
     s = stage(tmp_path)
     argv = pyinstaller.command("/env/bin/python", s)
     assert argv[:3] == ["/env/bin/python", "-m", "PyInstaller"]
-    assert "--onefile" in argv
-    assert argv[argv.index("--name") + 1] == "digits"
+    assert "--onedir" in argv
+    assert "--onefile" not in argv
+    assert argv[argv.index("--name") + 1] == "run"
     assert argv[argv.index("--distpath") + 1] == str(tmp_path / "dist")
-    datas = [argv[i + 1] for i, a in enumerate(argv) if a == "--add-data"]
-    # sorted, and the entry script is not data
-    assert datas == [f"{s.app / n}:." for n in ("manifest.json", "model.tflite", "selftest.png")]
-    hidden = [argv[i + 1] for i, a in enumerate(argv) if a == "--hidden-import"]
-    assert "tflite_runtime.interpreter" in hidden
-    excluded = [argv[i + 1] for i, a in enumerate(argv) if a == "--exclude-module"]
-    assert {"ebrt.buildtime", "tkinter", "unittest"} <= set(excluded)
+    # the model, manifest and self-test files go into the binary's payload, never into the runner
+    assert "--add-data" not in argv
+    assert "tflite_runtime.interpreter" in values(argv, "--hidden-import")
     assert argv[-1] == str(s.entry)
-    assert pyinstaller.result(s) == tmp_path / "dist" / "digits"
+    assert pyinstaller.result(s) == tmp_path / "dist" / "run"
+
+
+def test_modules_as_files_without_docstrings_and_our_hooks(tmp_path: Path) -> None:
+    s = stage(tmp_path)
+    argv = pyinstaller.command("python", s)
+    assert values(argv, "--debug") == ["noarchive"]
+    assert values(argv, "--optimize") == ["2"]
+    assert values(argv, "--additional-hooks-dir") == [str(pyinstaller.hooks_dir(s))]
+    assert values(argv, "--runtime-hook") == [str(pyinstaller.hooks_dir(s) / "pyi_rth_edgebundle_numpy.py")]
+    # hooks must be inside the stage: a build root sees nothing else
+    assert pyinstaller.hooks_dir(s).is_relative_to(s.workdir)
+
+
+def test_excludes(tmp_path: Path) -> None:
+    excluded = set(values(pyinstaller.command("python", stage(tmp_path)), "--exclude-module"))
+    assert excluded == set(pyinstaller.EXCLUDES)
+    assert {"ebrt.buildtime", "tkinter", "unittest", "ssl", "_hashlib", "multiprocessing"} <= excluded
+    assert {"numpy.random", "PIL._avif", "PIL._webp", "unicodedata"} <= excluded
+    # what the runtime itself imports must never be excluded
+    runtime_needs = {"numpy", "PIL.Image", "PIL.PngImagePlugin", "PIL.JpegImagePlugin", "ctypes", "json"}
+    assert not runtime_needs & excluded
+
+
+def test_prepare_copies_the_hooks(tmp_path: Path) -> None:
+    s = stage(tmp_path)
+    pyinstaller.prepare(s)
+    hooks = pyinstaller.hooks_dir(s)
+    rthooks = ast.literal_eval((hooks / "rthooks.dat").read_text())
+    # each module's hook replaced by ours (a no-op), so PyInstaller's are not run at every start
+    assert set(rthooks) == {"inspect", "pkgutil"}
+    for files in rthooks.values():
+        for name in files:
+            assert (hooks / "rthooks" / name).is_file()
+    assert (hooks / "pyi_rth_edgebundle_numpy.py").is_file()
 
 
 def test_registry() -> None:
@@ -40,3 +76,58 @@ def test_strip_follows_the_stage(tmp_path: Path) -> None:
     assert "--strip" in pyinstaller.command("python", s)
     unstripped = Stage(workdir=s.workdir, name=s.name, interpreter_module=s.interpreter_module, strip=False)
     assert "--strip" not in pyinstaller.command("python", unstripped)
+
+
+def make_onedir(root: Path) -> Path:
+    internal = root / "run" / "_internal"
+    for rel in [
+        "argparse.pyc",
+        "json/__init__.pyc",
+        "json/decoder.pyc",
+        "email/mime/__init__.pyc",
+        "email/__init__.pyc",
+        "numpy/__init__.pyc",
+        "numpy/core/_multiarray_umath.so",
+        "ebrt/__init__.pyc",
+        "nspkg/mod.pyc",
+        "libz.so.1",
+    ]:
+        (internal / rel).parent.mkdir(parents=True, exist_ok=True)
+        (internal / rel).write_bytes(rel.encode())
+    return root / "run"
+
+
+def test_finish_zips_pure_python_and_leaves_the_rest(tmp_path: Path) -> None:
+    import zipfile
+
+    folder = make_onedir(tmp_path)
+    pyinstaller.finish(folder)
+    internal = folder / "_internal"
+    with zipfile.ZipFile(folder / pyinstaller.LIBRARY_ZIP) as z:
+        names = sorted(z.namelist())
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_STORED}
+        assert z.read("json/decoder.pyc") == b"json/decoder.pyc"
+    assert names == [
+        "argparse.pyc",
+        "email/__init__.pyc",
+        "email/mime/__init__.pyc",
+        "json/__init__.pyc",
+        "json/decoder.pyc",
+    ]
+    left = sorted(p.relative_to(internal).as_posix() for p in internal.rglob("*") if p.is_file())
+    assert left == [
+        "base_library.zip",
+        "ebrt/__init__.pyc",  # the runtime stays files (it finds its bundle dir from __file__)
+        "libz.so.1",
+        "nspkg/mod.pyc",  # no __init__: a namespace package, which zipimport would not find
+        "numpy/__init__.pyc",  # compiled extensions inside: stays a folder
+        "numpy/core/_multiarray_umath.so",
+    ]
+
+
+def test_finish_is_reproducible(tmp_path: Path) -> None:
+    a = make_onedir(tmp_path / "a")
+    b = make_onedir(tmp_path / "b")
+    pyinstaller.finish(a)
+    pyinstaller.finish(b)
+    assert (a / pyinstaller.LIBRARY_ZIP).read_bytes() == (b / pyinstaller.LIBRARY_ZIP).read_bytes()

@@ -1,0 +1,440 @@
+"""Side-by-side benchmark, one command, one machine, one run:
+
+    .venv/bin/python benchmarks/compare.py [--runs 10] [--rounds 3] [--targets x86_64,x86_64-litert]
+
+For each model (the digits fixture; a face-detector-sized and a MobileNetV2-sized model generated with
+seeded random weights by tools/make_mobilenet.py, cached) it builds and measures:
+
+* ``plain script``: the runtime as ``python main.py`` next to its model, in a venv with the stock pinned
+  wheels (NumPy with OpenBLAS), as a user would run it; the reference of every ratio;
+* ``pyinstaller --onefile``: the same script frozen by hand, the baseline users make;
+* ``edgebundle <target>``: ``edgebundle build`` for each target (arm64 is emulated: size and memory
+  only mean something there).
+
+Binaries are measured with ``edgebundle test`` (size, cold start = the first run after the copy with an
+empty cache, warm start p50 over --runs, whole-tree peak RSS, inference latency p50), the plain script
+with the same measuring code (edgebundle/runtime/measure.py). Variants are measured in turn, --rounds
+times, and the medians kept, so that the noise of a shared machine hits them alike. Writes
+``OUT/compare.json`` and ``OUT/compare.md`` (the table in the README) and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edgebundle.backends import bundle  # noqa: E402
+from edgebundle.runner import run as run_cmd  # noqa: E402
+from edgebundle.target import load_target  # noqa: E402
+from edgebundle.toolchains import cache_dir, content_key, pip_install_argv, requirements  # noqa: E402
+
+EDGEBUNDLE = [sys.executable, "-m", "edgebundle"]
+MEASURE = [sys.executable, "-m", "edgebundle.runtime.measure"]
+TF_PYTHON = "/work/fixture-venv/bin/python"
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    path: Path
+    recipe: str
+
+
+@dataclass
+class Variant:
+    model: str
+    name: str
+    kind: str  # plain | onefile | edgebundle
+    binary: Path | None = None
+    app: Path | None = None
+    python: str | None = None
+    device: str = "local"
+    env: dict[str, str] = field(default_factory=dict)
+    build_s: float | None = None
+    runner_cached: bool | None = None
+    size_bytes: int | None = None
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+def say(text: str) -> None:
+    print(f"compare: {text}", file=sys.stderr, flush=True)
+
+
+def cached(name: str, parts: object, make: Callable[[Path], None]) -> Path:
+    """A file made once per content key under cache_dir()/bench."""
+    path = cache_dir() / "bench" / f"{name}-{content_key(parts)}"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.unlink(missing_ok=True)
+        make(tmp)
+        tmp.rename(path)
+    return path
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+def models(names: list[str], tf_python: str | None) -> list[Model]:
+    found = []
+    generator = ROOT / "tools" / "make_mobilenet.py"
+    for name in names:
+        if name == "digits":
+            found.append(Model("digits", ROOT / "tests/fixtures/models/digits_float.tflite", "digits"))
+            continue
+        if not tf_python or not Path(tf_python).exists():
+            say(f"skipping {name}: it needs TensorFlow (--tf-python; tools/requirements-fixtures.txt)")
+            continue
+        path = cached(
+            f"{name}.tflite",
+            [name, generator.read_bytes().hex()],
+            lambda out, n=name: run_cmd([tf_python, str(generator), n, str(out)], what=f"generating {n}"),
+        )
+        recipe = "imagenet-mobilenet" if name == "mobilenet_v2" else str(ROOT / "benchmarks" / "face.toml")
+        found.append(Model(name, path, recipe))
+    return found
+
+
+def baseline_venv() -> Path:
+    """What a user's venv holds: the same pins, NumPy as the stock wheel (with OpenBLAS), PyInstaller."""
+    reqs = requirements(load_target("x86_64"), "pyinstaller")
+
+    def make(tmp: Path) -> None:
+        run_cmd([f"python{load_target('x86_64').python}", "-m", "venv", str(tmp)], what="baseline venv")
+        run_cmd(pip_install_argv(str(tmp / "bin" / "python"), reqs), what="baseline venv")
+
+    return cached("baseline-venv", reqs, make)
+
+
+def app_dir(binary: Path, model: Model, where: Path) -> Path:
+    """The runtime as a plain script next to the binary's own model, manifest and self-test files."""
+    app = where / f"app-{model.name}"
+    shutil.rmtree(app, ignore_errors=True)
+    shutil.copytree(
+        ROOT / "edgebundle" / "runtime", app / "ebrt", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for name, data in bundle.read_app_files(binary).items():
+        (app / name).write_bytes(data)
+    (app / "main.py").write_text("from ebrt.app import entry\n\nentry()\n")
+    return app
+
+
+def hand_onefile(venv: Path, app: Path, model: Model, out_dir: Path) -> tuple[Path, float]:
+    """``pyinstaller --onefile`` of the plain script with its files as data: what users make by hand."""
+    data = sorted(p for p in app.iterdir() if p.is_file() and p.name != "main.py")
+    key = [hashlib.sha256(p.read_bytes()).hexdigest() for p in [*data, *sorted(app.glob("ebrt/*.py"))]]
+    spent = [0.0]
+
+    def make(tmp: Path) -> None:
+        work = Path(tempfile.mkdtemp(prefix="compare-onefile-"))
+        start = time.monotonic()
+        argv = [
+            str(venv / "bin" / "python"),
+            "-m",
+            "PyInstaller",
+            "--onefile",
+            "--noconfirm",
+            "--log-level",
+            "WARN",
+        ]
+        argv += [
+            "--name",
+            f"{model.name}-onefile",
+            "--distpath",
+            str(work / "dist"),
+            "--workpath",
+            str(work / "b"),
+        ]
+        argv += [
+            "--specpath",
+            str(work),
+            "--paths",
+            str(app),
+            "--hidden-import",
+            "tflite_runtime.interpreter",
+        ]
+        for p in data:
+            argv += ["--add-data", f"{p}:."]
+        run_cmd([*argv, str(app / "main.py")], what="pyinstaller --onefile (hand-style baseline)")
+        spent[0] = time.monotonic() - start
+        tmp.mkdir()
+        shutil.move(str(work / "dist" / f"{model.name}-onefile"), tmp / "binary")
+        (tmp / "build_s").write_text(f"{spent[0]:.1f}")
+        shutil.rmtree(work, ignore_errors=True)
+
+    cache = cached(f"onefile-{model.name}", key, make)
+    out = out_dir / f"{model.name}-onefile"
+    shutil.copyfile(cache / "binary", out)
+    out.chmod(0o755)
+    return out, float((cache / "build_s").read_text())
+
+
+def edgebundle_build(model: Model, target: str, out_dir: Path) -> tuple[Path, float, bool]:
+    out = out_dir / f"{model.name}-{target}"
+    report = out_dir / f"{model.name}-{target}.build.json"
+    argv = [
+        *EDGEBUNDLE,
+        "build",
+        str(model.path),
+        "--recipe",
+        model.recipe,
+        "--target",
+        target,
+        "-o",
+        str(out),
+    ]
+    proc = subprocess.run(
+        [*argv, "--report", str(report)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "build failed")
+    return out, json.loads(report.read_text())["build_seconds"], "reusing cached runner" in proc.stderr
+
+
+# ---------------------------------------------------------------------------- measuring
+
+
+def measure_binary(v: Variant, runs: int, scratch: Path) -> dict[str, Any]:
+    assert v.binary is not None
+    cache = Path(tempfile.mkdtemp(prefix="cache-", dir=scratch))  # empty: the cold run unpacks
+    out = scratch / f"{v.model}-{v.name}.json"
+    env = {**os.environ, "EDGEBUNDLE_CACHE_DIR": str(cache), **v.env}
+    proc = subprocess.run(
+        [*EDGEBUNDLE, "test", str(v.binary), "--device", v.device, "--runs", str(runs), "--json", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    shutil.rmtree(cache, ignore_errors=True)
+    if not out.exists():  # exit 7 (a budget) still writes the report; anything else is a failure
+        raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "test failed")
+    r = json.loads(out.read_text())
+    return {
+        "cold_ms": r["startup_ms"]["cold"],
+        "warm_ms": r["startup_ms"]["warm_p50"],
+        "peak_rss_bytes": r["peak_rss_bytes"],
+        "processes": r["rss"]["processes"],
+        "latency_ms": r["latency_ms"]["p50"],
+    }
+
+
+def measure_plain(v: Variant, runs: int, scratch: Path) -> dict[str, Any]:
+    """The same measurements for ``python main.py``: cold = first run after a fresh copy (its .pyc
+    files not yet compiled), then the runtime's own measuring mode and --eb-bench."""
+    assert v.app is not None
+    assert v.python is not None
+    app = Path(tempfile.mkdtemp(prefix="plain-", dir=scratch)) / "app"
+    shutil.copytree(v.app, app)
+    command = [v.python, str(app / "main.py"), "--self-test"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(app)}
+    start = time.perf_counter()
+    subprocess.run(command, cwd=app, env=env, capture_output=True, check=True)
+    cold = (time.perf_counter() - start) * 1000
+    lines = run_cmd([*MEASURE, "startup", "--runs", str(runs), "--", *command], cwd=app, env=env, echo=None)
+    warm = [json.loads(line) for line in lines.splitlines()]
+    bench = run_cmd([v.python, str(app / "main.py"), "--eb-bench", str(runs)], cwd=app, env=env, echo=None)
+    latencies = [json.loads(line)["ms"] for line in bench.splitlines() if '"inference"' in line]
+    shutil.rmtree(app.parent, ignore_errors=True)
+    return {
+        "cold_ms": round(cold, 1),
+        "warm_ms": round(statistics.median(r["ms"] for r in warm), 1),
+        "peak_rss_bytes": max(r["peak_rss_bytes"] for r in warm),
+        "processes": max(r["processes"] for r in warm),
+        "latency_ms": statistics.median(latencies),
+    }
+
+
+def summary(v: Variant) -> dict[str, Any]:
+    if not v.samples:
+        return {}
+    med = {k: statistics.median(s[k] for s in v.samples) for k in ("cold_ms", "warm_ms", "latency_ms")}
+    return {**med, "peak_rss_bytes": statistics.median(s["peak_rss_bytes"] for s in v.samples)}
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def mb(n: float | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.1f}"
+
+
+def ratio(x: float | None, ref: float | None) -> str:
+    return "-" if not x or not ref else f"{x / ref:.2f}x"
+
+
+def table(variants: list[Variant], model_sizes: dict[str, int]) -> str:
+    head = (
+        "| model | variant | size MB (of it model) | cold start ms | warm start ms | warm / plain | "
+        "cold / plain | peak RSS MB | RSS / plain | latency ms | latency / plain | build s |"
+    )
+    rows = [head, "|---" * (head.count("|") - 1) + "|"]
+    plain = {v.model: summary(v) for v in variants if v.kind == "plain"}
+    for v in variants:
+        s, p = summary(v), plain.get(v.model, {})
+        if v.error:
+            rows.append(f"| {v.model} | {v.name} | {v.error} |" + " |" * 9)
+            continue
+        size = "-" if v.size_bytes is None else f"{mb(v.size_bytes)} ({mb(model_sizes[v.model])})"
+        build = (
+            "-" if v.build_s is None else f"{v.build_s:.1f}" + (" (cached runner)" if v.runner_cached else "")
+        )
+        emulated = " (QEMU)" if v.device == "qemu" else ""
+        rows.append(
+            f"| {v.model} | {v.name}{emulated} | {size} | {s['cold_ms']:.0f} | {s['warm_ms']:.0f} | "
+            f"{ratio(s['warm_ms'], p.get('warm_ms'))} | {ratio(s['cold_ms'], p.get('cold_ms'))} | "
+            f"{mb(s['peak_rss_bytes'])} | {ratio(s['peak_rss_bytes'], p.get('peak_rss_bytes'))} | "
+            f"{s['latency_ms']:.3f} | {ratio(s['latency_ms'], p.get('latency_ms'))} | {build} |"
+        )
+    return "\n".join(rows)
+
+
+def goals(variants: list[Variant], model_sizes: dict[str, int]) -> list[str]:
+    """Issue 6's goals, each checked against this run (x86_64, the default target)."""
+    plain = {v.model: summary(v) for v in variants if v.kind == "plain"}
+    out = []
+    for v in variants:
+        if v.kind != "edgebundle" or v.device != "local" or v.error or v.size_bytes is None:
+            continue
+        s, p = summary(v), plain[v.model]
+        default = v.name == "edgebundle x86_64"
+        checks = [
+            (default, "size <= 12 MB + model", (v.size_bytes - model_sizes[v.model]) <= 12e6),
+            (default, "warm start <= 1.0x plain", s["warm_ms"] <= p["warm_ms"]),
+            (not default, "warm start <= 1.25x plain", s["warm_ms"] <= 1.25 * p["warm_ms"]),
+            (True, "cold start <= 2x plain", s["cold_ms"] <= 2 * p["cold_ms"]),
+            (v.model == "face", "peak RSS <= 40 MB (face-detector-sized)", s["peak_rss_bytes"] <= 40e6),
+            (v.model != "digits", "latency within 5% of plain", s["latency_ms"] <= 1.05 * p["latency_ms"]),
+            (bool(v.runner_cached), "model swap rebuild <= 5 s", (v.build_s or 99) <= 5),
+        ]
+        for applies, name, ok in checks:
+            if applies:
+                out.append(f"- {'met' if ok else 'NOT met'}: {name} ({v.model}, {v.name})")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=10, help="warm starts and inferences per round")
+    parser.add_argument("--rounds", type=int, default=3, help="times every variant is measured, in turn")
+    parser.add_argument("--models", default="digits,face,mobilenet_v2")
+    parser.add_argument("--targets", default="x86_64,x86_64-litert", help="add arm64 for the emulated one")
+    parser.add_argument("--tf-python", default=os.environ.get("EDGEBUNDLE_TF_PYTHON", TF_PYTHON))
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="edgebundle-compare-"))
+    bins = scratch / "bin"
+    bins.mkdir()
+    try:
+        chosen = models(args.models.split(","), args.tf_python)
+        venv = baseline_venv()
+        variants: list[Variant] = []
+        model_sizes = {m.name: m.path.stat().st_size for m in chosen}
+        for m in chosen:
+            say(f"building {m.name}")
+            ours = []
+            for target in args.targets.split(","):
+                v = Variant(m.name, f"edgebundle {target}", "edgebundle")
+                try:
+                    v.binary, v.build_s, v.runner_cached = edgebundle_build(m, target, bins)
+                    v.size_bytes = v.binary.stat().st_size
+                    if load_target(target).arch != load_target("x86_64").arch:
+                        v.device = "qemu"
+                        v.env = _qemu_env(target)
+                except RuntimeError as exc:
+                    v.error = f"not built: {exc}"
+                ours.append(v)
+            source = next((v.binary for v in ours if v.binary is not None and v.device == "local"), None)
+            if source is None:
+                variants += ours
+                continue
+            app = app_dir(source, m, scratch)
+            plain = Variant(m.name, "plain script", "plain", app=app, python=str(venv / "bin" / "python"))
+            onefile = Variant(m.name, "pyinstaller --onefile", "onefile")
+            onefile.binary, onefile.build_s = hand_onefile(venv, app, m, bins)
+            onefile.size_bytes = onefile.binary.stat().st_size
+            variants += [plain, onefile, *ours]
+        for r in range(1, args.rounds + 1):
+            for v in variants:
+                if v.error:
+                    continue
+                say(f"round {r}/{args.rounds}: {v.model}, {v.name}")
+                try:
+                    measure = measure_plain if v.kind == "plain" else measure_binary
+                    v.samples.append(measure(v, args.runs, scratch))
+                except (RuntimeError, subprocess.CalledProcessError) as exc:
+                    v.error = f"not measured: {exc}"
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    md = table(variants, model_sizes)
+    met = goals(variants, model_sizes)
+    machine = f"{os.uname().machine}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}"
+    text = (
+        f"Measured by `benchmarks/compare.py --runs {args.runs} --rounds {args.rounds}` ({machine}); medians "
+        f"of {args.rounds} rounds. Ratios are to the plain script of the same model.\n\n{md}\n\n"
+        + "\n".join(met)
+        + "\n"
+    )
+    (args.out / "compare.md").write_text(text)
+    data = {
+        "machine": machine,
+        "runs": args.runs,
+        "rounds": args.rounds,
+        "model_sizes": model_sizes,
+        "variants": [
+            {
+                **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(x).items()},
+                "summary": summary(x),
+            }
+            for x in variants
+        ],
+        "goals": met,
+    }
+    (args.out / "compare.json").write_text(json.dumps(data, indent=1) + "\n")
+    print(text)
+
+
+def _qemu_env(target: str) -> dict[str, str]:
+    """Where a foreign-arch binary finds glibc under QEMU: the build root's libraries."""
+    from edgebundle.plan import make_plan
+    from edgebundle.recipe import load_recipe
+    from edgebundle.toolchains import for_plan
+
+    plan = make_plan(
+        model=ROOT / "tests/fixtures/models/digits_float.tflite",
+        recipe=load_recipe("digits"),
+        target=load_target(target),
+        backend="pyinstaller",
+        output=Path(tempfile.gettempdir()) / "unused",
+    )
+    root = for_plan(plan).library_root
+    return {"QEMU_LD_PREFIX": str(root)} if root else {}
+
+
+if __name__ == "__main__":
+    main()

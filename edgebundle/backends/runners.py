@@ -1,0 +1,232 @@
+"""Runners: everything in a binary that does not depend on the model, built once and cached.
+
+A runner is the launcher (edgebundle/launcher) followed by one zstd frame of a backend's one-folder
+program (Python, NumPy, Pillow, the interpreter, the runtime). It depends on the target's arch and
+Python, the pins, the backend and the sources of the runtime, launcher and backend, and on nothing
+else: so it is cached under ``cache_dir()/runners`` by the hash of exactly those, and a build with
+another model or recipe only appends that model's payload to the cached runner (no backend run).
+
+On the device, the launcher unpacks the folder once per content hash (the runner's ``key``) into a
+per-user cache and execs it; see launcher.c.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import BuildError
+from ..runner import Echo, run
+from ..runtime.payload import FORMAT_VERSION
+from ..target import Pins, Target
+from ..toolchains import (
+    Toolchain,
+    cache_dir,
+    content_key,
+    create_cached,
+    is_complete,
+    lock_path,
+    log_path,
+    requirements,
+)
+from . import BACKENDS, RUNTIME_SRC, Stage, bundle, launcher, stage_runtime
+
+LAYOUT_VERSION = "1"  # bump when the way runners are made changes
+KEEP_RUNNERS = 8  # in the builder's cache
+# zstd level: 19 is the highest without --ultra; its window (8 MB) bounds what unpacking needs in
+# memory on the device. Decompression runs at ~1 GB/s whatever the level, so only the build pays.
+ZSTD_LEVEL = 19
+_BACKENDS_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True, kw_only=True)
+class Runner:
+    """A cached runner: ``prefix`` = launcher + compressed folder, ready for a payload to follow."""
+
+    path: Path
+    key: str
+    runner_offset: int
+    compressed_bytes: int
+    unpacked_bytes: int
+    files: int
+    launcher_bytes: int
+
+    @property
+    def prefix(self) -> Path:
+        return self.path / "prefix.bin"
+
+    def describe(self) -> str:
+        return (
+            f"runner {self.key}: {self.prefix.stat().st_size / 1e6:.1f} MB "
+            f"(launcher {self.launcher_bytes / 1e3:.0f} kB + {self.unpacked_bytes / 1e6:.1f} MB in "
+            f"{self.files} files, zstd to {self.compressed_bytes / 1e6:.1f} MB)"
+        )
+
+
+def sources_digest() -> str:
+    """The hash of every source file whose change changes a runner."""
+    h = hashlib.sha256()
+    paths = [
+        *sorted(RUNTIME_SRC.glob("*.py")),
+        *(launcher.SOURCE_DIR / name for name in launcher.SOURCES),
+        *sorted(_BACKENDS_DIR.glob("*.py")),
+        *sorted(p for p in _BACKENDS_DIR.glob("*_hooks/**/*") if p.is_file()),
+    ]
+    for path in paths:
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def runner_inputs(toolchain: Toolchain, target: Target, backend: str, pins: Pins) -> dict[str, Any]:
+    """What a runner is made of, in full: its cache key is the hash of this."""
+    return {
+        "layout": LAYOUT_VERSION,
+        "format": FORMAT_VERSION,
+        "edgebundle": __version__,
+        "toolchain": toolchain.describe(),
+        "arch": target.arch,
+        "python": target.python,
+        "interpreter": target.interpreter,
+        "module": pins.module,
+        "strip": pins.strip,
+        "backend": backend,
+        "requires": requirements(target, backend),
+        "sources": sources_digest(),
+    }
+
+
+def runner_path(target: Target, backend: str, inputs: dict[str, Any]) -> Path:
+    return cache_dir() / "runners" / f"{target.name}-{backend}-{content_key(inputs)}"
+
+
+def load(path: Path) -> Runner:
+    data = json.loads((path / "runner.json").read_text())
+    return Runner(
+        path=path,
+        key=str(data["key"]),
+        runner_offset=int(data["runner_offset"]),
+        compressed_bytes=int(data["compressed_bytes"]),
+        unpacked_bytes=int(data["unpacked_bytes"]),
+        files=int(data["files"]),
+        launcher_bytes=int(data["launcher_bytes"]),
+    )
+
+
+def ensure_runner(
+    toolchain: Toolchain,
+    target: Target,
+    backend: str,
+    pins: Pins,
+    echo: Echo,
+    *,
+    keep_build_dir: bool = False,
+) -> tuple[Runner, bool]:
+    """The cached runner for these inputs, built first when there is none. (runner, whether built)."""
+    inputs = runner_inputs(toolchain, target, backend, pins)
+    path = runner_path(target, backend, inputs)
+    if is_complete(path):
+        os.utime(path / "runner.json")  # recently used: pruned last
+        return load(path), False
+
+    def make(tmp: Path, log: Path) -> None:
+        tmp.mkdir(parents=True)
+        _make_runner(tmp, log, toolchain, backend, pins, echo, keep_build_dir=keep_build_dir)
+
+    create_cached(path, echo=echo, what="runner", make=make, metadata=inputs)
+    prune(path.parent, KEEP_RUNNERS, echo)
+    return load(path), True
+
+
+def prune(folder: Path, keep: int, echo: Echo) -> None:
+    """Remove all but the ``keep`` most recently used runners (every change of the runtime's sources
+    makes a new one; ~10 MB each). A runner whose lock another build holds is left alone."""
+    runners = sorted(
+        (p for p in folder.iterdir() if not p.name.startswith(".") and is_complete(p)),
+        key=lambda p: (p / "runner.json").stat().st_mtime,
+        reverse=True,
+    )
+    for old in runners[keep:]:
+        with open(lock_path(old), "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue
+            echo(f"removing runner {old} (only the {keep} most recently used are kept)")
+            shutil.rmtree(old, ignore_errors=True)
+            log_path(old).unlink(missing_ok=True)
+            lock_path(old).unlink(missing_ok=True)
+
+
+def _workdir(name: str) -> Path:
+    """A fixed path per runner (paths end up in the frozen code), private to this user."""
+    base = Path(tempfile.gettempdir()) / f"edgebundle-build-{os.getuid()}"
+    base.mkdir(mode=0o700, exist_ok=True)
+    workdir = base / f"runner-{name}"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir()
+    return workdir
+
+
+def _make_runner(
+    out: Path,
+    log: Path,
+    toolchain: Toolchain,
+    backend_name: str,
+    pins: Pins,
+    echo: Echo,
+    *,
+    keep_build_dir: bool,
+) -> None:
+    backend = BACKENDS[backend_name]  # type: ignore[index]
+    workdir = _workdir(out.name.strip(".").removesuffix(".partial"))
+    try:
+        stage = Stage(workdir=workdir, name=bundle.ENTRY, interpreter_module=pins.module, strip=pins.strip)
+        stage_runtime(stage)
+        backend.prepare(stage)
+        echo(f"building the runner with {backend_name} (first build for these pins and sources; log: {log})")
+        toolchain.run(backend.command(toolchain.python, stage), log=log, what=backend_name, cwd=workdir)
+        folder = backend.result(stage)
+        if not (folder / bundle.ENTRY).is_file():
+            raise BuildError(f"{backend_name} reported success but wrote no {folder / bundle.ENTRY}")
+        backend.finish(folder)
+        archive = workdir / "runner.ebr"
+        with open(archive, "wb") as f:
+            unpacked = bundle.write_runner_archive(folder, f)
+        files = sum(1 for kind, _, _ in bundle.tree_entries(folder) if kind == bundle.KIND_FILE)
+        compressed = workdir / "runner.ebr.zst"
+        run(
+            ["zstd", f"-{ZSTD_LEVEL}", "--check", "-q", "-f", "-o", str(compressed), str(archive)],
+            log=log,
+            echo=echo,
+            what="compressing the runner",
+        )
+        exe = launcher.build(toolchain, workdir, log)
+        launcher_bytes = exe.stat().st_size
+        with open(out / "prefix.bin", "wb") as f:
+            for part in (exe, compressed):
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, f)
+        packed = compressed.read_bytes()
+        runner = {
+            "key": bundle.runner_key(packed),
+            "runner_offset": launcher_bytes,
+            "compressed_bytes": len(packed),
+            "unpacked_bytes": unpacked,
+            "files": files,
+            "launcher_bytes": launcher_bytes,
+        }
+        (out / "runner.json").write_text(json.dumps(runner, indent=1, sort_keys=True) + "\n")
+        echo(load(out).describe())
+    finally:
+        if keep_build_dir:
+            echo(f"runner build directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,172 @@
+"""arm64 from this x86_64 host: the digits models built with ``--target arm64`` in the emulated
+Debian root, run under QEMU, and compared with the x86_64 in-process reference (floats within 1e-5,
+int8 exactly). The second build must reuse the cached root.
+
+Needs root (to create the root with mmdebstrap), mmdebstrap and qemu-user-static with binfmt_misc:
+scripts/setup.sh and scripts/ci-services.sh install them. Under CI=true a missing piece fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgebundle.target import host_arch, load_target
+from edgebundle.toolchains import is_complete
+from edgebundle.toolchains.binfmt import registered
+from edgebundle.toolchains.debroot import DebRoot
+from tests.conftest import DIGITS, IMAGES, MODELS, in_ci
+from tests.integration.conftest import CLEAN_ENV, Built, assert_outputs_equal, edgebundle, reference_outputs
+
+pytestmark = [pytest.mark.cross, pytest.mark.build]
+
+SAMPLES = [DIGITS / "sample_3.png", DIGITS / "sample_7.png", IMAGES / "rgb.jpg"]
+EM_AARCH64 = 183
+
+
+@dataclass(frozen=True)
+class CrossBuild:
+    built: Built
+    stderr: str
+    seconds: float
+    root_created: bool
+
+
+def _missing() -> str | None:
+    if host_arch() != "x86_64":
+        return "cross-building arm64 is tested from an x86_64 host"
+    root = DebRoot(load_target("arm64"), "pyinstaller")
+    if not root.exists():
+        if os.geteuid() != 0:
+            return "creating the arm64 build root needs root"
+        for tool in ("mmdebstrap", "arch-test"):
+            if shutil.which(tool) is None:
+                return f"{tool} not installed (bash scripts/setup.sh as root installs it)"
+    if not registered("aarch64") and os.geteuid() != 0:
+        return "qemu-aarch64 is not registered with binfmt_misc (bash scripts/ci-services.sh as root)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def arm64_root() -> DebRoot:
+    reason = _missing()
+    if reason is not None:
+        if in_ci():
+            pytest.fail(f"arm64 cross tests cannot run: {reason}")
+        pytest.skip(reason)
+    return DebRoot(load_target("arm64"), "pyinstaller")
+
+
+def _run_arm64(root: DebRoot, binary: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """conftest.run_binary for an arm64 binary: through binfmt_misc, with its libraries from the
+    build root (QEMU looks there first), from an empty directory with a clean environment."""
+    empty = cwd / "run"
+    empty.mkdir(exist_ok=True)
+    home = cwd / "home"  # where the binary unpacks its runtime, away from the user's files
+    home.mkdir(exist_ok=True)
+    return subprocess.run(
+        [str(binary), *args],
+        capture_output=True,
+        text=True,
+        cwd=empty,
+        env={**CLEAN_ENV, "HOME": str(home), "QEMU_LD_PREFIX": str(root.rootfs)},
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def _cross_build(root: DebRoot, out_dir: Path, model: str) -> CrossBuild:
+    out = out_dir / Path(model).stem
+    created_before = root.exists()
+    start = time.monotonic()
+    proc = edgebundle("build", str(MODELS / model), "--recipe", "digits", "--target", "arm64", "-o", str(out))
+    seconds = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.startswith(f"built {out}: ")
+    info = _run_arm64(root, out, "--info", cwd=out_dir)
+    assert info.returncode == 0, info.stderr
+    built = Built(path=out, model=MODELS / model, manifest=json.loads(info.stdout))
+    print(f"\narm64 build of {model}: {seconds:.0f} s, {out.stat().st_size / 1e6:.1f} MB", file=sys.stderr)
+    return CrossBuild(built=built, stderr=proc.stderr, seconds=seconds, root_created=not created_before)
+
+
+@pytest.fixture(scope="session")
+def cross_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("arm64")
+
+
+@pytest.fixture(scope="session")
+def arm64_float(arm64_root: DebRoot, cross_dir: Path) -> CrossBuild:
+    return _cross_build(arm64_root, cross_dir, "digits_float.tflite")
+
+
+@pytest.fixture(scope="session")
+def arm64_int8(arm64_root: DebRoot, cross_dir: Path, arm64_float: CrossBuild) -> CrossBuild:
+    # Built after the float one on purpose: this is the build that must reuse the cached root.
+    complete = arm64_root.path / ".complete"
+    before = complete.stat().st_mtime_ns
+    build = _cross_build(arm64_root, cross_dir, "digits_int8.tflite")
+    assert complete.stat().st_mtime_ns == before
+    return build
+
+
+def _elf_machine(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:20]
+    assert head[:4] == b"\x7fELF"
+    return head[4], int.from_bytes(head[18:20], "little")  # EI_CLASS (2 = 64-bit), e_machine
+
+
+def test_builds_an_aarch64_elf_that_ran_its_self_test_under_qemu(arm64_float: CrossBuild) -> None:
+    assert _elf_machine(arm64_float.built.path) == (2, EM_AARCH64)
+    assert "self-testing .digits_float.partial" in arm64_float.stderr
+    assert "under QEMU" in arm64_float.stderr
+    m = arm64_float.built.manifest
+    assert m["target"]["name"] == "arm64"
+    assert m["target"]["arch"] == "aarch64"
+    assert m["python"].startswith("3.11.")
+    assert m["interpreter"]["version"] == "2.14.0"
+
+
+def test_second_build_reuses_the_cached_root(arm64_root: DebRoot, arm64_int8: CrossBuild) -> None:
+    assert not arm64_int8.root_created
+    assert "creating the emulated" not in arm64_int8.stderr
+    assert "mmdebstrap" not in arm64_int8.stderr
+    assert is_complete(arm64_root.path)
+    assert _elf_machine(arm64_int8.built.path) == (2, EM_AARCH64)
+
+
+def _outputs(root: DebRoot, built: Built, image: Path, work: Path) -> dict[str, np.ndarray[Any, Any]]:
+    out = work / "arm64.npz"
+    proc = _run_arm64(root, built.path, "--save-outputs", str(out), str(image), cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    with np.load(out) as data:
+        return {k: data[k] for k in data.files}
+
+
+@pytest.mark.parametrize("image", SAMPLES, ids=lambda p: p.name)
+def test_float_outputs_under_qemu_equal_x86_64_reference(
+    arm64_root: DebRoot, arm64_float: CrossBuild, image: Path, tmp_path: Path
+) -> None:
+    assert_outputs_equal(
+        _outputs(arm64_root, arm64_float.built, image, tmp_path),
+        reference_outputs(sys.executable, arm64_float.built, image, tmp_path),
+    )
+
+
+@pytest.mark.parametrize("image", SAMPLES, ids=lambda p: p.name)
+def test_int8_outputs_under_qemu_equal_x86_64_reference_exactly(
+    arm64_root: DebRoot, arm64_int8: CrossBuild, image: Path, tmp_path: Path
+) -> None:
+    got = _outputs(arm64_root, arm64_int8.built, image, tmp_path)
+    assert next(iter(got.values())).dtype.name == "int8"
+    assert_outputs_equal(got, reference_outputs(sys.executable, arm64_int8.built, image, tmp_path))

@@ -1,0 +1,263 @@
+"""The launcher's cache logic (edgebundle/launcher/launcher.c), on small synthetic binaries whose runner
+is a shell script: unpack once per key, then only exec; concurrent first starts; leftovers of killed
+runs; fallbacks; trust; pruning. Compiling it takes about a second; real binaries are tested in
+tests/integration/test_lean.py."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from edgebundle.backends import bundle, launcher
+from tests.conftest import in_ci
+
+RUNNER_SCRIPT = """#!/bin/sh
+printf 'args=%s\\n' "$*"
+printf 'fd=%s\\n' "$_EDGEBUNDLE_PAYLOAD_FD"
+printf 'self=%s\\n' "$(readlink /proc/$$/fd/$_EDGEBUNDLE_PAYLOAD_FD)"
+printf 'dir=%s\\n' "$(cd "$(dirname "$0")" && pwd -P)"
+[ -z "$EB_TEST_SLEEP" ] || sleep "$EB_TEST_SLEEP"
+"""
+
+
+@pytest.fixture(scope="module")
+def launcher_exe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    missing = [tool for tool in ("gcc", "zstd") if shutil.which(tool) is None]
+    header = Path("/usr/include/zstd.h")
+    if missing or not header.exists():
+        if in_ci():
+            pytest.fail(f"CI must have gcc, zstd and libzstd-dev (missing: {missing or header})")
+        pytest.skip(f"needs gcc, zstd and libzstd-dev (missing: {missing or header})")
+    out = tmp_path_factory.mktemp("launcher") / "launcher"
+    subprocess.run(launcher.command("gcc", launcher.SOURCE_DIR, out), check=True, capture_output=True)
+    return out
+
+
+MakeBinary = Callable[..., Path]
+
+
+@pytest.fixture
+def make_binary(launcher_exe: Path, tmp_path: Path) -> MakeBinary:
+    def make(name: str = "app", extra: bytes = b"", files: int = 1) -> Path:
+        tree = tmp_path / f"tree-{name}"
+        (tree / "_internal").mkdir(parents=True)
+        (tree / "run").write_text(RUNNER_SCRIPT)
+        (tree / "run").chmod(0o755)
+        for i in range(files):
+            (tree / "_internal" / f"data{i}.bin").write_bytes(extra + name.encode())
+        (tree / "_internal" / "link").symlink_to("data0.bin")
+        archive = tmp_path / f"{name}.ebr"
+        with open(archive, "wb") as f:
+            bundle.write_runner_archive(tree, f)
+        subprocess.run(["zstd", "-q", "-f", "--check", str(archive)], check=True)
+        packed = Path(f"{archive}.zst").read_bytes()
+        prefix = tmp_path / f"{name}.prefix"
+        prefix.write_bytes(launcher_exe.read_bytes() + packed)
+        out = tmp_path / name
+        bundle.assemble(
+            prefix, launcher_exe.stat().st_size, bundle.runner_key(packed), {"m.json": b"{}"}, out
+        )
+        out.chmod(0o755)
+        return out
+
+    return make
+
+
+def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    return {"PATH": "/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(tmp_path), **extra}
+
+
+def start(binary: Path, env: dict[str, str], *args: str) -> dict[str, str]:
+    proc = subprocess.run([str(binary), *args], capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return dict(line.split("=", 1) for line in proc.stdout.splitlines())
+
+
+def cache_run_dir(tmp_path: Path) -> Path:
+    return tmp_path / "home" / ".cache" / "edgebundle" / "run"
+
+
+def test_first_start_unpacks_later_starts_only_exec(make_binary: MakeBinary, tmp_path: Path) -> None:
+    binary = make_binary()
+    key = bundle.read_trailer(binary).key
+    env = env_for(tmp_path)
+    first = start(binary, env, "a", "b c")
+    run = cache_run_dir(tmp_path)
+    assert first["dir"] == str(run / key)
+    assert first["args"] == "a b c"
+    assert first["self"] == str(binary)  # the runtime reads its payload from the binary itself
+    assert sorted(p.name for p in run.iterdir()) == [".lock", key]
+    inode = (run / key).stat().st_ino
+    for _ in range(3):
+        assert start(binary, env)["dir"] == str(run / key)
+    assert sorted(p.name for p in run.iterdir()) == [".lock", key]
+    assert (run / key).stat().st_ino == inode  # not unpacked again
+    assert stat.S_IMODE((run / key).stat().st_mode) == 0o700
+    assert stat.S_IMODE((run / key / "run").stat().st_mode) == 0o500  # read-only, owner only
+    assert os.readlink(run / key / "_internal" / "link") == "data0.bin"
+
+
+def test_concurrent_first_starts_all_succeed_and_unpack_once(make_binary: MakeBinary, tmp_path: Path) -> None:
+    binary = make_binary(extra=os.urandom(1 << 20), files=8)
+    env = env_for(tmp_path)
+    procs = [
+        subprocess.Popen([str(binary)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        for _ in range(6)
+    ]
+    outputs = [p.communicate() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, [e for _, e in outputs]
+    key = bundle.read_trailer(binary).key
+    assert sorted(p.name for p in cache_run_dir(tmp_path).iterdir()) == [".lock", key]
+
+
+def test_leftover_of_a_killed_unpack_is_removed(make_binary: MakeBinary, tmp_path: Path) -> None:
+    binary = make_binary()
+    key = bundle.read_trailer(binary).key
+    run = cache_run_dir(tmp_path)
+    run.mkdir(parents=True, mode=0o700)
+    leftover = run / f".{key}.tmp.4242"  # what a SIGKILL in the middle of unpacking leaves
+    (leftover / "_internal").mkdir(parents=True)
+    (leftover / "_internal" / "half.so").write_bytes(b"x" * 1000)
+    (leftover / "_internal" / "half.so").chmod(0o400)
+    start(binary, env_for(tmp_path))
+    assert sorted(p.name for p in run.iterdir()) == [".lock", key]
+
+
+def test_sigkill_during_unpack_leaves_nothing_after_the_next_start(
+    make_binary: MakeBinary, tmp_path: Path
+) -> None:
+    binary = make_binary(extra=os.urandom(4 << 20), files=12)
+    env = env_for(tmp_path)
+    key = bundle.read_trailer(binary).key
+    run = cache_run_dir(tmp_path)
+    for delay in (0.0, 0.005, 0.02):
+        shutil.rmtree(run, ignore_errors=True)
+        proc = subprocess.Popen([str(binary)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        start(binary, env)
+        assert sorted(p.name for p in run.iterdir()) == [".lock", key]
+
+
+def test_an_unusable_cache_dir_falls_back(make_binary: MakeBinary, tmp_path: Path) -> None:
+    binary = make_binary()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = env_for(tmp_path, EDGEBUNDLE_CACHE_DIR=str(blocker / "cache"), XDG_CACHE_HOME=str(blocker / "xdg"))
+    env["HOME"] = str(blocker)
+    got = start(binary, env)
+    fallback = tmp_path / f"edgebundle-{os.geteuid()}" / "run"
+    assert got["dir"] == str(fallback / bundle.read_trailer(binary).key)
+    assert stat.S_IMODE(fallback.parent.stat().st_mode) == 0o700
+
+
+def test_explicit_cache_dir_first(make_binary: MakeBinary, tmp_path: Path) -> None:
+    binary = make_binary()
+    got = start(binary, env_for(tmp_path, EDGEBUNDLE_CACHE_DIR=str(tmp_path / "c")))
+    assert got["dir"] == str(tmp_path / "c" / "run" / bundle.read_trailer(binary).key)
+
+
+def test_a_dir_others_can_write_is_not_trusted(make_binary: MakeBinary, tmp_path: Path) -> None:
+    binary = make_binary()
+    env = env_for(tmp_path, EDGEBUNDLE_CACHE_DIR=str(tmp_path / "shared"))
+    (tmp_path / "shared" / "run").mkdir(parents=True)
+    (tmp_path / "shared" / "run").chmod(0o777)
+    got = start(binary, env)
+    assert got["dir"].startswith(str(cache_run_dir(tmp_path)))
+
+
+def test_a_foreign_tmp_fallback_is_not_used(make_binary: MakeBinary, tmp_path: Path) -> None:
+    binary = make_binary()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    (tmp_path / f"edgebundle-{os.geteuid()}").mkdir(mode=0o755)  # not private: someone else's doing
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(blocker), "TMPDIR": str(tmp_path)}
+    proc = subprocess.run([str(binary)], capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 70
+    line = proc.stderr.strip()
+    assert line.startswith("app: error: cannot start: no usable cache directory")
+    assert "EDGEBUNDLE_CACHE_DIR" in line
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_only_the_newest_runners_are_kept_unless_in_use(make_binary: MakeBinary, tmp_path: Path) -> None:
+    env = env_for(tmp_path)
+    run = cache_run_dir(tmp_path)
+    old = make_binary("old")
+    start(old, env)
+    os.utime(run / bundle.read_trailer(old).key, (1, 1))  # the oldest
+    busy = subprocess.Popen(
+        [str(old)], stdout=subprocess.DEVNULL, env={**env, "EB_TEST_SLEEP": "30"}, start_new_session=True
+    )
+    try:
+        time.sleep(0.3)
+        binaries = [make_binary(f"v{i}") for i in range(3)]
+        for b in binaries:
+            start(b, env)
+        keys = {p.name for p in run.iterdir() if not p.name.startswith(".")}
+        newest = {bundle.read_trailer(b).key for b in binaries[-2:]}
+        # the two newest, plus the old one that a running program holds
+        assert keys == newest | {bundle.read_trailer(old).key}
+    finally:
+        os.killpg(busy.pid, signal.SIGKILL)  # the script and its sleep, which holds the lock too
+        busy.wait()
+    start(make_binary("v9"), env)
+    assert bundle.read_trailer(old).key not in {p.name for p in run.iterdir()}
+
+
+def test_a_broken_runner_is_replaced(make_binary: MakeBinary, tmp_path: Path) -> None:
+    binary = make_binary()
+    env = env_for(tmp_path)
+    start(binary, env)
+    key_dir = cache_run_dir(tmp_path) / bundle.read_trailer(binary).key
+    (key_dir / "run").unlink()
+    assert start(binary, env)["dir"] == str(key_dir)
+    assert sorted(p.name for p in cache_run_dir(tmp_path).iterdir()) == [".lock", key_dir.name]
+
+
+def test_truncated_binary_is_refused(make_binary: MakeBinary, tmp_path: Path) -> None:
+    binary = make_binary()
+    binary.write_bytes(binary.read_bytes()[:-10])
+    proc = subprocess.run([str(binary)], capture_output=True, text=True, env=env_for(tmp_path), check=False)
+    assert proc.returncode == 70
+    assert "no edgebundle payload" in proc.stderr
+
+
+def test_corrupt_runner_is_refused_and_leaves_nothing(make_binary: MakeBinary, tmp_path: Path) -> None:
+    binary = make_binary(extra=b"z" * 100_000)
+    t = bundle.read_trailer(binary)
+    data = bytearray(binary.read_bytes())
+    data[t.runner_offset + t.runner_size // 2] ^= 0xFF
+    binary.write_bytes(bytes(data))
+    env = env_for(tmp_path, EDGEBUNDLE_CACHE_DIR=str(tmp_path / "c"))
+    proc = subprocess.run([str(binary)], capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 70
+    assert "cannot unpack" in proc.stderr
+    for run in (tmp_path / "c" / "run", cache_run_dir(tmp_path)):
+        assert [p.name for p in run.iterdir()] == [".lock"]
+
+
+def test_closed_std_fds_are_not_given_to_the_runtime(make_binary: MakeBinary, tmp_path: Path) -> None:
+    binary = make_binary()
+    proc = subprocess.run(
+        f"exec 0<&- 2>&-; {binary}",
+        shell=True,
+        capture_output=True,
+        text=True,
+        env=env_for(tmp_path),
+        check=False,
+    )
+    assert proc.returncode == 0
+    fields = dict(line.split("=", 1) for line in proc.stdout.splitlines())
+    assert int(fields["fd"]) > 2

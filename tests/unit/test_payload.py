@@ -1,0 +1,179 @@
+"""The app payload and trailer (backends/bundle.py writes, runtime/payload.py reads) and the runner
+archive, without building anything."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from edgebundle.backends import bundle
+from edgebundle.runtime import payload
+
+FILES = {
+    "manifest.json": b'{"model": {"file": "model.tflite"}}',
+    "model.tflite": bytes(range(256)) * 40,
+    "selftest.png": b"\x89PNG fake",
+}
+
+
+def make_binary(tmp_path: Path, prefix: bytes = b"\x7fELF launcher+runner", runner_offset: int = 4) -> Path:
+    pre = tmp_path / "prefix.bin"
+    pre.write_bytes(prefix)
+    out = tmp_path / "app"
+    bundle.assemble(pre, runner_offset, "0123456789abcdef" * 2, FILES, out)
+    return out
+
+
+def test_assemble_then_read_back(tmp_path: Path) -> None:
+    binary = make_binary(tmp_path)
+    t = bundle.read_trailer(binary)
+    size = binary.stat().st_size
+    assert t.runner_offset == 4
+    assert t.runner_size == len(b"\x7fELF launcher+runner") - 4
+    assert t.app_offset == len(b"\x7fELF launcher+runner")
+    assert t.app_offset + t.app_size + payload.TRAILER.size == size
+    assert t.key == "0123456789abcdef" * 2
+    assert bundle.read_app_files(binary) == FILES
+    assert binary.read_bytes().startswith(b"\x7fELF launcher+runner")
+
+
+def test_the_model_starts_on_a_page_boundary(tmp_path: Path) -> None:
+    binary = make_binary(tmp_path)
+    data = binary.read_bytes()
+    offset = data.index(FILES["model.tflite"])
+    assert offset % bundle.MODEL_ALIGN == 0
+
+
+def test_app_payload_index_is_the_last_bytes() -> None:
+    body, index_size = bundle.app_payload(FILES, start=100)
+    index = json.loads(body[-index_size:])
+    for name, (offset, size) in index["files"].items():
+        assert body[offset : offset + size] == FILES[name]
+    assert (100 + index["files"]["model.tflite"][0]) % bundle.MODEL_ALIGN == 0
+
+
+def test_payload_bundle_reads_in_place(tmp_path: Path) -> None:
+    binary = make_binary(tmp_path)
+    fd = os.open(binary, os.O_RDONLY)
+    try:
+        os.lseek(fd, 7, os.SEEK_SET)
+        b = payload.PayloadBundle(fd)
+        assert b.read("model.tflite") == FILES["model.tflite"]
+        assert b.read("model.tflite") is b.read("model.tflite")  # read once, shared
+        assert payload.read_manifest(b) == {"model": {"file": "model.tflite"}}
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 7  # pread only: the offset is untouched
+        with pytest.raises(FileNotFoundError, match=r"other\.bin"):
+            b.read("other.bin")
+        assert str(binary) in b.describe()
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("cut", [1, payload.TRAILER.size, 200])
+def test_truncated_or_foreign_files_are_payload_errors(tmp_path: Path, cut: int) -> None:
+    binary = make_binary(tmp_path)
+    data = binary.read_bytes()
+    binary.write_bytes(data[:-cut])
+    fd = os.open(binary, os.O_RDONLY)
+    try:
+        with pytest.raises(payload.PayloadError):
+            payload.PayloadBundle(fd)
+    finally:
+        os.close(fd)
+
+
+def test_open_bundle_takes_the_launcher_fd_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    binary = make_binary(tmp_path)
+    fd = os.open(binary, os.O_RDONLY)
+    os.set_inheritable(fd, True)
+    monkeypatch.setenv(payload.ENV_PAYLOAD_FD, str(fd))
+    try:
+        b = payload.open_bundle(tmp_path / "unused")
+        assert isinstance(b, payload.PayloadBundle)
+        assert payload.ENV_PAYLOAD_FD not in os.environ  # children get their own from their launcher
+        assert not os.get_inheritable(fd)
+    finally:
+        os.close(fd)
+
+
+def test_open_bundle_without_a_launcher_reads_the_directory(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text('{"a": 1}')
+    b = payload.open_bundle(tmp_path)
+    assert isinstance(b, payload.DirBundle)
+    assert payload.read_manifest(b) == {"a": 1}
+
+
+def test_trailer_unpack_rejects_other_bytes() -> None:
+    with pytest.raises(ValueError, match="88 bytes"):
+        bundle.Trailer.unpack(b"x" * 10)
+    with pytest.raises(ValueError, match="not an edgebundle trailer"):
+        bundle.Trailer.unpack(b"x" * 88)
+
+
+def test_runner_key_is_a_content_hash() -> None:
+    assert bundle.runner_key(b"a") == bundle.runner_key(b"a")
+    assert bundle.runner_key(b"a") != bundle.runner_key(b"b")
+    assert len(bundle.runner_key(b"a")) == bundle.KEY_LEN
+    assert set(bundle.runner_key(b"a")) <= set("0123456789abcdef")
+
+
+# ---------------------------------------------------------------------------- runner archive
+
+
+def read_archive(data: bytes) -> list[tuple[str, str, int, bytes]]:
+    """A reader written from the format's description, independent of the writer."""
+    f = io.BytesIO(data)
+    assert f.read(8) == bundle.ARCHIVE_MAGIC
+    out = []
+    while True:
+        kind, mode, plen, dlen = struct.unpack("<B3xII4xQ", f.read(24))
+        if chr(kind) == "E":
+            assert f.read() == b""
+            return out
+        path = f.read(plen).decode()
+        out.append((chr(kind), path, mode, f.read(dlen)))
+
+
+def make_tree(root: Path) -> None:
+    (root / "_internal" / "numpy").mkdir(parents=True)
+    (root / "run").write_bytes(b"#!/bin/sh\n")
+    (root / "run").chmod(0o755)
+    (root / "_internal" / "numpy" / "core.so").write_bytes(b"so")
+    (root / "_internal" / "base_library.zip").write_bytes(b"zip")
+    (root / "_internal" / "libz.so.1").symlink_to("numpy/core.so")
+    (root / "_internal" / "numpy" / "aa").symlink_to("../base_library.zip")
+
+
+def test_runner_archive_dirs_first_symlinks_last(tmp_path: Path) -> None:
+    make_tree(tmp_path / "t")
+    out = io.BytesIO()
+    total = bundle.write_runner_archive(tmp_path / "t", out)
+    entries = read_archive(out.getvalue())
+    assert [(k, p) for k, p, _, _ in entries] == [
+        ("D", "_internal"),
+        ("F", "run"),
+        ("D", "_internal/numpy"),
+        ("F", "_internal/base_library.zip"),
+        ("F", "_internal/numpy/core.so"),
+        ("L", "_internal/libz.so.1"),
+        ("L", "_internal/numpy/aa"),
+    ]
+    modes = {p: m for _, p, m, _ in entries}
+    assert modes["run"] == 0o755
+    assert modes["_internal/base_library.zip"] == 0o644
+    data = {p: d for _, p, _, d in entries}
+    assert data["_internal/libz.so.1"] == b"numpy/core.so"
+    assert data["_internal/numpy/core.so"] == b"so"
+    assert total == len(b"#!/bin/sh\n") + 2 + 3
+
+
+def test_runner_archive_refuses_absolute_symlinks(tmp_path: Path) -> None:
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "bad").symlink_to("/etc/passwd")
+    with pytest.raises(ValueError, match="absolute symlink"):
+        bundle.write_runner_archive(tmp_path / "t", io.BytesIO())
