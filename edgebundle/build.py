@@ -120,24 +120,31 @@ def _build_in(
             echo(f"build directory kept: {workdir}")
 
 
-@contextlib.contextmanager
-def _build_dir(plan: BuildPlan) -> Iterator[Path]:
-    """The staging directory: the same inputs always get the same path, because paths end up in the
-    frozen program (code objects, archive tables) and a random temp dir would make two builds of the
-    same inputs differ. A lock keeps two concurrent builds of the same inputs apart."""
-    key = hashlib.sha256(
+def build_inputs_sha256(plan: BuildPlan) -> str:
+    """One hash of everything a build depends on besides the pinned toolchain: edgebundle's version,
+    the model's bytes, the resolved recipe, the labels' bytes, the target and the backend."""
+    labels = plan.recipe.output.labels
+    return hashlib.sha256(
         json.dumps(
             [
                 __version__,
                 sha256_file(plan.model),
                 plan.recipe.to_manifest(),
+                sha256_file(labels) if labels else None,
                 plan.target.to_json(),
                 plan.backend,
-                str(plan.recipe.output.labels),
             ],
             sort_keys=True,
         ).encode()
-    ).hexdigest()[:16]
+    ).hexdigest()
+
+
+@contextlib.contextmanager
+def _build_dir(plan: BuildPlan) -> Iterator[Path]:
+    """The staging directory: the same inputs always get the same path, because paths end up in the
+    frozen program (code objects, archive tables) and a random temp dir would make two builds of the
+    same inputs differ. A lock keeps two concurrent builds of the same inputs apart."""
+    key = build_inputs_sha256(plan)[:16]
     base = Path(tempfile.gettempdir()) / f"edgebundle-build-{os.getuid()}"
     base.mkdir(mode=0o700, exist_ok=True)
     workdir = base / f"{plan.name}-{key}"
@@ -221,6 +228,10 @@ def _manifest(
         },
         "recipe": recipe,
         "labels": labels,
+        "labels_sha256": sha256_file(plan.recipe.output.labels) if plan.recipe.output.labels else None,
+        # the Python distributions in the build environment that can end up in the binary
+        "distributions": sig.get("distributions", {}),
+        "build_inputs_sha256": build_inputs_sha256(plan),
         "selftest": {"image": "selftest.png", "reference": "selftest.npz"},
     }
 
@@ -232,6 +243,7 @@ def _install(plan: BuildPlan, produced: Path, start: float, echo: Echo, toolchai
     try:
         shutil.copyfile(produced, partial)
         os.chmod(partial, 0o755)
+        _check_glibc_floor(plan, partial, echo)
         if plan.native:
             _self_test(partial, echo)
         elif toolchain.library_root is not None and binfmt_registered(plan.target.arch):
@@ -257,6 +269,25 @@ def _install(plan: BuildPlan, produced: Path, start: float, echo: Echo, toolchai
         backend=plan.backend,
         interpreter=plan.target.interpreter,
     )
+
+
+def _check_glibc_floor(plan: BuildPlan, binary: Path, echo: Echo) -> None:
+    """The target promises its devices a glibc version; refuse a binary that needs a newer one
+    (it would fail on the device with "version `GLIBC_2.38' not found")."""
+    from .elf import version_key
+    from .inspect import inspect_binary
+
+    report = inspect_binary(binary)
+    floor, culprit = report["glibc_floor"], report["glibc_floor_set_by"]
+    echo(
+        f"glibc floor: {floor} (set by {culprit}); target {plan.target.name} allows {plan.target.glibc_floor}"
+    )
+    if floor and version_key(floor) > version_key(plan.target.glibc_floor):
+        raise BuildError(
+            f"the binary needs glibc {floor} (set by {culprit}) but target {plan.target.name} has "
+            f"glibc_floor {plan.target.glibc_floor}; build with --isolated (a Debian root with the "
+            "target's glibc) or pin a wheel built for an older glibc"
+        )
 
 
 def _self_test(binary: Path, echo: Echo, extra_env: dict[str, str] | None = None) -> None:

@@ -217,6 +217,19 @@ def recipes(as_json: bool) -> None:
         )
 
 
+@main.command(name="inspect")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def inspect_command(path: Path, as_json: bool) -> None:
+    """Show what is inside a built binary (manifest, arch, size by component, glibc floor, bundled
+    libraries) or a .tflite model (tensors, quantization, ops), without running it."""
+    from .inspect import format_report, inspect_path
+
+    report = inspect_path(path)
+    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+
+
 @main.command(name="interpreters")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_interpreters(as_json: bool) -> None:

@@ -11,8 +11,11 @@ from .errors import ConfigError
 from .recipe import Recipe
 from .target import Arch, Target, host_arch
 
-BackendName = Literal["pyinstaller"]
-BACKENDS: tuple[BackendName, ...] = ("pyinstaller",)
+BackendName = Literal["pyinstaller", "nuitka"]
+BACKENDS: tuple[BackendName, ...] = ("pyinstaller", "nuitka")
+# Backends that compile C for the target: under QEMU that takes far too long (an arm64 Nuitka build
+# was still compiling after 30 min on a 2-core x86_64), so they build on a host of the target's arch.
+NATIVE_ONLY: frozenset[str] = frozenset({"nuitka"})
 # GitHub-hosted runners that build each arch natively (.github/workflows/ci.yml runs the matrix).
 NATIVE_RUNNERS: dict[Arch, str] = {"x86_64": "ubuntu-24.04", "aarch64": "ubuntu-24.04-arm"}
 
@@ -67,6 +70,16 @@ def check_backend(backend: str) -> None:
         raise ConfigError(f"--backend: unknown backend {backend!r}; choose {', '.join(BACKENDS)}")
 
 
+def check_native(backend: str, target: Target) -> None:
+    """ConfigError when ``backend`` would have to compile C under emulation for ``target``."""
+    if backend in NATIVE_ONLY and target.arch != host_arch():
+        raise ConfigError(
+            f"--backend {backend} --target {target.name}: {backend} builds for {target.arch} need a native "
+            f"{target.arch} host or CI runner ({NATIVE_RUNNERS[target.arch]}); compiling C under QEMU "
+            f"here takes 30+ min (or use --backend pyinstaller)"
+        )
+
+
 def make_plan(
     *,
     model: Path,
@@ -78,6 +91,7 @@ def make_plan(
     isolated: bool = False,
 ) -> BuildPlan:
     check_backend(backend)
+    check_native(backend, target)
     if not model.is_file():
         raise ConfigError(f"{model}: model file not found")
     if output is None:
@@ -101,7 +115,9 @@ def make_plan(
 
 def ci_matrix(targets: list[Target], backends: tuple[str, ...] = BACKENDS) -> dict[str, list[dict[str, str]]]:
     """The GitHub Actions build matrix: one native job per target x backend (``fromJSON`` of what
-    ``edgebundle matrix`` prints), so adding a target file adds a CI job."""
+    ``edgebundle matrix`` prints), so adding a target file adds a CI job. Every job runs on a runner of
+    its target's arch: that is what NATIVE_ONLY backends need (the emulated cross job is separate and
+    PyInstaller's alone)."""
     return {
         "include": [
             {

@@ -22,6 +22,7 @@ INSTALL_HINTS: dict[str, str] = {
     "objdump": "apt-get install binutils",
     "patchelf": "apt-get install patchelf",
     "gcc": "apt-get install gcc",
+    "zstd": "apt-get install zstd",
 }
 
 # A stderr echo of each command, so that logs show what ran (like ``set -x``).

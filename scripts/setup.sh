@@ -27,6 +27,9 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     command -v gcc >/dev/null || need+=(gcc libc6-dev)
     [ -f /usr/include/zstd.h ] || need+=(libzstd-dev)
     command -v zstd >/dev/null || need+=(zstd)
+    # Nuitka standalone builds rewrite RPATHs with patchelf; ccache makes its repeat compiles fast.
+    command -v patchelf >/dev/null || need+=(patchelf)
+    command -v ccache >/dev/null || need+=(ccache)
     if ! "$PYTHON" -c 'import os, sysconfig; assert os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' 2>/dev/null; then
         need+=(python3.11-dev)
     fi

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from ..plan import BackendName
-from . import pyinstaller
+from . import nuitka, pyinstaller
 
 RUNTIME_SRC = Path(__file__).resolve().parent.parent / "runtime"
 RUNTIME_PACKAGE = "ebrt"  # the runtime's name inside binaries
@@ -65,4 +65,4 @@ class Backend(Protocol):
     def finish(self, folder: Path) -> None: ...
 
 
-BACKENDS: Final[dict[BackendName, Backend]] = {"pyinstaller": pyinstaller}
+BACKENDS: Final[dict[BackendName, Backend]] = {"pyinstaller": pyinstaller, "nuitka": nuitka}

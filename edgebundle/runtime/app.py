@@ -62,9 +62,23 @@ def main(argv: list[str] | None = None) -> int:
     # The payload appended to the binary (passed by the launcher), else the files next to the runtime.
     root = open_bundle(bundle_dir())
     manifest = read_manifest(root)
-    if args.info:
-        _print_json(manifest)
-        return 0
+    if args.info or args.self_test:
+        # The model bytes the binary really carries against the manifest, BEFORE the interpreter
+        # sees them: a tampered or damaged model can crash it.
+        digest = hashlib.sha256(root.read(manifest["model"]["file"])).hexdigest()
+        intact = digest == manifest["model"]["sha256"]
+        if args.info:
+            manifest["model_check"] = {"sha256": digest, "matches_manifest": intact}
+            _print_json(manifest)
+        if not intact:
+            print(
+                f"{prog}: error: the model's sha256 {digest} does not match the manifest "
+                "(the binary was tampered with or damaged)",
+                file=sys.stderr,
+            )
+            return EXIT_SELFTEST_FAILED
+        if args.info:
+            return 0
     if args.serve or args.batch:
         if (args.serve and args.batch) or args.images or args.self_test or args.save_outputs:
             parser.error("--serve and --batch take no IMAGE and no other mode")

@@ -35,6 +35,7 @@ def _signature(module: str, distribution: str, model: str) -> None:
         # DELEGATE nodes are XNNPACK taking over builtin ops at load time, not ops of the model.
         ops = sorted({str(op["op_name"]) for op in get_ops()} - {"DELEGATE"})
     sig.update(
+        distributions=_bundled_distributions(),
         ops=ops,
         interpreter_version=metadata.version(distribution),
         python=platform.python_version(),
@@ -43,6 +44,35 @@ def _signature(module: str, distribution: str, model: str) -> None:
         pillow=metadata.version("pillow"),
     )
     json.dump(sig, sys.stdout)
+
+
+# Build tools live in the build environment too, but never in a binary.
+_BUILD_ONLY = {
+    "pip",
+    "setuptools",
+    "wheel",
+    "pyinstaller",
+    "pyinstaller-hooks-contrib",
+    "altgraph",
+    "packaging",
+    "nuitka",
+    "ordered-set",
+    "zstandard",
+    "meson",
+    "meson-python",
+    "ninja",
+    "cython",
+    "pyproject-metadata",
+}
+
+
+def _bundled_distributions() -> dict[str, str]:
+    found = {}
+    for dist in metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if name and name not in _BUILD_ONLY:
+            found[name] = dist.version
+    return dict(sorted(found.items()))
 
 
 def selftest_image(width: int, height: int) -> np.ndarray[Any, Any]:

@@ -68,6 +68,20 @@ class Toolchain(Protocol):
         ...
 
 
+# 1980-01-01: the earliest timestamp a zip member (PyInstaller's archives, wheels) can hold.
+DEFAULT_SOURCE_DATE_EPOCH = "315532800"
+
+
+def reproducible_env() -> dict[str, str]:
+    """Set for every command a build runs, so that the same inputs give byte-identical binaries:
+    a fixed hash seed (PyInstaller orders archive members by iterating sets) and a fixed
+    SOURCE_DATE_EPOCH for timestamps (the user's own value wins, as reproducible-builds.org asks)."""
+    return {
+        "PYTHONHASHSEED": "0",
+        "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", DEFAULT_SOURCE_DATE_EPOCH),
+    }
+
+
 def cache_dir() -> Path:
     """``$EDGEBUNDLE_CACHE_DIR``, else ``$XDG_CACHE_HOME/edgebundle``, else ``~/.cache/edgebundle``."""
     explicit = os.environ.get("EDGEBUNDLE_CACHE_DIR")
@@ -88,8 +102,14 @@ def content_key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
+# Pure-Python distributions published as sdists only (Nuitka has no Linux wheels on PyPI): building
+# them compiles nothing, so they are the same on every host and quick under QEMU too.
+PURE_SDISTS = ("nuitka",)
+
+
 def pip_install_argv(python: str, requires: list[str]) -> list[str]:
     """Binary wheels only: a source build would compile for minutes under QEMU and differ per host."""
+    names = {re.split(r"[=<>!~\[; ]", r, maxsplit=1)[0].lower() for r in requires}
     return [
         python,
         "-m",
@@ -98,6 +118,7 @@ def pip_install_argv(python: str, requires: list[str]) -> list[str]:
         "--quiet",
         "--disable-pip-version-check",
         "--only-binary=:all:",
+        *(f"--no-binary={name}" for name in PURE_SDISTS if name in names),
         *requires,
     ]
 

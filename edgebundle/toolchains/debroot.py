@@ -55,6 +55,7 @@ from . import (
     pip_install_argv,
     read_metadata,
     remove_tree,
+    reproducible_env,
 )
 from . import requirements as pinned_requirements
 from .binfmt import ensure_registered
@@ -624,8 +625,7 @@ class DebRoot:
     def inside_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """The whole environment of a command in the root: nothing of the host's leaks in."""
         env = {"PATH": INSIDE_PATH, "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
-        if "SOURCE_DATE_EPOCH" in os.environ:
-            env["SOURCE_DATE_EPOCH"] = os.environ["SOURCE_DATE_EPOCH"]
+        env.update(reproducible_env())
         env.update(extra or {})
         return env
 

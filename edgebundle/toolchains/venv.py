@@ -22,7 +22,16 @@ from ..errors import BuildError, ConfigError, ToolMissingError
 from ..runner import Echo, run, which
 from ..target import Target
 from ..tomlcheck import read_toml
-from . import Invocation, cache_dir, content_key, create_cached, is_complete, pip_install, pip_install_argv
+from . import (
+    Invocation,
+    cache_dir,
+    content_key,
+    create_cached,
+    is_complete,
+    pip_install,
+    pip_install_argv,
+    reproducible_env,
+)
 from . import requirements as pinned_requirements
 
 LAYOUT_VERSION = "1"  # bump when the way environments are made changes
@@ -163,6 +172,7 @@ class HostVenv:
     def invocation(self, argv: list[str], *, cwd: Path | None = None) -> Invocation:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
         env["PATH"] = f"{self.path / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        env.update(reproducible_env())
         return Invocation(argv=list(argv), env=env, cwd=cwd)
 
     def run(self, argv: list[str], *, log: Path | None, what: str, cwd: Path | None = None) -> str:

@@ -1,0 +1,81 @@
+"""Real Nuitka builds: the same binary interface, and outputs equal to the PyInstaller build of the same
+model and recipe. The Nuitka runner compiles for minutes once; every build here after the first only
+appends a payload to it (edgebundle/backends/runners.py caches it by its inputs)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DIGITS, IMAGES
+from tests.integration.conftest import (
+    Built,
+    assert_outputs_equal,
+    binary_outputs,
+    build,
+    reference_outputs,
+    run_binary,
+)
+
+pytestmark = [pytest.mark.build, pytest.mark.nuitka]
+
+SAMPLES = [DIGITS / f"sample_{d}.png" for d in (0, 3, 7)] + [IMAGES / "rgb.jpg"]
+
+
+@pytest.fixture(scope="session")
+def nuitka_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("nuitka")
+
+
+@pytest.fixture(scope="session")
+def nuitka_float(nuitka_dir: Path) -> Built:
+    """The one session build that may compile the runner (minutes); the rest reuse it."""
+    return build(nuitka_dir, "digits_float.tflite", "digits", "--backend", "nuitka")
+
+
+@pytest.fixture(scope="session")
+def nuitka_int8(nuitka_dir: Path, nuitka_float: Built) -> Built:
+    return build(nuitka_dir, "digits_int8.tflite", "digits", "--backend", "nuitka")
+
+
+def test_info_names_the_backend(nuitka_float: Built) -> None:
+    m = nuitka_float.manifest
+    assert m["backend"] == "nuitka"
+    assert m["interpreter"]["module"] == "tflite_runtime.interpreter"
+    assert m["labels"][7] == "seven"
+
+
+def test_one_elf_that_runs_without_python(nuitka_float: Built, tmp_path: Path) -> None:
+    data = nuitka_float.path.read_bytes()
+    assert data[:4] == b"\x7fELF"
+    proc = run_binary(nuitka_float.path, str(DIGITS / "sample_7.png"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["top_k"][0]["label"] == "seven"
+    assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_self_test_passes(nuitka_float: Built, tmp_path: Path) -> None:
+    proc = run_binary(nuitka_float.path, "--self-test", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("image", SAMPLES, ids=lambda p: p.name)
+def test_float_outputs_equal_pyinstaller(
+    nuitka_float: Built, digits_float: Built, image: Path, tmp_path: Path
+) -> None:
+    assert digits_float.manifest["backend"] == "pyinstaller"
+    got = binary_outputs(nuitka_float, image, tmp_path)
+    assert_outputs_equal(got, binary_outputs(digits_float, image, tmp_path))
+
+
+def test_int8_outputs_equal_pyinstaller_and_python(
+    nuitka_int8: Built, digits_int8: Built, tmp_path: Path
+) -> None:
+    image = DIGITS / "sample_3.png"
+    got = binary_outputs(nuitka_int8, image, tmp_path)
+    assert next(iter(got.values())).dtype.name == "int8"
+    assert_outputs_equal(got, binary_outputs(digits_int8, image, tmp_path))
+    assert_outputs_equal(got, reference_outputs(sys.executable, nuitka_int8, image, tmp_path))

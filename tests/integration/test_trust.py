@@ -1,0 +1,125 @@
+"""Reproducible builds, the embedded manifest, `edgebundle inspect` and the glibc floor (issue 8)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgebundle.backends.bundle import read_trailer
+from edgebundle.toolchains import cache_dir
+from tests.conftest import MODELS
+from tests.integration.conftest import Built, build, edgebundle, run_binary
+
+pytestmark = pytest.mark.build
+
+
+def inspect_json(path: Path) -> dict:  # type: ignore[type-arg]
+    proc = edgebundle("inspect", str(path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+
+def test_manifest_is_a_small_sbom(digits_float: Built) -> None:
+    m = digits_float.manifest
+    assert m["distributions"]["tflite-runtime"] == "2.14.0"
+    assert set(m["distributions"]) >= {"numpy", "pillow", "tflite-runtime"}
+    assert not {"pyinstaller", "pip", "setuptools"} & set(m["distributions"])
+    labels = Path(__file__).resolve().parents[2] / "recipes" / "digits-labels.txt"
+    assert m["labels_sha256"] == hashlib.sha256(labels.read_bytes()).hexdigest()
+    assert len(m["build_inputs_sha256"]) == 64
+    assert m["model"]["inputs"][0]["shape"] == [1, 16, 16, 1]
+    assert m["model_check"]["matches_manifest"] is True
+
+
+def test_inspect_binary(digits_float: Built) -> None:
+    report = inspect_json(digits_float.path)
+    assert report["arch"] == "x86_64"
+    assert report["size_bytes"] == digits_float.path.stat().st_size
+    # the components account for the whole file (rounding of the compressed share aside)
+    assert abs(sum(report["size_by_component"].values()) - report["size_bytes"]) < 100
+    assert {"interpreter", "numpy", "pillow", "python", "launcher", "model"} <= set(
+        report["size_by_component"]
+    )
+    assert report["model_sha256_matches_manifest"] is True
+    floor = tuple(int(x) for x in report["glibc_floor"].split("."))
+    assert floor <= tuple(int(x) for x in report["target_glibc_floor"].split("."))
+    assert report["glibc_floor_set_by"]
+    libs = {lib["path"].rsplit("/", 1)[-1]: lib for lib in report["libraries"]}
+    assert any(name.startswith("libpython3.11") for name in libs)
+    assert all(len(lib["sha256"]) == 64 for lib in libs.values())
+    text = edgebundle("inspect", str(digits_float.path))
+    assert "glibc  >= " in text.stdout
+    assert "size by component" in text.stdout
+
+
+def test_inspect_model() -> None:
+    report = inspect_json(MODELS / "custom_op.tflite")
+    assert report["kind"] == "model"
+    assert report["custom_ops"] == ["FlexMatrixDeterminant"]
+    assert report["inputs"][0]["shape"] == [1, 16, 16, 1]
+
+
+def test_tampered_model_fails_self_test_and_info(digits_float: Built, tmp_path: Path) -> None:
+    tampered = tmp_path / "tampered"
+    data = bytearray(digits_float.path.read_bytes())
+    model = digits_float.model.read_bytes()
+    at = bytes(data).rindex(model[-64:]) - len(model) // 2  # inside the model in the payload
+    data[at] ^= 0xFF
+    tampered.write_bytes(bytes(data))
+    tampered.chmod(0o755)
+    selftest = run_binary(tampered, "--self-test", cwd=tmp_path)
+    assert selftest.returncode == 1
+    assert "does not match the manifest" in selftest.stderr
+    info = run_binary(tampered, "--info", cwd=tmp_path)
+    assert info.returncode == 1
+    assert json.loads(info.stdout)["model_check"]["matches_manifest"] is False
+    assert "does not match the manifest" in info.stderr
+    assert inspect_json(tampered)["model_sha256_matches_manifest"] is False
+
+
+@pytest.mark.parametrize("kind", ["not-edgebundle", "truncated", "not-elf"])
+def test_inspect_refuses_other_files(kind: str, digits_float: Built, tmp_path: Path) -> None:
+    path = tmp_path / kind
+    if kind == "not-edgebundle":
+        shutil.copyfile("/bin/ls", path)
+        expected = "not an edgebundle binary"
+    elif kind == "truncated":
+        path.write_bytes(digits_float.path.read_bytes()[:2_000_000])
+        expected = "not an edgebundle binary, or a truncated one"
+    else:
+        path.write_text("hello\n")
+        expected = "not an ELF file"
+    proc = edgebundle("inspect", str(path))
+    assert proc.returncode == 3
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_rebuilding_from_nothing_is_byte_identical(digits_float: Built, out_dir: Path) -> None:
+    """Move the cached runner aside so the second build runs PyInstaller again from scratch."""
+    key = read_trailer(digits_float.path).key
+    runners = [
+        p
+        for p in (cache_dir() / "runners").glob("x86_64-pyinstaller-*")
+        if p.is_dir() and json.loads((p / "runner.json").read_text())["key"] == key
+    ]
+    assert len(runners) == 1, runners
+    aside = runners[0].with_name(runners[0].name + ".aside")
+    shutil.rmtree(aside, ignore_errors=True)
+    runners[0].rename(aside)
+    try:
+        again = build(out_dir, "digits_float.tflite", "digits", name="digits_float_rebuilt")
+        assert (runners[0] / "runner.json").is_file()  # really rebuilt
+        assert (
+            hashlib.sha256(again.path.read_bytes()).hexdigest()
+            == hashlib.sha256(digits_float.path.read_bytes()).hexdigest()
+        )
+    finally:
+        if not runners[0].exists():
+            aside.rename(runners[0])
+        shutil.rmtree(aside, ignore_errors=True)
