@@ -26,10 +26,13 @@ from .pyinstaller import EXCLUDES as PYINSTALLER_EXCLUDES
 if TYPE_CHECKING:
     from . import Stage
 
-# What PyInstaller leaves out, Nuitka does not compile either, except numpy.random (NumPy imports it
-# eagerly, and only PyInstaller's run-time hook gives it a stand-in) and multiprocessing (Nuitka's
-# always-on plugin of that name insists on deciding about it; it costs nothing unless imported).
-NOT_EXCLUDED = frozenset({"numpy.random", "multiprocessing"})
+# What PyInstaller leaves out, Nuitka does not compile either (numpy.random included: the same
+# run-time hook gives it a stand-in, see prepare), except multiprocessing (Nuitka's always-on plugin of
+# that name insists on deciding about it; it costs nothing unless imported).
+NOT_EXCLUDED = frozenset({"multiprocessing"})
+# PyInstaller's run-time hook, run first by the entry script here: NumPy's unused subpackages are
+# imported lazily and numpy.random is a stand-in (time and memory at every start).
+NUMPY_HOOK = Path(__file__).resolve().parent / "pyinstaller_hooks" / "pyi_rth_edgebundle_numpy.py"
 NOFOLLOW = (
     *(m for m in PYINSTALLER_EXCLUDES if m not in NOT_EXCLUDED),
     # the builder and its CLI, should anything reach them
@@ -40,8 +43,9 @@ NOFOLLOW = (
     "*.test",
     "numpy.conftest",
 )
-# Imported from compiled extension code (NumPy's bit generators), which Nuitka cannot see.
-INCLUDES = ("secrets",)
+# Imported from C, which Nuitka cannot see: by NumPy's bit generators (secrets) and by os.wait4 for
+# its rusage result (resource; the --eb-measure modes wait for runs with it).
+INCLUDES = ("secrets", "resource")
 # Nuitka's own anti-bloat, on by default: these ask it to cut the imports of test and build tools
 # out of the modules that have them rather than fail or drag them in.
 ANTI_BLOAT = (
@@ -113,6 +117,7 @@ def prepare(stage: Stage) -> None:
     for tool in TOOLS:
         which(tool)
     cache_root().mkdir(parents=True, exist_ok=True)
+    stage.entry.write_text(NUMPY_HOOK.read_text() + "\n" + stage.entry.read_text())
 
 
 def result(stage: Stage) -> Path:

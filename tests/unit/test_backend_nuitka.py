@@ -51,7 +51,7 @@ def test_command_is_a_standalone_build_of_the_entry_without_the_model(
     assert options(argv, "--output-filename") == ["run"]
     assert options(argv, "--output-dir") == [str(tmp_path / "nuitka")]
     assert nuitka.result(s) == tmp_path / "nuitka" / f"{options(argv, '--output-folder-name')[0]}.dist"
-    assert "tflite_runtime.interpreter" in options(argv, "--include-module")
+    assert {"tflite_runtime.interpreter", "resource"} <= set(options(argv, "--include-module"))
     assert not any("model.tflite" in a or "manifest.json" in a for a in argv)
     assert argv[-1] == str(s.entry)
     assert "--unstripped" not in argv
@@ -63,11 +63,26 @@ def test_nothing_unused_is_compiled(tmp_path: Path) -> None:
     nofollow = set(options(argv, "--nofollow-import-to"))
     assert {"ebrt.buildtime", "edgebundle", "click", "tkinter", "unittest", "*.tests"} <= nofollow
     assert set(pyinstaller.EXCLUDES) - nuitka.NOT_EXCLUDED <= nofollow
-    # NumPy imports numpy.random eagerly; only PyInstaller's run-time hook stands in for it
-    runtime_needs = {"numpy", "numpy.random", "PIL.Image", "PIL.PngImagePlugin", "ctypes", "json", "secrets"}
+    assert "numpy.random" in nofollow  # the run-time hook stands in for it (test_prepare_...)
+    runtime_needs = {"numpy", "numpy.fft", "PIL.Image", "ctypes", "json", "secrets", "resource"}
     assert not runtime_needs & nofollow
     assert "--noinclude-pytest-mode=nofollow" in argv
     assert {"no_site", "no_docstrings"} <= set(options(argv, "--python-flag"))
+
+
+def test_prepare_runs_the_numpy_hook_before_the_runtime(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDGEBUNDLE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(nuitka, "TOOLS", ())  # not what this test is about (CI's lint job has no patchelf)
+    s = stage(tmp_path)
+    s.entry.write_text("from ebrt.app import entry\n\nentry()\n")
+    nuitka.prepare(s)
+    entry = s.entry.read_text()
+    assert entry.startswith(nuitka.NUMPY_HOOK.read_text())
+    assert entry.endswith("from ebrt.app import entry\n\nentry()\n")
+    compile(entry, str(s.entry), "exec")  # __future__ import still first
+    assert (tmp_path / "cache" / "nuitka").is_dir()
 
 
 def test_prepare_names_a_missing_tool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,3 +112,12 @@ def test_cli_refuses_nuitka_arm64_before_building(tmp_path: Path) -> None:
     assert result.stderr.count("\n") == 1
     assert "need a native aarch64 host or CI runner" in result.stderr
     assert not out.exists()
+
+
+def test_nuitka_alone_may_come_from_its_sdist() -> None:
+    from edgebundle.toolchains import pip_install_argv
+
+    argv = pip_install_argv("py", ["nuitka==4.3.3", "numpy==1.26.4"])
+    # pip: a name given to --no-binary wins over --only-binary=:all:
+    assert argv.index("--only-binary=:all:") < argv.index("--no-binary=nuitka")
+    assert not any(a.startswith("--no-binary") for a in pip_install_argv("py", ["pyinstaller==6.22.3"]))
