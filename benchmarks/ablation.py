@@ -4,8 +4,9 @@
         --recipe digits] [--runs 10] [--rounds 3] [--out benchmarks/results]
 
 Each variant is a real runner (PyInstaller, launcher, zstd), with the model's payload appended, measured
-with ``edgebundle test`` in turn with the others, --rounds times (medians kept). The difference to the
-default in size, warm/cold start and peak RSS is what that measure bought. Variants:
+with ``edgebundle test`` (and the CPU time of warm starts, which machine noise hardly moves), the
+variants in a shuffled order in each of --rounds rounds. The median difference to the default within a
+round, in size, warm/cold start and peak RSS, is what that measure bought. Variants:
 
 * ``stock numpy``: the NumPy wheel (OpenBLAS) instead of the source build without BLAS;
 * ``archive``: PyInstaller's zlib module archive instead of ``--debug noarchive`` + base_library.zip;
@@ -24,6 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -113,7 +116,10 @@ def few_excludes(argv: list[str]) -> list[str]:
 
 
 def eager_numpy(argv: list[str]) -> list[str]:
-    return drop(drop(argv, "--runtime-hook"), "--exclude-module", "numpy.random")
+    argv = drop(drop(argv, "--runtime-hook"), "--exclude-module", "numpy.random")
+    # numpy.random imports secrets from compiled code, where PyInstaller does not see it
+    argv[-1:-1] = ["--hidden-import", "secrets"]
+    return argv
 
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -166,20 +172,39 @@ def build_variant(name: str, spec: dict[str, Any], model: Path, recipe: str, out
 def measure(binary: Path, runs: int, scratch: Path) -> dict[str, float]:
     cache = Path(tempfile.mkdtemp(prefix="cache-", dir=scratch))
     report = scratch / "report.json"
+    report.unlink(missing_ok=True)
     env = {**os.environ, "EDGEBUNDLE_CACHE_DIR": str(cache)}
-    subprocess.run(
+    proc = subprocess.run(
         [sys.executable, "-m", "edgebundle", "test", str(binary), "--runs", str(runs), "--json", str(report)],
         capture_output=True,
+        text=True,
         env=env,
         check=False,
     )
     shutil.rmtree(cache, ignore_errors=True)
+    if proc.returncode not in (0, 7):  # 7: a budget failed, the figures are still there
+        raise RuntimeError(f"{binary.name}: edgebundle test failed: {proc.stderr.strip()[-2000:]}")
     r = json.loads(report.read_text())
     return {
         "cold_ms": r["startup_ms"]["cold"],
         "warm_ms": r["startup_ms"]["warm_p50"],
+        "warm_cpu_ms": cpu_ms(binary, runs, scratch),
         "peak_rss_bytes": r["peak_rss_bytes"],
     }
+
+
+def cpu_ms(binary: Path, runs: int, scratch: Path) -> float:
+    """Median CPU time (user + system) of warm ``--self-test`` runs: unlike wall time, it does not grow
+    when other work on a shared machine takes the CPU, so small differences show."""
+    env = {"PATH": "/usr/bin:/bin", "EDGEBUNDLE_CACHE_DIR": str(scratch / "cpu-cache")}
+    subprocess.run([str(binary), "--self-test"], env=env, capture_output=True, check=True)  # unpack
+    spent = []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([str(binary), "--self-test"], env=env, capture_output=True, check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        spent.append((after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000)
+    return statistics.median(spent)
 
 
 def main() -> None:
@@ -201,8 +226,10 @@ def main() -> None:
     try:
         binaries = {n: build_variant(n, VARIANTS[n], args.model, args.recipe, scratch) for n in names}
         samples: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+        order = random.Random(0)
         for r in range(args.rounds):
-            for n in names:
+            # each round in another order, so that a machine getting busier hits no variant more
+            for n in order.sample(names, len(names)):
                 print(f"ablation: round {r + 1}/{args.rounds}: {n}", file=sys.stderr, flush=True)
                 samples[n].append(measure(binaries[n], args.runs, scratch))
         sizes = {n: binaries[n].stat().st_size for n in names}
@@ -210,27 +237,37 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
     med = {n: {k: statistics.median(s[k] for s in samples[n]) for k in samples[n][0]} for n in names}
-    base = med["default"]
+    # what a measure buys: the median over rounds of (variant - default) within the same round
+    delta = {
+        n: {
+            k: statistics.median(v[k] - d[k] for v, d in zip(samples[n], samples["default"], strict=True))
+            for k in samples[n][0]
+        }
+        for n in names
+    }
     lines = [
         f"`benchmarks/ablation.py --runs {args.runs} --rounds {args.rounds}` on {args.model.name} "
         f"({os.uname().machine}, {os.cpu_count()} CPUs): each row undoes ONE measure of the default; the "
-        "deltas are what that measure buys (medians; warm/cold ms are noisy on a shared machine).",
+        "deltas (medians over rounds of variant minus default in the same round, rounds in shuffled "
+        "orders) are what that measure buys. Sizes and memory are exact; times are noisy on a shared "
+        "machine.",
         "",
-        "| variant | size MB | warm ms | cold ms | peak RSS MB | measure buys: size | warm | cold | RSS |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | size MB | warm ms | warm CPU ms | cold ms | peak RSS MB | measure buys: size | warm "
+        "| warm CPU | cold | RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n in names:
         m = med[n]
         if n == "default":
-            d = "| - | - | - | - |"
+            d = "| - | - | - | - | - |"
         else:
             size = (sizes[n] - sizes["default"]) / 1e6
-            rss = (m["peak_rss_bytes"] - base["peak_rss_bytes"]) / 1e6
-            warm, cold = m["warm_ms"] - base["warm_ms"], m["cold_ms"] - base["cold_ms"]
-            d = f"| {size:+.1f} MB | {warm:+.0f} ms | {cold:+.0f} ms | {rss:+.1f} MB |"
+            rss = delta[n]["peak_rss_bytes"] / 1e6
+            warm, cpu, cold = delta[n]["warm_ms"], delta[n]["warm_cpu_ms"], delta[n]["cold_ms"]
+            d = f"| {size:+.1f} MB | {warm:+.0f} ms | {cpu:+.0f} ms | {cold:+.0f} ms | {rss:+.1f} MB |"
         lines.append(
-            f"| {n} | {sizes[n] / 1e6:.1f} | {m['warm_ms']:.0f} | {m['cold_ms']:.0f} | "
-            f"{m['peak_rss_bytes'] / 1e6:.1f} {d}"
+            f"| {n} | {sizes[n] / 1e6:.1f} | {m['warm_ms']:.0f} | {m['warm_cpu_ms']:.0f} | "
+            f"{m['cold_ms']:.0f} | {m['peak_rss_bytes'] / 1e6:.1f} {d}"
         )
     text = "\n".join(lines) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
