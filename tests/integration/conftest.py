@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edgebundle.backends.bundle import read_trailer
+from edgebundle.toolchains import cache_dir
 from tests.conftest import FIXTURES, MODELS, ROOT
 
 # No Python on PATH, nothing from the developer's environment: as on a gateway.
@@ -132,6 +137,36 @@ def digits_float(out_dir: Path) -> Built:
 @pytest.fixture(scope="session")
 def digits_int8(out_dir: Path) -> Built:
     return build(out_dir, "digits_int8.tflite", "digits")
+
+
+@contextlib.contextmanager
+def runner_moved_aside(binary: Path) -> Iterator[list[Path]]:
+    """Move every cached runner with this binary's runner key (equal runners have equal keys: their
+    content hash) aside, so that the next build runs the backend again from scratch; restore after."""
+    key = read_trailer(binary).key
+    runners = [
+        p
+        for p in (cache_dir() / "runners").iterdir()
+        if p.is_dir()
+        and (p / "runner.json").is_file()
+        and json.loads((p / "runner.json").read_text())["key"] == key
+    ]
+    assert runners, f"no cached runner with key {key}"
+    moved = [(p, p.with_name(p.name + ".aside")) for p in runners]
+    for path, aside in moved:
+        shutil.rmtree(aside, ignore_errors=True)
+        path.rename(aside)
+    try:
+        yield runners
+    finally:
+        for path, aside in moved:
+            if not path.exists():
+                aside.rename(path)
+            shutil.rmtree(aside, ignore_errors=True)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def fixture_recipe(name: str) -> str:

@@ -26,7 +26,15 @@ from edgebundle.toolchains import is_complete
 from edgebundle.toolchains.binfmt import registered
 from edgebundle.toolchains.debroot import DebRoot
 from tests.conftest import DIGITS, IMAGES, MODELS, in_ci
-from tests.integration.conftest import CLEAN_ENV, Built, assert_outputs_equal, edgebundle, reference_outputs
+from tests.integration.conftest import (
+    CLEAN_ENV,
+    Built,
+    assert_outputs_equal,
+    edgebundle,
+    reference_outputs,
+    runner_moved_aside,
+    sha256,
+)
 
 pytestmark = [pytest.mark.cross, pytest.mark.build]
 
@@ -170,3 +178,20 @@ def test_int8_outputs_under_qemu_equal_x86_64_reference_exactly(
     got = _outputs(arm64_root, arm64_int8.built, image, tmp_path)
     assert next(iter(got.values())).dtype.name == "int8"
     assert_outputs_equal(got, reference_outputs(sys.executable, arm64_int8.built, image, tmp_path))
+
+
+def test_arm64_rebuild_from_nothing_is_byte_identical_and_inspectable(
+    arm64_root: DebRoot, arm64_float: CrossBuild, tmp_path: Path
+) -> None:
+    """Reproducible under QEMU too: the arm64 runner moved aside, built again in the root."""
+    with runner_moved_aside(arm64_float.built.path) as runners:
+        again = _cross_build(arm64_root, tmp_path, "digits_float.tflite")
+        assert any((path / "runner.json").is_file() for path in runners)
+        assert sha256(again.built.path) == sha256(arm64_float.built.path)
+    proc = edgebundle("inspect", str(arm64_float.built.path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["arch"] == "aarch64"
+    assert report["model_sha256_matches_manifest"] is True
+    assert report["glibc_floor"] is not None
+    assert tuple(map(int, report["glibc_floor"].split("."))) <= (2, 36)

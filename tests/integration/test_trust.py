@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edgebundle.backends.bundle import read_trailer
-from edgebundle.toolchains import cache_dir
 from tests.conftest import MODELS
-from tests.integration.conftest import Built, build, edgebundle, run_binary
+from tests.integration.conftest import Built, build, edgebundle, run_binary, runner_moved_aside, sha256
 
 pytestmark = pytest.mark.build
 
@@ -101,28 +99,8 @@ def test_inspect_refuses_other_files(kind: str, digits_float: Built, tmp_path: P
 
 
 def test_rebuilding_from_nothing_is_byte_identical(digits_float: Built, out_dir: Path) -> None:
-    """Move the cached runner aside so the second build runs PyInstaller again from scratch."""
-    key = read_trailer(digits_float.path).key
-    # Equal runners have equal keys (their content hash): move every cached one with this key aside.
-    runners = [
-        p
-        for p in (cache_dir() / "runners").glob("x86_64-pyinstaller-*")
-        if p.is_dir() and json.loads((p / "runner.json").read_text())["key"] == key
-    ]
-    assert runners
-    moved = [(p, p.with_name(p.name + ".aside")) for p in runners]
-    for path, aside in moved:
-        shutil.rmtree(aside, ignore_errors=True)
-        path.rename(aside)
-    try:
+    """The cached runner moved aside: the second build runs PyInstaller again from scratch."""
+    with runner_moved_aside(digits_float.path) as runners:
         again = build(out_dir, "digits_float.tflite", "digits", name="digits_float_rebuilt")
-        assert any((path / "runner.json").is_file() for path, _ in moved)  # really rebuilt
-        assert (
-            hashlib.sha256(again.path.read_bytes()).hexdigest()
-            == hashlib.sha256(digits_float.path.read_bytes()).hexdigest()
-        )
-    finally:
-        for path, aside in moved:
-            if not path.exists():
-                aside.rename(path)
-            shutil.rmtree(aside, ignore_errors=True)
+        assert any((path / "runner.json").is_file() for path in runners)  # really rebuilt
+        assert sha256(again.path) == sha256(digits_float.path)
