@@ -12,7 +12,6 @@ processed; 3 the bundled model could not be loaded; 70 an unexpected internal er
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import os
@@ -65,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.info or args.self_test:
         # The model bytes the binary really carries against the manifest, BEFORE the interpreter
         # sees them: a tampered or damaged model can crash it.
-        digest = hashlib.sha256(root.read(manifest["model"]["file"])).hexdigest()
+        digest = root.sha256(manifest["model"]["file"])
         intact = digest == manifest["model"]["sha256"]
         if args.info:
             manifest["model_check"] = {"sha256": digest, "matches_manifest": intact}
@@ -182,7 +181,7 @@ def run_self_test(session: Any) -> dict[str, Any]:
 
     manifest = session.manifest
     problems = []
-    digest = hashlib.sha256(session.model_content).hexdigest()
+    digest = session.bundle.sha256(manifest["model"]["file"])
     if digest != manifest["model"]["sha256"]:
         problems.append(f"model sha256 {digest} does not match the manifest")
     selftest = manifest["selftest"]

@@ -12,6 +12,7 @@ read from a directory. Standard library only: this module is imported at every s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -34,13 +35,35 @@ class Bundle(Protocol):
         """The bytes of one bundled file (manifest.json, the model, self-test files)."""
         ...
 
+    def sha256(self, name: str) -> str:
+        """The sha256 of one bundled file, computed once per process."""
+        ...
+
     def describe(self) -> str: ...
 
 
-class DirBundle:
+class _Digests:
+    """Hashing a large model is not free (14 MB: ~55 ms with the standard library's own SHA-256, which
+    a binary without OpenSSL uses), so ``--self-test`` checks it before loading and again in the test
+    from one computation."""
+
+    def __init__(self) -> None:
+        self._digests: dict[str, str] = {}
+
+    def read(self, name: str) -> bytes:
+        raise NotImplementedError
+
+    def sha256(self, name: str) -> str:
+        if name not in self._digests:
+            self._digests[name] = hashlib.sha256(self.read(name)).hexdigest()
+        return self._digests[name]
+
+
+class DirBundle(_Digests):
     """Files in a directory (a build's staging directory, or next to the runtime package)."""
 
     def __init__(self, root: Path) -> None:
+        super().__init__()
         self.root = root
         self._read: dict[str, bytes] = {}
 
@@ -53,11 +76,12 @@ class DirBundle:
         return str(self.root)
 
 
-class PayloadBundle:
+class PayloadBundle(_Digests):
     """Files in the app payload of an open binary, read with pread (the descriptor's offset is never
     moved, so anything else reading it is unaffected)."""
 
     def __init__(self, fd: int) -> None:
+        super().__init__()
         self.fd = fd
         size = os.fstat(fd).st_size
         if size < TRAILER.size:

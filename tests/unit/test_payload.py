@@ -177,3 +177,21 @@ def test_runner_archive_refuses_absolute_symlinks(tmp_path: Path) -> None:
     (tmp_path / "t" / "bad").symlink_to("/etc/passwd")
     with pytest.raises(ValueError, match="absolute symlink"):
         bundle.write_runner_archive(tmp_path / "t", io.BytesIO())
+
+
+def test_a_bundled_file_is_hashed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    binary = make_binary(tmp_path)
+    fd = os.open(binary, os.O_RDONLY)
+    calls: list[int] = []
+    real = hashlib.sha256
+    monkeypatch.setattr(hashlib, "sha256", lambda data: calls.append(len(data)) or real(data))
+    try:
+        b = payload.PayloadBundle(fd)
+        digest = b.sha256("model.tflite")
+        assert digest == real(FILES["model.tflite"]).hexdigest()
+        assert b.sha256("model.tflite") == digest  # --self-test checks it twice, from one hash
+        assert calls == [len(FILES["model.tflite"])]
+    finally:
+        os.close(fd)
