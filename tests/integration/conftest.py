@@ -52,7 +52,9 @@ def build(out_dir: Path, model: str, recipe: str, *extra: str, name: str | None 
     return Built(path=out, model=MODELS / model, manifest=json.loads(info.stdout))
 
 
-def run_binary(binary: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_binary(
+    binary: Path, *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a built binary from an empty directory with a clean environment. Its HOME is elsewhere:
     the binary keeps its unpacked runtime in ~/.cache/edgebundle, never next to the user's files."""
     empty = cwd / "run"
@@ -64,7 +66,7 @@ def run_binary(binary: Path, *args: str, cwd: Path) -> subprocess.CompletedProce
         capture_output=True,
         text=True,
         cwd=empty,
-        env={**CLEAN_ENV, "HOME": str(home)},
+        env={**CLEAN_ENV, "HOME": str(home), **(env or {})},
         stdin=subprocess.DEVNULL,
         check=False,
     )

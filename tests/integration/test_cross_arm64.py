@@ -27,11 +27,11 @@ from edgebundle.toolchains.binfmt import registered
 from edgebundle.toolchains.debroot import DebRoot
 from tests.conftest import DIGITS, IMAGES, MODELS, in_ci
 from tests.integration.conftest import (
-    CLEAN_ENV,
     Built,
     assert_outputs_equal,
     edgebundle,
     reference_outputs,
+    run_binary,
     runner_moved_aside,
     sha256,
 )
@@ -77,20 +77,8 @@ def arm64_root() -> DebRoot:
 
 def _run_arm64(root: DebRoot, binary: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """conftest.run_binary for an arm64 binary: through binfmt_misc, with its libraries from the
-    build root (QEMU looks there first), from an empty directory with a clean environment."""
-    empty = cwd / "run"
-    empty.mkdir(exist_ok=True)
-    home = cwd / "home"  # where the binary unpacks its runtime, away from the user's files
-    home.mkdir(exist_ok=True)
-    return subprocess.run(
-        [str(binary), *args],
-        capture_output=True,
-        text=True,
-        cwd=empty,
-        env={**CLEAN_ENV, "HOME": str(home), "QEMU_LD_PREFIX": str(root.rootfs)},
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    build root (QEMU looks there first)."""
+    return run_binary(binary, *args, cwd=cwd, env={"QEMU_LD_PREFIX": str(root.rootfs)})
 
 
 def _cross_build(root: DebRoot, out_dir: Path, model: str) -> CrossBuild:
