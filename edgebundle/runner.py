@@ -1,16 +1,27 @@
-"""Every external command goes through ``run``: it echoes ``+ argv``, resolves the executable first
-(with an install hint when missing), keeps the full output in a log file, and on failure raises with
-the command, the exit code and the tail of the output."""
+"""Every external command goes through this module: it resolves the executable first (with an install
+hint when missing), echoes ``+ argv`` (like ``set -x``), streams stdout line by line to whoever wants
+progress, feeds a file on stdin, enforces a timeout, and ends the command politely (SIGTERM, a grace
+period, SIGKILL) when it times out or we are interrupted.
+
+``stream`` returns what the command did; ``run`` is ``stream`` for build steps: it keeps the full
+output in a log file and on failure raises with the command, the exit code and the tail of the output.
+"""
 
 from __future__ import annotations
 
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from .errors import BuildError, ToolMissingError
 
@@ -27,6 +38,11 @@ INSTALL_HINTS: dict[str, str] = {
 
 # A stderr echo of each command, so that logs show what ran (like ``set -x``).
 Echo = Callable[[str], None]
+LineHandler = Callable[[str], None]
+
+# How long a command gets to end on SIGTERM (a measurer ends its own run, a compiler its children)
+# before SIGKILL.
+TERM_GRACE_S = 5.0
 
 
 def _default_echo(line: str) -> None:
@@ -42,6 +58,90 @@ def which(tool: str) -> str:
     return found
 
 
+@dataclass(frozen=True, kw_only=True)
+class Completed:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def lines(self) -> list[str]:
+        return self.stdout.splitlines()
+
+
+def stream(
+    argv: Sequence[str],
+    *,
+    shown: str | None = None,
+    echo: Echo | None = _default_echo,
+    stdin: Path | None = None,
+    on_line: LineHandler | None = None,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    detach: bool = False,
+    error: type[Exception] = BuildError,
+) -> Completed:
+    """Run ``argv`` to completion, whatever its exit code; call ``on_line`` with each stdout line as
+    it arrives.
+
+    ``shown`` is what is echoed instead of the full argv (which may hold a whole script). ``detach``
+    puts the command in a session of its own, so that a Ctrl-C at the terminal does not reach it (for
+    a cleanup, which must run to its end). Past ``timeout`` seconds the command is ended and ``error``
+    raised.
+    """
+    argv = [which(argv[0]), *argv[1:]]
+    shown = shown if shown is not None else shlex.join(argv)
+    if echo:
+        echo(f"+ {shown}")
+    with ExitStack() as stack:
+        err = stack.enter_context(tempfile.TemporaryFile())
+        inp: IO[bytes] | int = (
+            stack.enter_context(open(stdin, "rb")) if stdin is not None else subprocess.DEVNULL
+        )
+        proc = subprocess.Popen(
+            argv,
+            stdin=inp,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=detach,
+        )
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            _end(proc)
+
+        timer = threading.Timer(timeout, expire) if timeout is not None else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        lines: list[str] = []
+        try:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                lines.append(line)
+                if on_line is not None:
+                    on_line(line)
+            code = proc.wait()
+        except BaseException:
+            _end(proc)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        err.seek(0)
+        stderr = err.read().decode("utf-8", "replace")
+    if expired.is_set():
+        raise error(f"{shown}: no answer within {timeout:.0f} s; the device or the command hangs")
+    stdout = "\n".join(lines) + ("\n" if lines else "")
+    return Completed(returncode=code, stdout=stdout, stderr=stderr)
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -49,6 +149,7 @@ def run(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     echo: Echo | None = _default_echo,
+    on_line: LineHandler | None = None,
     what: str | None = None,
     error: type[Exception] = BuildError,
     tail_lines: int = 15,
@@ -59,28 +160,36 @@ def run(
     lines of output and where the full log is.
     """
     argv = [which(argv[0]), *argv[1:]]
-    if echo:
-        echo("+ " + shlex.join(argv))
-    proc = subprocess.run(
-        argv,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        env=dict(env) if env is not None else None,
-        cwd=cwd,
-        check=False,
-    )
-    stdout = proc.stdout.decode("utf-8", "replace")
-    stderr = proc.stderr.decode("utf-8", "replace")
+    done = stream(argv, echo=echo, on_line=on_line, env=env, cwd=cwd, error=error)
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a", encoding="utf-8") as f:
-            f.write(f"+ {shlex.join(argv)}\n{stdout}{stderr}[exit {proc.returncode}]\n")
-    if proc.returncode != 0:
-        tail = (stderr.strip() or stdout.strip()).splitlines()[-tail_lines:]
-        code = proc.returncode
+            f.write(f"+ {shlex.join(argv)}\n{done.stdout}{done.stderr}[exit {done.returncode}]\n")
+    if done.returncode != 0:
+        code = done.returncode
         reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         where = f" (full log: {log})" if log else ""
         label = what or shlex.join(argv[:3])
-        details = " | ".join(line.strip() for line in tail if line.strip())
+        details = tail(done.stderr.strip() or done.stdout, tail_lines)
         raise error(f"{label} failed with {reason}{where}: {details}")
-    return stdout
+    return done.stdout
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, a grace period, then SIGKILL: the command gets to end what it started."""
+    if proc.poll() is not None:
+        return
+    try:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(TERM_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    except OSError:
+        pass
+
+
+def tail(text: str, lines: int = 3) -> str:
+    """The last non-empty lines of some output, on one line."""
+    kept = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+    return " | ".join(kept)

@@ -78,7 +78,7 @@ port_in_use() {
 sshd_alive() {
     local pid
     pid=$(cat "$STATE/sshd.pid" 2>/dev/null) || return 1
-    [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-f $STATE/sshd_config"
+    [ -n "$pid" ] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q -- "-f $STATE/sshd_config"
 }
 
 start_sshd() {

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import ConfigError
-from ..runner import Echo
+from ..runner import Completed, Echo, LineHandler
 from ..target import Arch
-from .proc import LineHandler, StepResult
 from .scripts import Script
 
 
@@ -53,7 +52,7 @@ class Transport(Protocol):
         on_line: LineHandler | None = None,
         timeout: float | None = None,
         detach: bool = False,
-    ) -> StepResult:
+    ) -> Completed:
         """Run ``sh -c SCRIPT sh ARGS...`` on the device; ARGS reach it as they are, never parsed."""
         ...
 

@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DeviceError
-from ..runner import Echo
+from ..runner import Completed, Echo, LineHandler, stream
 from ..target import Arch, normalize_arch
 from . import Launch
-from .proc import LineHandler, StepResult, stream
 from .scripts import Script
 
 
@@ -41,7 +40,7 @@ class LocalTransport:
         on_line: LineHandler | None = None,
         timeout: float | None = None,
         detach: bool = False,
-    ) -> StepResult:
+    ) -> Completed:
         return stream(
             [*self.shell_argv, "-c", script.text, "sh", *args],
             shown=f"{shlex.join(self.shell_argv)} -c <{script.name}> sh {shlex.join(args)}".rstrip(),
@@ -51,6 +50,7 @@ class LocalTransport:
             timeout=timeout,
             env=self.env,
             detach=detach,
+            error=DeviceError,
         )
 
     def launch(self, binary: Path, binary_arch: Arch, machine: str) -> Launch:

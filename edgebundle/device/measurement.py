@@ -26,11 +26,10 @@ from typing import Any
 
 from ..elf import NotElfError, read_elf
 from ..errors import ConfigError, DeviceError, EdgeBundleError
-from ..runner import Echo
+from ..runner import Completed, Echo, tail
 from ..target import Arch, Budgets, load_target, normalize_arch
 from . import Launch, Transport, open_transport, scripts
 from .budgets import check_budgets
-from .proc import StepResult, tail
 from .report import EMULATED_NOTE, DeviceReport, LatencyMs, Samples, StartupMs, percentile
 
 NOT_OURS = "is not an edgebundle binary"
@@ -228,10 +227,10 @@ class DeviceDir:
             stderr=err.strip(),
         )
 
-    def run(self, command: list[str], **kwargs: Any) -> StepResult:
+    def run(self, command: list[str], **kwargs: Any) -> Completed:
         return self.transport.shell(scripts.RUN, [self.path, *command], **kwargs)
 
-    def _check(self, result: StepResult, what: str) -> StepResult:
+    def _check(self, result: Completed, what: str) -> Completed:
         if result.returncode != 0:
             detail = tail(result.stderr or result.stdout) or f"exit code {result.returncode}"
             raise DeviceError(f"{self.transport.device}: {what} failed: {detail}")

@@ -19,11 +19,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, DeviceError, ToolMissingError
-from ..runner import Echo
+from ..runner import Completed, Echo, LineHandler, stream, tail
 from ..target import Arch
 from . import Launch
 from .local import native_launch
-from .proc import LineHandler, StepResult, stream, tail
 from .scripts import Script
 
 SSH_COMMAND_ENV = "EDGEBUNDLE_SSH_COMMAND"
@@ -104,7 +103,7 @@ class SshTransport:
         on_line: LineHandler | None = None,
         timeout: float | None = None,
         detach: bool = False,
-    ) -> StepResult:
+    ) -> Completed:
         remote = shlex.join(["sh", "-c", script.text, "sh", *args])
         ssh = self.ssh_argv()
         if shutil.which(ssh[0]) is None:
@@ -120,6 +119,7 @@ class SshTransport:
             on_line=on_line,
             timeout=timeout,
             detach=detach,
+            error=DeviceError,
         )
         problem = explain_ssh_failure(result.returncode, result.stderr, self.url)
         if problem:
