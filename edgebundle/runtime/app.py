@@ -51,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     modes.add_argument("--timeout-ms", type=float, default=10000, help="504 after (default %(default)s)")
     modes.add_argument("--read-timeout-ms", type=float, default=10000, help="408 after (default %(default)s)")
     modes.add_argument("--max-body-mb", type=float, default=16, help="413 over (default %(default)s)")
+    modes.add_argument(
+        "--max-inflight-mb",
+        type=float,
+        default=64,
+        help="all bodies read at once; 503 over (default %(default)s)",
+    )
     modes.add_argument("--max-megapixels", type=float, default=40, help="413 over (default %(default)s)")
     modes.add_argument("--access-log", action="store_true", help="log every request, not only errors")
     args = parser.parse_args(args_list)

@@ -25,10 +25,13 @@ Robustness: a request must arrive whole within ``--read-timeout-ms`` of its firs
 headers are capped (431), bodies too (413, refused from the declared length before reading), a
 client far ahead of the server is paused (flow control), one that does not read its answers is
 dropped after the read timeout, idle keep-alive connections close after it, connections are capped
-(503), and a request that cannot be framed closes its connection after the answer (lingering, so the
-client can read it). SIGTERM/SIGINT: stop accepting, close idle connections, let in-flight requests
-finish (each bounded by the read timeout plus the inference timeout), exit 0; a second signal exits
-at once with 1.
+(503), bodies in flight are capped as a whole (``--max-inflight-mb``: a body that would exceed it is
+refused with 503 and Retry-After before it is read, and a connection buffers at most a request head
+and one read beyond the body it was granted: memory stays bounded whatever clients send), and a
+request that cannot be framed closes its connection after the answer (lingering, so the client can
+read it). SIGTERM/SIGINT: stop accepting, close idle connections, let in-flight requests finish
+(each bounded by the read timeout plus the inference timeout), exit 0; a second signal exits at once
+with 1.
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ MAX_HEAD_BYTES = 32 * 1024
 MAX_CONNECTIONS = 512
 LINGER_S = 1.0  # how long to drain unread input before closing after an error (avoids a reset)
 RECV_BYTES = 256 * 1024
+# What a connection may buffer beyond the body it was granted: a request head and one read.
+UNFRAMED_BYTES = MAX_HEAD_BYTES + RECV_BYTES
 
 REASONS = {
     100: "Continue",
@@ -164,6 +169,7 @@ class Metrics:
         self.request_duration = Histogram()
         self.in_flight = 0
         self.connections = 0
+        self.body_bytes = 0
         self.workers = workers
         self.started = time.time()
         model = manifest["model"]
@@ -190,6 +196,10 @@ class Metrics:
         with self._lock:
             self.in_flight += delta
 
+    def set_body_bytes(self, n: int) -> None:
+        with self._lock:
+            self.body_bytes = n
+
     def add_connections(self, delta: int) -> None:
         with self._lock:
             self.connections += delta
@@ -215,6 +225,9 @@ class Metrics:
                 "# HELP ebrt_open_connections Client connections open.",
                 "# TYPE ebrt_open_connections gauge",
                 f"ebrt_open_connections {self.connections}",
+                "# HELP ebrt_request_body_bytes_in_flight Request body bytes admitted and being read or held.",
+                "# TYPE ebrt_request_body_bytes_in_flight gauge",
+                f"ebrt_request_body_bytes_in_flight {self.body_bytes}",
             ]
         out += [
             "# HELP ebrt_workers Inference workers (one interpreter each).",
@@ -375,6 +388,7 @@ class Connection(asyncio.Protocol):
         self.busy = False  # from the first byte of a request to the end of its answer
         self.eof = False
         self.waiter: asyncio.Future[None] | None = None  # woken by data, EOF or writability
+        self.granted = 0  # body bytes of the current request counted in the server's in-flight total
         self.reading_paused = False
         self.writing_paused = False
         self.discard = False  # lingering: input is dropped
@@ -400,7 +414,7 @@ class Connection(asyncio.Protocol):
             return
         self.buf += data
         self.busy = True
-        if len(self.buf) > self.server.max_buffer and not self.reading_paused:
+        if len(self.buf) > UNFRAMED_BYTES + self.granted and not self.reading_paused:
             self.reading_paused = True  # a client far ahead of us waits in its own buffers
             assert self.transport is not None
             self.transport.pause_reading()
@@ -475,6 +489,8 @@ class Connection(asyncio.Protocol):
         except _Closed:
             # The peer half-closed mid-request: answer if it still listens, then close.
             status, body, extra, unread, keep = _error(400, "truncated", "request ended early")
+        finally:
+            self._release()
         keep = keep and not server.draining
         parsed = self.req  # None when the request line or headers were unreadable
         await self._respond(
@@ -521,6 +537,7 @@ class Connection(asyncio.Protocol):
         frame(req, server.max_body)
         server.route(req)
         if req.method == "POST":  # without Content-Length or chunked the body is empty (RFC 9112 6.3)
+            self._grant(req.length)
             if req.headers.get("expect", "").lower() == "100-continue":
                 assert self.transport is not None
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -563,9 +580,31 @@ class Connection(asyncio.Protocol):
             total += size
             if total > self.server.max_body:
                 raise HTTPError(413, "body_too_large", f"body over {self.server.max_body} bytes", True)
+            self._grant(size)
             parts.append(await self._read_exact(size, deadline))
             if await self._read_exact(2, deadline) != b"\r\n":
                 raise HTTPError(400, "bad_request", "malformed chunked body", close=True)
+
+    def _grant(self, n: int) -> None:
+        """Count ``n`` more body bytes of this request in flight, or refuse the request (503)."""
+        server = self.server
+        if n and server.body_bytes + n > server.max_inflight:
+            raise HTTPError(
+                503,
+                "busy",
+                f"request bodies in flight would exceed {server.max_inflight} bytes; retry",
+                close=True,
+                extra="Retry-After: 1\r\n",
+            )
+        self.granted += n
+        server.body_bytes += n
+        server.metrics.set_body_bytes(server.body_bytes)
+
+    def _release(self) -> None:
+        if self.granted:
+            self.server.body_bytes -= self.granted
+            self.granted = 0
+            self.server.metrics.set_body_bytes(self.server.body_bytes)
 
     async def _respond(
         self, status: int, body: bytes | dict[str, Any], extra: str, keep: bool, head_only: bool
@@ -633,7 +672,8 @@ class Server:
         self.timeout = opts.timeout_ms / 1000.0
         self.read_timeout = opts.read_timeout_ms / 1000.0
         self.max_body = int(opts.max_body_mb * 1024 * 1024)
-        self.max_buffer = self.max_body + MAX_HEAD_BYTES + RECV_BYTES
+        self.max_inflight = int(opts.max_inflight_mb * 1024 * 1024)
+        self.body_bytes = 0  # request body bytes granted to connections (event loop thread only)
         self.access_log: bool = opts.access_log
         self.test_hooks = test_hooks_enabled()
         self.metrics = Metrics(manifest, self.workers)
@@ -679,6 +719,7 @@ class Server:
             pid=os.getpid(),
             timeout_ms=round(self.timeout * 1000),
             max_body_bytes=self.max_body,
+            max_inflight_bytes=self.max_inflight,
         )
         threading.Thread(target=self._load, name="loader", daemon=True).start()
         await self.stop.wait()
@@ -879,9 +920,11 @@ def check_options(opts: argparse.Namespace) -> str | None:
         return "--workers must be >= 1"
     if not 0 <= opts.port <= 65535:
         return "--port must be 0..65535"
-    for name in ("timeout_ms", "read_timeout_ms", "max_body_mb", "max_megapixels"):
+    for name in ("timeout_ms", "read_timeout_ms", "max_body_mb", "max_inflight_mb", "max_megapixels"):
         if getattr(opts, name) <= 0:
             return f"--{name.replace('_', '-')} must be > 0"
+    if opts.max_inflight_mb < opts.max_body_mb:
+        return "--max-inflight-mb must be >= --max-body-mb (a single largest body must fit)"
     return None
 
 

@@ -343,6 +343,31 @@ def test_chunked_body_keep_alive_pipelining_and_expect_continue(serve: Any) -> N
         assert body["top_k"][0]["label"] == "seven"
 
 
+def test_bodies_in_flight_are_capped_as_a_whole(serve: Any) -> None:
+    # 1 MB for all bodies at once: a second 0.75 MB body is refused (503, before it is sent) while
+    # the first is being received, and admitted again once the first has been answered.
+    server = serve("--max-body-mb", "1", "--max-inflight-mb", "1")
+    image = SEVEN.read_bytes()
+    big = image + b"\0" * (768 * 1024 - len(image))  # a PNG ends at IEND: the padding is ignored
+    head = b"POST /v1/infer HTTP/1.1\r\nContent-Length: %d\r\n" % len(big)
+    with Raw(server.port) as first:
+        first.sock.sendall(head + b"\r\n" + big[:1000])
+        deadline = time.monotonic() + WAIT_S
+        while server.metric("ebrt_request_body_bytes_in_flight") != len(big):
+            assert time.monotonic() < deadline, "the first body was never admitted"
+            time.sleep(0.02)
+        status, headers, body = raw(server.port, head + b"Expect: 100-continue\r\n\r\n")
+        assert (status, body["error"]) == (503, "busy")
+        assert headers["retry-after"] == "1"
+        assert headers["connection"] == "close"
+        first.sock.sendall(big[1000:])
+        status, _, body = first.response()
+        assert status == 200
+        assert body["top_k"][0]["label"] == "seven"
+    assert server.metric("ebrt_request_body_bytes_in_flight") == 0
+    assert server.infer(big)[0] == 200
+
+
 def test_a_slow_client_gets_408_and_others_are_served_meanwhile(serve: Any) -> None:
     server = serve("--read-timeout-ms", "2000")
     with Raw(server.port) as slow_head:

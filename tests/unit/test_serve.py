@@ -4,6 +4,7 @@ test_batch.py."""
 
 from __future__ import annotations
 
+import argparse
 import base64
 import io
 import sys
@@ -18,6 +19,7 @@ from edgebundle.runtime.serve import (
     Histogram,
     HTTPError,
     Metrics,
+    check_options,
     frame,
     http_date,
     multipart_image,
@@ -90,6 +92,35 @@ def _multipart(*parts: tuple[str, str | None, bytes]) -> bytes:
         disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
         out += f"--B\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
     return out + b"--B--\r\n"
+
+
+def _serve_options(**changes: Any) -> argparse.Namespace:
+    opts = {
+        "workers": None,
+        "port": 8080,
+        "timeout_ms": 10000.0,
+        "read_timeout_ms": 10000.0,
+        "max_body_mb": 16.0,
+        "max_inflight_mb": 64.0,
+        "max_megapixels": 40.0,
+    }
+    return argparse.Namespace(**{**opts, **changes})
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({}, None),
+        ({"workers": 0}, "--workers must be >= 1"),
+        ({"port": 70000}, "--port must be 0..65535"),
+        ({"max_inflight_mb": 0}, "--max-inflight-mb must be > 0"),
+        ({"max_body_mb": 128.0}, "--max-inflight-mb must be >= --max-body-mb"),
+    ],
+)
+def test_serving_options_are_checked(changes: dict[str, Any], problem: str | None) -> None:
+    found = check_options(_serve_options(**changes)) or ""
+    assert found.startswith(problem or "")
+    assert bool(found) == bool(problem)
 
 
 def test_multipart_picks_the_image_field_then_a_file_then_the_first_part() -> None:
