@@ -70,9 +70,9 @@ EXIT_INTERNAL = 70
 MAX_HEAD_BYTES = 32 * 1024
 MAX_CONNECTIONS = 512
 LINGER_S = 1.0  # how long to drain unread input before closing after an error (avoids a reset)
-RECV_BYTES = 256 * 1024
-# What a connection may buffer beyond the body it was granted: a request head and one read.
-UNFRAMED_BYTES = MAX_HEAD_BYTES + RECV_BYTES
+# What a connection may buffer beyond the body it was granted before it stops reading: a request
+# head (plus the one read that crossed the line: asyncio reads up to 256 KB at a time).
+UNFRAMED_BYTES = MAX_HEAD_BYTES
 
 REASONS = {
     100: "Continue",
@@ -225,7 +225,7 @@ class Metrics:
                 "# HELP ebrt_open_connections Client connections open.",
                 "# TYPE ebrt_open_connections gauge",
                 f"ebrt_open_connections {self.connections}",
-                "# HELP ebrt_request_body_bytes_in_flight Request body bytes admitted and being read or held.",
+                "# HELP ebrt_request_body_bytes_in_flight Request body bytes admitted, being read or held.",
                 "# TYPE ebrt_request_body_bytes_in_flight gauge",
                 f"ebrt_request_body_bytes_in_flight {self.body_bytes}",
             ]
