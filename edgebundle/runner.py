@@ -10,6 +10,7 @@ output in a log file and on failure raises with the command, the exit code and t
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -173,6 +174,27 @@ def run(
         details = tail(done.stderr.strip() or done.stdout, tail_lines)
         raise error(f"{label} failed with {reason}{where}: {details}")
     return done.stdout
+
+
+_COUNTED = re.compile(r"\[(\d+)/(\d+)\]")
+
+
+def counted_progress(label: str, echo: Echo | None, *, steps: int = 10) -> LineHandler:
+    """An ``on_line`` handler for tools that number their steps ``[N/M]`` (ninja under meson, as in
+    a NumPy source build): ``label: N/M steps`` each time another 1/``steps`` of the way is done."""
+    shown = 0
+
+    def on_line(line: str) -> None:
+        nonlocal shown
+        found = _COUNTED.search(line)
+        if found is None or echo is None:
+            return
+        done, total = int(found[1]), int(found[2])
+        if total and done * steps // total > shown:
+            shown = done * steps // total
+            echo(f"{label}: {done}/{total} steps")
+
+    return on_line
 
 
 def _end(proc: subprocess.Popen[bytes]) -> None:

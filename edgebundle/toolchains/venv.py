@@ -5,9 +5,10 @@ Keeping builds out of the user's own environment means the binary contains only 
 (never the builder, Click, or whatever else happens to be installed), and lets tflite-runtime (NumPy 1)
 and ai-edge-litert (NumPy 2) targets be built from the same edgebundle installation.
 
-A pin listed under ``[interpreters.NAME.build-from-source]`` in pins.toml is built from its sdist with
-the config settings given there (NumPy without OpenBLAS: 35 MB less to bundle), once per host: the
-wheel is cached under ``cache_dir()/wheels`` by the hash of what it is built from.
+A pin listed in ``build-from-source`` of ``[interpreters.NAME]`` in pins.toml is built from its sdist
+with the config settings of its ``[build-from-source]`` table (NumPy without OpenBLAS: 35 MB less to
+bundle), once per host: the wheel is cached under ``cache_dir()/wheels`` by the hash of what it is
+built from.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import BuildError, ConfigError, ToolMissingError
-from ..runner import Echo, run, which
+from ..runner import Echo, counted_progress, run, which
 from ..target import Target
 from ..tomlcheck import read_toml
 from . import (
@@ -38,14 +39,21 @@ LAYOUT_VERSION = "1"  # bump when the way environments are made changes
 
 
 def source_builds(interpreter: str) -> dict[str, list[str]]:
-    """``[interpreters.NAME.build-from-source]`` of pins.toml: distribution -> pip config settings."""
+    """Distribution -> pip config settings, for what ``[interpreters.NAME].build-from-source`` of
+    pins.toml lists; the settings are in its ``[build-from-source]`` table."""
     pins = Path(str(importlib.resources.files("edgebundle").joinpath("pins.toml")))
-    table = read_toml(pins, "pins").get("interpreters", {}).get(interpreter, {}).get("build-from-source", {})
+    data = read_toml(pins, "pins")
+    wanted = data.get("interpreters", {}).get(interpreter, {}).get("build-from-source", [])
+    table = data.get("build-from-source", {})
+    if not isinstance(wanted, list) or not all(isinstance(x, str) for x in wanted):
+        raise ConfigError(f"{pins}: [interpreters.{interpreter}].build-from-source: expected a list of names")
     builds = {}
-    for name, settings in table.items():
+    for name in wanted:
+        settings = table.get(name)
         if not isinstance(settings, list) or not all(isinstance(x, str) for x in settings):
             raise ConfigError(
-                f"{pins}: [interpreters.{interpreter}.build-from-source].{name}: expected a list of strings"
+                f"{pins}: [build-from-source].{name}: expected a list of pip config settings "
+                f"(listed by [interpreters.{interpreter}].build-from-source)"
             )
         builds[name] = list(settings)
     return builds
@@ -141,7 +149,7 @@ class HostVenv:
                     "-m",
                     "pip",
                     "wheel",
-                    "--quiet",
+                    "--verbose",  # the build's [N/M] steps: progress (counted_progress)
                     "--disable-pip-version-check",
                     "--no-deps",
                     "--no-binary",
@@ -155,6 +163,7 @@ class HostVenv:
                 echo=echo,
                 what=f"building {name} {version} from source (once; a C compiler and Python headers needed)",
                 error=ToolMissingError,
+                on_line=counted_progress(f"building {name} {version}", echo),
             )
 
         create_cached(

@@ -1,13 +1,16 @@
 """NumPy built from source without OpenBLAS for the tflite-runtime targets (pins.toml
-[interpreters.*.build-from-source], edgebundle/toolchains/venv.py): what the pins say, and that it
+[build-from-source], edgebundle/toolchains/venv.py): what the pins say, and that it
 is part of the build environment's identity."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from edgebundle.errors import ConfigError
-from edgebundle.target import load_target
+from edgebundle.target import interpreters, load_target
+from edgebundle.toolchains import venv
 from edgebundle.toolchains.venv import HostVenv, pinned_version, source_builds
 
 
@@ -20,9 +23,21 @@ def test_tflite_runtime_builds_numpy_without_blas() -> None:
     assert "-Csetup-args=-Dallow-noblas=true" in settings
 
 
-def test_litert_uses_wheels_only() -> None:
-    # NumPy 2's wheels, untouched: LiteRT's own library dwarfs what a source build would save
-    assert source_builds("ai-edge-litert") == {}
+def test_litert_builds_numpy_2_the_same_way() -> None:
+    # NumPy 2's wheel brings OpenBLAS, which strip breaks: without it everything can be stripped
+    assert source_builds("ai-edge-litert") == source_builds("tflite-runtime")
+    assert interpreters()["ai-edge-litert"].strip
+
+
+def test_a_listed_source_build_needs_its_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pins = tmp_path / "edgebundle" / "pins.toml"
+    pins.parent.mkdir()
+    pins.write_text(
+        '[build-from-source]\nnumpy = ["-Cx"]\n[interpreters.a]\nbuild-from-source = ["numpy", "pillow"]\n'
+    )
+    monkeypatch.setattr(venv.importlib.resources, "files", lambda package: pins.parent)
+    with pytest.raises(ConfigError, match=r"\[build-from-source\]\.pillow: expected a list"):
+        source_builds("a")
 
 
 def test_source_builds_change_the_environment() -> None:
@@ -30,9 +45,9 @@ def test_source_builds_change_the_environment() -> None:
     assert x86.source_builds == source_builds("tflite-runtime")
     assert "numpy==1.26.4" in x86.requires
     assert pinned_version(x86.requires, "numpy") == "1.26.4"
-    # LiteRT's environment keeps the key it had before source builds existed
     litert = HostVenv(load_target("x86_64-litert"), "pyinstaller")
     assert litert.path.name.startswith("ai-edge-litert-pyinstaller-py3.11-")
+    assert pinned_version(litert.requires, "numpy") == "2.2.6"
     assert x86.path != litert.path
 
 

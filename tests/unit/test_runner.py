@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgebundle.errors import BuildError, DeviceError, ToolMissingError
-from edgebundle.runner import run, stream, tail
+from edgebundle.runner import counted_progress, run, stream, tail
 
 PY = sys.executable
 
@@ -127,3 +127,13 @@ def test_a_detached_command_does_not_get_our_sigint(tmp_path: Path) -> None:
     script = "import os; print(os.getsid(0) == os.getpid())"
     assert stream([PY, "-c", script], echo=None, detach=True).lines() == ["True"]
     assert stream([PY, "-c", script], echo=None).lines() == ["False"]
+
+
+def test_counted_progress_echoes_each_tenth_of_the_way_once() -> None:
+    shown: list[str] = []
+    on_line = counted_progress("building numpy", shown.append)
+    for line in ["Preparing metadata", *(f"  [{n}/250] Compiling C object x{n}.o" for n in range(1, 251))]:
+        on_line(line)
+    assert shown[0] == "building numpy: 25/250 steps"
+    assert shown[-1] == "building numpy: 250/250 steps"
+    assert len(shown) == 10
