@@ -8,6 +8,9 @@ uname, cat, chmod, wc, tail, rm, kill, sleep), and Linux's /proc.
 
 Every step runs in the private temp dir with TMPDIR pointing into it, so that whatever the binary
 unpacks (a onefile bootloader's _MEIxxxxxx) goes where the cleanup removes it, even after a SIGKILL.
+EDGEBUNDLE_CACHE_DIR points into it too: the launcher's runtime cache starts empty, so the cold run
+pays the unpacking a first run after the copy pays on a real device (a cache left by an earlier
+test of the same binary would hide it), and the device's own cache is left alone.
 """
 
 from __future__ import annotations
@@ -58,7 +61,8 @@ d=$1
 shift
 cd "$d" || exit 97
 TMPDIR=$d
-export TMPDIR
+EDGEBUNDLE_CACHE_DIR=$d/cache
+export TMPDIR EDGEBUNDLE_CACHE_DIR
 read t0 rest < /proc/uptime
 "$@" > cold.out 2> cold.err < /dev/null
 rc=$?
@@ -80,7 +84,8 @@ d=$1
 shift
 cd "$d" || exit 97
 TMPDIR=$d
-export TMPDIR
+EDGEBUNDLE_CACHE_DIR=$d/cache
+export TMPDIR EDGEBUNDLE_CACHE_DIR
 exec "$@" < /dev/null
 """,
 )

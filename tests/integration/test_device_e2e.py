@@ -98,12 +98,16 @@ def check_report(data: dict[str, Any], binary: Path, runs: int) -> None:
 @pytest.mark.build
 def test_local(digits_float: Built, tmp_path: Path) -> None:
     report, junit = tmp_path / "r.json", tmp_path / "r.xml"
+    home = tmp_path / "home"
     proc = edgebundle_test(
         str(digits_float.path),
         *("--runs", "3", "--input", str(DIGITS / "sample_7.png")),
         *("--json", str(report), "--junit", str(junit)),
+        env={"HOME": str(home), "XDG_CACHE_HOME": "", "EDGEBUNDLE_CACHE_DIR": ""},
     )
     assert proc.returncode == 0, proc.stderr
+    # The runs unpack into the test's own dir (the cold run pays the unpacking), not the user's cache.
+    assert not (home / ".cache" / "edgebundle" / "run").exists()
     data = json.loads(report.read_text())
     check_report(data, digits_float.path, 3)
     assert data["device"] == "local"

@@ -78,7 +78,7 @@ def test_upload_keeps_names_with_shell_metacharacters_as_they_are(
 
 def test_cold_times_the_command_and_returns_its_output(device: LocalTransport) -> None:
     d = setup(device)
-    command = ["sh", "-c", 'sleep 0.3; echo "tmp=$TMPDIR"; echo oops >&2; exit 3']
+    command = ["sh", "-c", 'sleep 0.3; echo "tmp=$TMPDIR cache=$EDGEBUNDLE_CACHE_DIR"; echo oops >&2; exit 3']
     result = device.shell(scripts.COLD, [str(d), *command])
     assert result.returncode == 0, result.stderr
     head, _, rest = result.stdout.partition("\n")
@@ -87,15 +87,16 @@ def test_cold_times_the_command_and_returns_its_output(device: LocalTransport) -
     assert code == "3"
     assert 0.25 <= float(t1) - float(t0) <= 2.0
     out, _, err = rest.partition(scripts.STDERR_MARK)
-    assert f"tmp={d}" in out
+    assert f"tmp={d} cache={d}/cache" in out
     assert err.strip() == "oops"
 
 
 def test_run_replaces_the_shell_inside_the_dir(device: LocalTransport) -> None:
     d = setup(device)
-    result = device.shell(scripts.RUN, [str(d), "sh", "-c", 'pwd; echo "$TMPDIR"; exit 5'])
+    script = 'pwd; echo "$TMPDIR"; echo "$EDGEBUNDLE_CACHE_DIR"; exit 5'
+    result = device.shell(scripts.RUN, [str(d), "sh", "-c", script])
     assert result.returncode == 5
-    assert result.lines() == [str(d), str(d)]
+    assert result.lines() == [str(d), str(d), f"{d}/cache"]
 
 
 def test_cleanup_ends_what_runs_in_the_dir_and_removes_it(device: LocalTransport) -> None:
