@@ -33,6 +33,11 @@ def junit_xml(report: DeviceReport) -> str:
         ("startup_ms.warm_p50", str(report.startup_ms.warm_p50)),
         ("startup_ms.warm_p90", str(report.startup_ms.warm_p90)),
         ("peak_rss_bytes", str(report.peak_rss_bytes)),
+        *(
+            [("rss.guest_estimate_bytes", str(report.guest_peak_rss_bytes))]
+            if report.guest_peak_rss_bytes is not None
+            else []
+        ),
         ("latency_ms.p50", str(report.latency_ms.p50)),
         ("latency_ms.p90", str(report.latency_ms.p90)),
     ):

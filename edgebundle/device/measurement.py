@@ -83,7 +83,7 @@ def run_device_test(
         cold = dev.cold([*command, "--self-test"])
         manifest = _manifest(dev, command, binary, transport.device, cold)
         progress(f"cold start: {cold.ms:.0f} ms")
-        runs = _startup(dev, launch, command, plan.runs, progress)
+        runs = _startup(dev, launch, command, plan.runs, progress, guest=transport.emulated)
         warmup, latencies = _latency(
             dev, [*command, "--eb-bench", str(plan.runs), *inputs], plan.runs, progress
         )
@@ -92,6 +92,7 @@ def run_device_test(
     budgets = override.budgets if override else _manifest_budgets(target.get("budgets"), binary)
     warm = [float(r["ms"]) for r in runs]
     largest = max(runs, key=lambda r: int(r["peak_rss_bytes"]))
+    guest = [int(r["guest_peak_rss_bytes"]) for r in runs if "guest_peak_rss_bytes" in r]
     startup = StartupMs(
         cold=round(cold.ms, 1),
         warm_p50=round(percentile(warm, 50), 1),
@@ -110,6 +111,7 @@ def run_device_test(
         peak_rss_bytes=int(largest["peak_rss_bytes"]),
         largest_process_rss_bytes=max(int(r["largest_rss_bytes"]) for r in runs),
         processes=int(largest["processes"]),
+        guest_peak_rss_bytes=max(guest) if guest else None,
         latency_ms=LatencyMs(
             p50=round(percentile(latencies, 50), 4), p90=round(percentile(latencies, 90), 4)
         ),
@@ -280,8 +282,15 @@ def _start_failure(binary: Path, device: str, cold: Cold) -> DeviceError | None:
 
 
 def _startup(
-    dev: DeviceDir, launch: Launch, command: list[str], runs: int, progress: Callable[[str], None]
+    dev: DeviceDir,
+    launch: Launch,
+    command: list[str],
+    runs: int,
+    progress: Callable[[str], None],
+    *,
+    guest: bool,
 ) -> list[dict[str, Any]]:
+    """``guest``: the runs are emulated; the measurer also estimates their RSS without QEMU."""
     measurer = list(launch.measurer) if launch.measurer else [*command, "--eb-measure"]
     argv = [
         *measurer,
@@ -290,6 +299,7 @@ def _startup(
         str(runs),
         "--timeout",
         str(RUN_TIMEOUT_S),
+        *(["--guest-rss"] if guest else []),
         "--",
         *command,
         "--self-test",
@@ -302,9 +312,11 @@ def _startup(
             return
         seen.append(event)
         if event.get("exit_code") == 0:
+            estimate = event.get("guest_peak_rss_bytes")
+            without = f", {estimate / 1e6:.1f} MB without QEMU" if estimate is not None else ""
             progress(
                 f"startup {event['run']}/{runs}: {event['ms']:.0f} ms, "
-                f"peak RSS {event['peak_rss_bytes'] / 1e6:.1f} MB ({event['processes']} processes)"
+                f"peak RSS {event['peak_rss_bytes'] / 1e6:.1f} MB{without} ({event['processes']} processes)"
             )
 
     result = dev.run(argv, on_line=on_line, timeout=STEP_TIMEOUT_S + runs * RUN_TIMEOUT_S)

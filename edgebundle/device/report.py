@@ -65,6 +65,8 @@ class DeviceReport:
     peak_rss_bytes: int
     largest_process_rss_bytes: int
     processes: int
+    # Emulated runs: the peak without QEMU's own memory, an estimate (runtime/measure.py).
+    guest_peak_rss_bytes: int | None = None
     latency_ms: LatencyMs
     budgets: tuple[BudgetResult, ...]
     samples: Samples
@@ -94,7 +96,12 @@ class DeviceReport:
                 "warm_p90": self.startup_ms.warm_p90,
             },
             "peak_rss_bytes": self.peak_rss_bytes,
-            "rss": {"largest_process_bytes": self.largest_process_rss_bytes, "processes": self.processes},
+            "rss": {"largest_process_bytes": self.largest_process_rss_bytes, "processes": self.processes}
+            | (
+                {"guest_estimate_bytes": self.guest_peak_rss_bytes}
+                if self.guest_peak_rss_bytes is not None
+                else {}
+            ),
             "latency_ms": {"p50": self.latency_ms.p50, "p90": self.latency_ms.p90},
             "budgets": {
                 b.name: {"limit": b.limit, "value": b.value, "unit": b.unit, "pass": b.passed}
@@ -127,6 +134,11 @@ class DeviceReport:
                 f"{_mb(self.peak_rss_bytes)} ({_plural(self.processes, 'process', 'processes')}, "
                 f"largest {_mb(self.largest_process_rss_bytes)})",
                 by_name.get("max_rss_mb"),
+            ),
+            *(
+                [("  without QEMU", f"~{_mb(self.guest_peak_rss_bytes)} (estimate)", None)]
+                if self.guest_peak_rss_bytes is not None
+                else []
             ),
             ("latency", f"p50 {lat.p50:.3f} ms, p90 {lat.p90:.3f} ms", None),
         ]

@@ -19,6 +19,14 @@ after its last poll or lived between two polls. The sum of per-process peaks is 
 simultaneous peak (processes peak at different times, shared pages count in each), which is the safe
 side for a memory budget.
 
+Emulated runs (``--guest-rss``, for QEMU user mode): a process's RSS is then QEMU's, which holds the
+guest program's memory and the emulator's own: its translated-code buffer (an anonymous executable
+mapping: a guest's own code is never executed by the host), its executable and its C heap. The polls
+then also read ``/proc/PID/smaps`` and keep, per process, the largest RSS without those three: an
+estimate of what the program would hold natively. It errs on the high side (QEMU's thread arenas
+and page tables of guest memory still count) and, being polled rather than a kernel high-water mark,
+may miss a peak shorter than the poll interval.
+
 Output: one JSON line per run on stdout (the builder shows progress from them, over SSH too).
 """
 
@@ -74,6 +82,7 @@ class Run:
     largest_rss_bytes: int
     processes: int
     timed_out: bool = False
+    guest_peak_rss_bytes: int | None = None  # --guest-rss: the tree's peak without the emulator
 
 
 def read_hwm_kib(pid: int) -> int | None:
@@ -86,6 +95,44 @@ def read_hwm_kib(pid: int) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def read_guest_rss_kib(pid: int) -> int | None:
+    """RSS in KiB of an emulated process without the emulator's own memory (see the module's
+    docstring); None when it is gone."""
+    try:
+        emulator = os.readlink(f"/proc/{pid}/exe")
+        with open(f"/proc/{pid}/smaps", "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    return guest_rss_kib(text, emulator)
+
+
+def guest_rss_kib(smaps: str, emulator: str) -> int:
+    """The Rss of every mapping in ``smaps`` but anonymous executable ones (translated code), the
+    ``emulator`` executable's and the C heap's."""
+    total = 0
+    for name, rss, flags in _smaps_blocks(smaps):
+        anonymous_code = name == "" and "ex" in flags
+        if not anonymous_code and name not in (emulator, "[heap]"):
+            total += rss
+    return total
+
+
+def _smaps_blocks(text: str) -> list[tuple[str, int, list[str]]]:
+    """(path or "", Rss KiB, VmFlags) of each mapping in a /proc/PID/smaps text."""
+    blocks: list[tuple[str, int, list[str]]] = []
+    for line in text.splitlines():
+        key, _, rest = line.partition(" ")
+        if not key.endswith(":"):  # a mapping's first line: "start-end perms offset dev inode [path]"
+            fields = line.split(None, 5)
+            blocks.append((fields[5].strip() if len(fields) > 5 else "", 0, []))
+        elif blocks and key == "Rss:":
+            blocks[-1] = (blocks[-1][0], int(rest.split()[0]), blocks[-1][2])
+        elif blocks and key == "VmFlags:":
+            blocks[-1] = (blocks[-1][0], blocks[-1][1], rest.split())
+    return blocks
 
 
 def read_ppid(pid: int) -> int | None:
@@ -109,10 +156,14 @@ class TreeWatch:
     first time it shows up, and reads the status of the tree's own processes only.
     """
 
-    def __init__(self, root: int, interval_s: float, foreign: set[int] | None = None) -> None:
+    def __init__(
+        self, root: int, interval_s: float, foreign: set[int] | None = None, guest: bool = False
+    ) -> None:
         self.root = root
         self.interval_s = interval_s
         self.hwm_kib: dict[int, int] = {}
+        self.guest = guest
+        self.guest_kib: dict[int, int] = {}  # largest guest RSS polled, per process (``guest``)
         self._tree: set[int] = {root}
         # Pids that existed before the run can only be someone else's: never looked at again.
         self._foreign: set[int] = set(foreign or ()) - {root}
@@ -145,6 +196,10 @@ class TreeWatch:
                 kib = read_hwm_kib(pid)
                 if kib is not None and kib > self.hwm_kib.get(pid, 0):
                     self.hwm_kib[pid] = kib
+                if self.guest:
+                    kib = read_guest_rss_kib(pid)
+                    if kib is not None and kib > self.guest_kib.get(pid, 0):
+                        self.guest_kib[pid] = kib
 
     def _discover(self) -> None:
         listed = list_pids()
@@ -195,6 +250,7 @@ def measure_run(
     interval_s: float = DEFAULT_INTERVAL_MS / 1000,
     stderr_path: str = os.devnull,
     timeout_s: float | None = None,
+    guest: bool = False,
 ) -> Run:
     """Run ``argv`` once (stdin and stdout on /dev/null, stderr to ``stderr_path``) and measure it.
 
@@ -211,7 +267,7 @@ def measure_run(
     before = list_pids()
     start = time.perf_counter()
     pid = os.posix_spawn(executable, list(argv), dict(env), file_actions=actions, setpgroup=0)
-    watch = TreeWatch(pid, interval_s, foreign=before)
+    watch = TreeWatch(pid, interval_s, foreign=before, guest=guest)
     timed_out = threading.Event()
 
     def expire() -> None:
@@ -243,6 +299,7 @@ def measure_run(
         largest_rss_bytes=largest,
         processes=len(watch.hwm_kib),
         timed_out=timed_out.is_set(),
+        guest_peak_rss_bytes=sum(watch.guest_kib.values()) * 1024 if guest else None,
     )
 
 
@@ -312,6 +369,7 @@ def startup(
     *,
     interval_s: float,
     timeout_s: float | None,
+    guest: bool = False,
     out: Callable[[dict[str, Any]], None] = emit,
 ) -> int:
     """Measure ``runs`` runs of ``command``; stop at the first that fails (its stderr tail is sent)."""
@@ -320,7 +378,12 @@ def startup(
     try:
         for i in range(1, runs + 1):
             run = measure_run(
-                command, env=env, interval_s=interval_s, stderr_path=stderr_path, timeout_s=timeout_s
+                command,
+                env=env,
+                interval_s=interval_s,
+                stderr_path=stderr_path,
+                timeout_s=timeout_s,
+                guest=guest,
             )
             event: dict[str, Any] = {
                 "event": "run",
@@ -332,6 +395,8 @@ def startup(
                 "largest_rss_bytes": run.largest_rss_bytes,
                 "processes": run.processes,
             }
+            if run.guest_peak_rss_bytes is not None:
+                event["guest_peak_rss_bytes"] = run.guest_peak_rss_bytes
             if run.exit_code != 0 or run.timed_out:
                 event["timed_out"] = run.timed_out
                 event["stderr"] = _tail(stderr_path)
@@ -362,6 +427,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "measure") -> int:
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--interval-ms", type=float, default=DEFAULT_INTERVAL_MS)
     p.add_argument("--timeout", type=float, default=None, help="seconds per run")
+    p.add_argument("--guest-rss", action="store_true", help="runs are emulated: estimate RSS without QEMU")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
     args = parser.parse_args(argv)
     command = list(args.command)
@@ -373,7 +439,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "measure") -> int:
         return EXIT_USAGE
     handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
     try:
-        return startup(command, args.runs, interval_s=args.interval_ms / 1000, timeout_s=args.timeout)
+        return startup(
+            command,
+            args.runs,
+            interval_s=args.interval_ms / 1000,
+            timeout_s=args.timeout,
+            guest=args.guest_rss,
+        )
     except FileNotFoundError as exc:
         print(f"{parser.prog}: error: {exc.filename or exc}: command not found", file=sys.stderr)
         return EXIT_USAGE

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -95,6 +96,30 @@ def test_a_single_process_agrees_with_time_v_within_10_percent() -> None:
         assert run["peak_rss_bytes"] == run["largest_rss_bytes"]
         assert abs(run["peak_rss_bytes"] - reference) <= 0.10 * reference
         assert run["ms"] >= 300
+
+
+def test_under_qemu_the_estimate_without_the_emulator_matches_the_native_run() -> None:
+    # The same x86_64 program natively and under qemu-x86_64 (user mode, like the arm64 runs): QEMU
+    # adds tens of MB (its translated code, executable and heap); the estimate without them must land
+    # near the native figure, a little above rather than below (it is a budget's figure).
+    qemu = shutil.which("qemu-x86_64-static") or shutil.which("qemu-x86_64")
+    if qemu is None:
+        reason = "qemu-x86_64 is not installed (apt-get install qemu-user-static)"
+        if in_ci():
+            pytest.fail(reason)
+        pytest.skip(reason)
+    # The system's Python: a pyenv one may start through a shim, which QEMU would run instead.
+    command = ("/usr/bin/python3", str(ALLOC), "0", "100")
+    code, (native,), err = measure(*command, extra=("--guest-rss",))
+    assert code == 0, err
+    code, (emulated,), err = measure(qemu, *command, extra=("--guest-rss",))
+    assert code == 0, err
+    assert emulated["peak_rss_bytes"] > native["peak_rss_bytes"] + 10 * MIB
+    estimate = emulated["guest_peak_rss_bytes"]
+    assert 0.97 * native["peak_rss_bytes"] <= estimate <= 1.10 * native["peak_rss_bytes"]
+    # Without --guest-rss there is no estimate.
+    code, (plain,), err = measure(*command)
+    assert "guest_peak_rss_bytes" not in plain
 
 
 def test_a_failing_run_stops_the_measurement_with_its_stderr() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from edgebundle.device.measurement import Cold, _manifest_budgets, _start_failure, binary_arch
 from edgebundle.errors import ConfigError, DeviceError
-from edgebundle.runtime.measure import tree_peak_bytes
+from edgebundle.runtime.measure import guest_rss_kib, tree_peak_bytes
 from edgebundle.target import Budgets
 from tests.conftest import FIXTURES
 
@@ -84,3 +84,37 @@ def test_tree_peak_adds_what_wait4_proves_the_polls_missed(
     seen: dict[int, int], maxrss: int, tree: int, largest: int
 ) -> None:
     assert tree_peak_bytes(seen, maxrss) == (tree * 1024, largest * 1024)
+
+
+QEMU = "/usr/bin/qemu-aarch64-static"
+SMAPS = """\
+00400000-00c00000 r-xp 00000000 08:01 123 /usr/bin/qemu-aarch64-static
+Size:               8192 kB
+Rss:                8000 kB
+VmFlags: rd ex mr mw me
+55013b3000-5501619000 rw-p 00000000 00:00 0
+Size:               2456 kB
+Rss:                2036 kB
+VmFlags: rd wr mr mw me ac
+5501700000-5501800000 r--p 00000000 08:01 456 /cache/run/x/_internal/libpython3.11.so.1.0
+Size:               1024 kB
+Rss:                1000 kB
+VmFlags: rd mr mw me
+555588bf9000-5555890d9000 rw-p 00000000 00:00 0                          [heap]
+Size:               4992 kB
+Rss:                4928 kB
+VmFlags: rd wr mr mw me ac
+7f7c61200000-7f7c691ff000 rwxp 00000000 00:00 0
+Size:             131068 kB
+Rss:               26624 kB
+VmFlags: rd wr ex mr mw me ac hg
+7ffd00000000-7ffd00100000 r-xp 00000000 08:01 789 /path with spaces/lib.so
+Size:               1024 kB
+Rss:                  10 kB
+VmFlags: rd ex mr mw me
+"""
+
+
+def test_the_guest_estimate_leaves_out_translated_code_the_emulator_and_its_heap() -> None:
+    # Guest anonymous memory, the guest's file mappings (a path with spaces too) count.
+    assert guest_rss_kib(SMAPS, QEMU) == 2036 + 1000 + 10

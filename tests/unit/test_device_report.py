@@ -22,7 +22,9 @@ from edgebundle.target import Budgets
 BUDGETS = Budgets(max_size_mb=40, max_startup_ms=2000, max_rss_mb=100)
 
 
-def report(*, budgets: Budgets = BUDGETS, emulated: bool = False, rss: int = 50 * MB) -> DeviceReport:
+def report(
+    *, budgets: Budgets = BUDGETS, emulated: bool = False, rss: int = 50 * MB, guest: int | None = None
+) -> DeviceReport:
     size = 30_802_368
     return DeviceReport(
         binary="dist/digits",
@@ -36,6 +38,7 @@ def report(*, budgets: Budgets = BUDGETS, emulated: bool = False, rss: int = 50 
         peak_rss_bytes=rss,
         largest_process_rss_bytes=48 * MB,
         processes=2,
+        guest_peak_rss_bytes=guest,
         latency_ms=LatencyMs(p50=0.023, p90=0.044),
         budgets=check_budgets(
             budgets, size_bytes=size, startup_warm_p50_ms=774.0, peak_rss_bytes=rss, emulated=emulated
@@ -137,6 +140,17 @@ def test_emulated_table_says_timings_are_not_representative() -> None:
     assert "emulated" in text.splitlines()[0]
     assert f"note: {EMULATED_NOTE}" in text
     assert "not enforced" in text
+
+
+def test_an_emulated_run_shows_its_estimate_without_qemu() -> None:
+    emulated = report(emulated=True, rss=78_600_000, guest=37_220_000)
+    assert emulated.to_json()["rss"]["guest_estimate_bytes"] == 37_220_000
+    assert "    without QEMU ~37.2 MB (estimate)" in emulated.table().splitlines()
+    props = ET.fromstring(junit_xml(emulated)).iter("property")
+    assert {p.get("name"): p.get("value") for p in props}["rss.guest_estimate_bytes"] == "37220000"
+    native = report()
+    assert "guest_estimate_bytes" not in native.to_json()["rss"]
+    assert "without QEMU" not in native.table()
 
 
 def test_junit_has_one_testcase_per_budget() -> None:
