@@ -13,6 +13,9 @@ from pathlib import Path
 
 MACHINES = {62: "x86_64", 183: "aarch64", 3: "i386", 40: "arm", 243: "riscv64"}
 SHT_GNU_VERNEED = 0x6FFFFFFE
+# Versions that name an ABI feature instead of a release, with the glibc release that brought it: a
+# file linked with ``-z pack-relative-relocs`` (DT_RELR) needs GLIBC_ABI_DT_RELR, i.e. glibc 2.36.
+GLIBC_ABI_MARKERS = {"GLIBC_ABI_DT_RELR": (2, 36)}
 
 
 class NotElfError(ValueError):
@@ -27,7 +30,15 @@ class ElfInfo:
 
     @property
     def glibc_floor(self) -> tuple[int, int] | None:
-        return max_version(self.needed_versions, "GLIBC_")
+        found = [
+            v
+            for v in (
+                max_version(self.needed_versions, "GLIBC_"),
+                *(GLIBC_ABI_MARKERS.get(name) for name in self.needed_versions),
+            )
+            if v is not None
+        ]
+        return max(found, default=None)
 
 
 def version_key(text: str) -> tuple[int, ...]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edgebundle.elf import NotElfError, audit_glibc, max_version, parse_elf, read_elf
+from edgebundle.elf import ElfInfo, NotElfError, audit_glibc, max_version, parse_elf, read_elf
 from tests.conftest import MODELS
 
 SYSTEM_FILES = [Path(p) for p in ("/bin/ls", "/usr/bin/ssh-keygen", "/usr/bin/objdump") if Path(p).exists()]
@@ -54,3 +54,28 @@ def test_audit_names_the_library_that_sets_the_floor(tmp_path: Path) -> None:
 def test_version_ordering_is_numeric() -> None:
     assert max_version({"GLIBC_2.9", "GLIBC_2.17", "GLIBC_2.3.4", "GLIBCXX_3.4.30"}, "GLIBC_") == (2, 17)
     assert max_version(set(), "GLIBC_") is None
+
+
+def test_an_abi_marker_counts_as_the_release_that_brought_it() -> None:
+    relr = ElfInfo(Path("run"), "x86_64", frozenset({"GLIBC_2.34", "GLIBC_ABI_DT_RELR"}))
+    assert relr.glibc_floor == (2, 36)
+    newer = ElfInfo(Path("run"), "x86_64", frozenset({"GLIBC_2.38", "GLIBC_ABI_DT_RELR"}))
+    assert newer.glibc_floor == (2, 38)
+    assert ElfInfo(Path("x"), "x86_64", frozenset({"GLIBCXX_3.4.30"})).glibc_floor is None
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_a_program_linked_with_relr_needs_glibc_2_36(tmp_path: Path) -> None:
+    source = tmp_path / "hello.c"
+    source.write_text(
+        '#include <stdio.h>\nstatic const char *p = "x";\nint main(void) { puts(p); return 0; }\n'
+    )
+    out = tmp_path / "hello"
+    subprocess.run(
+        ["gcc", "-O2", "-pie", "-fPIE", "-Wl,-z,pack-relative-relocs", "-o", str(out), str(source)],
+        check=True,
+    )
+    info = read_elf(out)
+    assert "GLIBC_ABI_DT_RELR" in info.needed_versions
+    assert info.glibc_floor is not None
+    assert info.glibc_floor >= (2, 36)
