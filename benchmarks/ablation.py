@@ -12,7 +12,7 @@ round, in size, warm/cold start and peak RSS, is what that measure bought. Varia
 * ``archive``: PyInstaller's zlib module archive instead of ``--debug noarchive`` + base_library.zip;
 * ``no optimize``: bytecode with docstrings and asserts (no ``--optimize 2``);
 * ``pyi rthooks``: PyInstaller's own inspect/pkgutil run-time hooks at every start;
-* ``eager numpy``: numpy.fft/polynomial/ma imported at start, numpy.random in the binary;
+* ``eager numpy``: numpy.fft/polynomial/ma imported at start, numpy.random and LAPACK in the binary;
 * ``few excludes``: only the excludes the project started with (stdlib TLS, mail, XML, CJK... in);
 * ``no strip``: shared libraries with their symbol tables;
 * ``zstd -3``: a fast zstd level instead of -19.
@@ -117,6 +117,8 @@ def few_excludes(argv: list[str]) -> list[str]:
 
 def eager_numpy(argv: list[str]) -> list[str]:
     argv = drop(drop(argv, "--runtime-hook"), "--exclude-module", "numpy.random")
+    # without the hook's stand-ins, import numpy needs numpy.linalg's compiled modules (and LAPACK)
+    argv = drop(argv, "--exclude-module", "numpy.linalg.")
     # numpy.random imports secrets from compiled code, where PyInstaller does not see it
     argv[-1:-1] = ["--hidden-import", "secrets"]
     return argv

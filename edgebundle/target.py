@@ -52,6 +52,20 @@ class Budgets:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DebianPin:
+    """A pinned distribution that a Debian build root takes from Debian instead of PyPI
+    (``[interpreters.NAME.debian-root.DISTRIBUTION]`` in pins.toml)."""
+
+    distribution: str  # the pip name it stands for: numpy
+    package: str  # the Debian package that provides it: python3-numpy
+    version: str  # the upstream version that package holds in the root's suite: 1.24.2
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.distribution}=={self.version}"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Pins:
     """What goes into a build environment for one interpreter (edgebundle/pins.toml)."""
 
@@ -61,6 +75,7 @@ class Pins:
     pythons: tuple[str, ...]
     requires: tuple[str, ...]
     strip: bool = True  # whether the backend may strip bundled shared libraries
+    debian_root: tuple[DebianPin, ...] = ()  # pins a Debian build root takes from Debian
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,8 +124,19 @@ def interpreters() -> dict[str, Pins]:
             pythons=tuple(t.require("pythons", list)),
             requires=tuple(t.require("requires", list)),
             strip=t.get("strip", bool, True),
+            debian_root=_debian_pins(t.sub("debian-root")),
         )
     return out
+
+
+def _debian_pins(table: Table) -> tuple[DebianPin, ...]:
+    pins = []
+    for name in table.data:
+        t = table.sub(name)
+        t.check_keys(["package", "version"])
+        package, version = t.require("package", str), t.require("version", str)
+        pins.append(DebianPin(distribution=name, package=package, version=version))
+    return tuple(pins)
 
 
 def common_requires() -> tuple[str, ...]:

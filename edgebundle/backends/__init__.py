@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from ..plan import BackendName
+from ..runner import Echo, LineHandler
 from . import nuitka, pyinstaller
 
 RUNTIME_SRC = Path(__file__).resolve().parent.parent / "runtime"
@@ -59,6 +60,10 @@ class Backend(Protocol):
     def prepare(self, stage: Stage) -> None: ...
 
     def command(self, python: str, stage: Stage) -> list[str]: ...
+
+    def progress(self, stage: Stage, echo: Echo) -> LineHandler | None:
+        """What turns the build command's output into progress lines (None: nothing worth it)."""
+        ...
 
     def result(self, stage: Stage) -> Path: ...
 

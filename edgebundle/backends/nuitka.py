@@ -1,10 +1,21 @@
-"""Nuitka ``--standalone``: the runtime, the standard library, NumPy and Pillow compiled to C, as the
-runner's one-folder program (the launcher in front of it makes one file; see runners.py).
+"""Nuitka ``--standalone``: the runtime and the interpreter's wrapper compiled to C; the standard
+library, NumPy and Pillow as bytecode in the same executable; as the runner's one-folder program (the
+launcher in front of it makes one file; see runners.py).
 
 Not ``--onefile``: Nuitka's onefile launcher decompresses its whole payload in memory on every start
 (161 MB RSS, 3.9x the plain script's start-up measured here; 2.5x even with a cached temp dir, since
 it still checks every file). Our launcher unpacks the folder once per content hash and execs it, so a
 warm start is the standalone folder's own (0.89x the plain script measured here).
+
+Memory: Nuitka keeps every constant, and the bytecode of every module it does not compile, in one blob
+inside the executable (``.rodata``, by ``incbin`` on Linux). Nothing checksums it, but at start-up
+``loadConstantsBlob(".bytecode")`` (HelpersConstantsBlob.c, from setupMetaPathBasedLoader) walks the
+tag and length of every bytecode entry to fill its table of pointers, and each compiled module finds
+its constants by walking the name/length headers of all blobs before its own. That touches a page per
+module, and the kernel maps the 64 kB around each touched page of a cached file (fault-around): the
+whole blob is resident from the start, imported or not. Compiled code costs the same way, several
+times over. So: NumPy and Pillow as bytecode (BYTECODE), and the standard library's unused modules out
+(UNUSED_STDLIB); measured in benchmarks/results/nuitka-rss.md.
 
 Compiling C under QEMU is far too slow (an arm64 build was still compiling after 30 minutes), so an
 arm64 runner is built on a native arm64 host only (plan.check_native_only, and ``edgebundle matrix``).
@@ -16,10 +27,13 @@ a repeat build of the same runtime recompiles nothing.
 from __future__ import annotations
 
 import os
+import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..runner import which
+from ..runner import Echo, LineHandler, which
 from ..toolchains import cache_dir
 from .pyinstaller import EXCLUDES as PYINSTALLER_EXCLUDES
 
@@ -43,6 +57,32 @@ NOFOLLOW = (
     "*.test",
     "numpy.conftest",
 )
+# Nuitka's standalone mode packs every module of the standard library that it can import, not only
+# those the program imports (5.4 MB of bytecode, all of it resident, see above). Neither the runtime,
+# in any mode, nor NumPy, Pillow or the interpreter wrapper import these, except from functions the
+# runtime never calls (their sources parsed; fractions, colorsys and quopri stay: Pillow's TIFF plugin,
+# which also reads every JPEG's EXIF, imports fractions at module level).
+UNUSED_STDLIB = (
+    *("_osx_support", "_pyio", "cgi", "cgitb", "chunk", "cmd", "code", "codeop", "configparser"),
+    *("concurrent.futures.process", "crypt", "difflib", "filecmp", "fileinput", "getopt", "graphlib"),
+    *("html", "imaplib", "imghdr", "imp", "mailcap", "mimetypes", "modulefinder", "netrc", "pickletools"),
+    *("pipes", "poplib", "pprint", "pstats", "py_compile", "pyclbr", "rlcompleter", "runpy", "sched"),
+    *("sndhdr", "socketserver", "statistics", "symtable", "timeit", "tomllib", "trace", "tracemalloc"),
+    *("uu", "webbrowser", "xdrlib"),
+)
+# Not compiled to C but kept as bytecode, as Nuitka keeps the standard library: compiled, their Python
+# code is 13 MB of machine code, of which importing them touches 9 MB (peak RSS 57 MB for the
+# face-sized model, PyInstaller's 38 MB); as bytecode it is 2.7 MB, and the C compile shrinks from 185
+# files to 22. Their hot loops are C already (their extension modules, which Nuitka leaves alone).
+BYTECODE = ("numpy", "PIL")
+# Nuitka's anti-bloat configuration, for what no option covers (written next to the stage by prepare).
+PACKAGE_CONFIG = """\
+---
+- module-name: 'numpy.core._add_newdocs'
+  anti-bloat:
+    - description: 'docstrings of the C functions of NumPy, 200 kB of strings that no_docstrings keeps'
+      module_code: ''
+"""
 # Imported from C, which Nuitka cannot see: by NumPy's bit generators (secrets) and by os.wait4 for
 # its rusage result (resource; the --eb-measure modes wait for runs with it).
 INCLUDES = ("secrets", "resource")
@@ -61,6 +101,11 @@ PYTHON_FLAGS = (
     "no_asserts",
     "no_warnings",
 )
+# Nuitka's progress bars want a terminal; on a pipe it is silent for minutes. --show-progress adds a
+# line per module it optimises ("Optimizing module 'x', N more modules to go after that."),
+# --show-scons one per C compiler command as Scons starts it: ``progress`` (below) turns them into a
+# line every PROGRESS_EVERY_S, and passes Nuitka's own phase lines and warnings on.
+PROGRESS_FLAGS = ("--show-progress", "--show-scons")
 TOOLS = ("gcc", "patchelf")
 FOLDER = "program"  # Nuitka writes FOLDER.build (C sources, objects) and FOLDER.dist (the result)
 
@@ -87,6 +132,7 @@ def command(python: str, stage: Stage) -> list[str]:
         "env",
         f"NUITKA_CACHE_DIR={caches}",
         f"CCACHE_DIR={caches / 'ccache'}",
+        "PYTHONUNBUFFERED=1",  # its lines as they happen (progress), not in blocks
         python,
         "-m",
         "nuitka",
@@ -101,9 +147,12 @@ def command(python: str, stage: Stage) -> list[str]:
         "--lto=no",
         f"--include-module={stage.interpreter_module}",
         *(f"--include-module={m}" for m in INCLUDES),
-        *(f"--nofollow-import-to={m}" for m in NOFOLLOW),
+        *(f"--nofollow-import-to={m}" for m in (*NOFOLLOW, *UNUSED_STDLIB)),
         *ANTI_BLOAT,
+        *(f"--noinclude-custom-mode={m}:bytecode" for m in BYTECODE),
+        f"--user-package-configuration-file={package_config(stage)}",
         *(f"--python-flag={flag}" for flag in PYTHON_FLAGS),
+        *PROGRESS_FLAGS,
     ]
     if not stage.strip:
         argv.append("--unstripped")
@@ -118,6 +167,11 @@ def prepare(stage: Stage) -> None:
         which(tool)
     cache_root().mkdir(parents=True, exist_ok=True)
     stage.entry.write_text(NUMPY_HOOK.read_text() + "\n" + stage.entry.read_text())
+    package_config(stage).write_text(PACKAGE_CONFIG)
+
+
+def package_config(stage: Stage) -> Path:
+    return stage.workdir / "edgebundle.nuitka-package.config.yml"
 
 
 def result(stage: Stage) -> Path:
@@ -127,3 +181,76 @@ def result(stage: Stage) -> Path:
 
 def finish(folder: Path) -> None:
     """Nothing to rearrange: Nuitka's folder holds compiled code and shared libraries only."""
+
+
+# How often ``progress`` says how far a long phase is.
+PROGRESS_EVERY_S = 30.0
+_OPTIMIZING = re.compile(r"^Nuitka-Progress: Optimizing module '([^']+)', (\d+) more modules? to go")
+_PASS = re.compile(r"^Nuitka-Progress: PASS (\d+):")
+_COMPILING = re.compile(r'^"?\S*(?:ccache|gcc|clang|cc)"? .*-o \S+\.o -c ')
+_PHASES = re.compile(
+    r"^Nuitka: (Completed Python level|Generating source code|"
+    r"Running data composer|Successfully created)"
+    r"|^Nuitka-Scons: (Backend C linking|Compiled \d+ C files|Cached C files)"
+    r"|:WARNING:"
+)
+
+
+class Progress:
+    """An ``on_line`` handler for a Nuitka build: its phases as they come, and at most every
+    ``every`` seconds how far the optimisation of modules or the C compile is."""
+
+    def __init__(
+        self,
+        build_dir: Path,
+        echo: Echo,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        every: float = PROGRESS_EVERY_S,
+    ) -> None:
+        self.build_dir = build_dir
+        self.echo = echo
+        self.clock = clock
+        self.every = every
+        self.shown_at = clock()
+        self.passes = 1
+        self.optimized: set[str] = set()
+        self.compiled = 0
+        self.c_files = 0
+
+    def __call__(self, line: str) -> None:
+        if found := _OPTIMIZING.match(line):
+            self.optimized.add(found[1])
+            done = len(self.optimized)
+            self._throttled(f"nuitka: optimising modules (pass {self.passes}): {done} done, {found[2]} to go")
+        elif found := _PASS.match(line):
+            if int(found[1]) != self.passes:
+                self.passes = int(found[1])
+                self.optimized.clear()
+        elif _COMPILING.match(line):
+            self.compiled += 1
+            total = f"/{self.c_files}" if self.c_files >= self.compiled else ""
+            self._throttled(f"nuitka: compiling C: {self.compiled}{total} files started")
+        elif line.startswith("Nuitka: Starting Python compilation"):
+            self._show("nuitka: following imports and optimising modules (Python -> C)")
+        elif line.startswith("Nuitka: Running C compilation via Scons."):
+            # Every C file is written by now (the static helpers included), but for the one per
+            # constants blob that Scons writes itself (Linux's default resource mode, incbin).
+            blobs = sum(1 for _ in self.build_dir.glob("blobs/*.bin"))
+            self.c_files = sum(1 for _ in self.build_dir.rglob("*.c")) + blobs
+            self._show(f"nuitka: compiling {self.c_files} C files ({jobs()} at a time, ccache)")
+        elif _PHASES.search(line):
+            self._show("nuitka: " + line.split(": ", 1)[-1].strip())
+
+    def _throttled(self, message: str) -> None:
+        if self.clock() - self.shown_at >= self.every:
+            self._show(message)
+
+    def _show(self, message: str) -> None:
+        self.shown_at = self.clock()
+        self.echo(message)
+
+
+def progress(stage: Stage, echo: Echo) -> LineHandler:
+    """How the runner's build reports Nuitka's output while it runs (see runners.py)."""
+    return Progress(result(stage).with_name(f"{FOLDER}.build"), echo)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ..runner import Echo, LineHandler
     from . import Stage
 
 HOOKS = Path(__file__).resolve().parent / "pyinstaller_hooks"
@@ -81,9 +82,13 @@ EXCLUDES = (
     "_bz2",
     "lzma",
     "_lzma",
-    # NumPy parts the runtime never calls (numpy.random: 2.5 MB of compiled generators; a stand-in
-    # says so if it is ever used, see pyinstaller_hooks/pyi_rth_edgebundle_numpy.py)
+    # NumPy parts the runtime never calls (numpy.random: 2.5 MB of compiled generators; numpy.linalg's
+    # compiled half: LAPACK, 3.6 MB of lapack_lite on x86_64, and with Debian's NumPy in an arm64
+    # root liblapack.so.3 + libgfortran, 7 MB, 2.4 MB of the binary; a stand-in says so if one is
+    # ever used, see pyinstaller_hooks/pyi_rth_edgebundle_numpy.py)
     "numpy.random",
+    "numpy.linalg._umath_linalg",
+    "numpy.linalg.lapack_lite",
     "numpy.f2py",
     "numpy.distutils",
     "numpy.testing",
@@ -159,6 +164,11 @@ def prepare(stage: Stage) -> None:
 def result(stage: Stage) -> Path:
     """The one-folder program: ``run`` and its ``_internal`` directory."""
     return stage.workdir / "dist" / stage.name
+
+
+def progress(stage: Stage, echo: Echo) -> LineHandler | None:
+    """PyInstaller builds a runner in ~30 s: no progress needed."""
+    return None
 
 
 def finish(folder: Path) -> None:

@@ -192,7 +192,13 @@ def _make_runner(
         stage_runtime(stage)
         backend.prepare(stage)
         echo(f"building the runner with {backend_name} (first build for these pins and sources; log: {log})")
-        toolchain.run(backend.command(toolchain.python, stage), log=log, what=backend_name, cwd=workdir)
+        toolchain.run(
+            backend.command(toolchain.python, stage),
+            log=log,
+            what=backend_name,
+            cwd=workdir,
+            on_line=backend.progress(stage, echo),
+        )
         folder = backend.result(stage)
         if not (folder / bundle.ENTRY).is_file():
             raise BuildError(f"{backend_name} reported success but wrote no {folder / bundle.ENTRY}")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import BuildError, ConfigError, EdgeBundleError
-from ..runner import Echo
+from ..runner import Echo, LineHandler
 from ..target import Target, backend_requires, common_requires, interpreters
 
 if TYPE_CHECKING:
@@ -63,8 +63,17 @@ class Toolchain(Protocol):
         absolute path inside."""
         ...
 
-    def run(self, argv: list[str], *, log: Path | None, what: str, cwd: Path | None = None) -> str:
-        """Run a command inside the environment (argv[0] may be ``self.python``) through the runner."""
+    def run(
+        self,
+        argv: list[str],
+        *,
+        log: Path | None,
+        what: str,
+        cwd: Path | None = None,
+        on_line: LineHandler | None = None,
+    ) -> str:
+        """Run a command inside the environment (argv[0] may be ``self.python``) through the runner;
+        ``on_line`` gets each line of its output as it arrives (progress)."""
         ...
 
 

@@ -1,7 +1,9 @@
 """A Debian bookworm root of the target's architecture, with the target's Python and a venv holding
-the pinned requirements a host venv holds (``toolchains.requirements``, as binary wheels: a pin the
-host venv builds from source is installed as its wheel here, since compiling under QEMU would take
-longer than the rest of the build); foreign architectures run through QEMU user-mode emulation.
+the pinned requirements a host venv holds (``toolchains.requirements``, as binary wheels), except
+that a pin listed under ``[interpreters.NAME.debian-root]`` in pins.toml comes from Debian's own
+package (NumPy: bookworm's python3-numpy, linked to the small reference BLAS, where the PyPI wheel
+bundles OpenBLAS; the host venv builds it from source without BLAS, which under QEMU would take longer
+than the rest of the build). Foreign architectures run through QEMU user-mode emulation.
 
 Why a whole root: PyInstaller and Nuitka are not cross-compilers. They pick the bootloader by
 ``platform.machine()``, bundle the running interpreter, import packages in hook subprocesses and
@@ -26,6 +28,7 @@ build directory) works unchanged, and nothing stays mounted once the command exi
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import shlex
 import shutil
@@ -39,8 +42,8 @@ from urllib.parse import unquote, urlparse
 
 from ..backends.launcher import APT_PACKAGES as LAUNCHER_APT_PACKAGES
 from ..errors import BuildError, ConfigError, ToolMissingError
-from ..runner import Echo, run
-from ..target import Arch, Target, host_arch
+from ..runner import Echo, LineHandler, run
+from ..target import Arch, DebianPin, Target, host_arch, interpreters
 from . import (
     Invocation,
     cache_dir,
@@ -410,6 +413,45 @@ def pip_settings(environ: Mapping[str, str], config_files: Iterable[Path]) -> li
 # --- the toolchain -----------------------------------------------------------------------------
 
 
+def debian_requirements(requires: Iterable[str], pins: Iterable[DebianPin], where: str) -> list[str]:
+    """The pip requirements of a root: each pin Debian provides becomes ``NAME==<Debian's version>``,
+    which pip finds already satisfied by the package (the venv sees the system's site-packages)."""
+    out = list(requires)
+    for pin in pins:
+        found = [i for i, r in enumerate(out) if r.lower().startswith(f"{pin.distribution.lower()}==")]
+        if not found:
+            raise ConfigError(
+                f"{where}: [debian-root.{pin.distribution}]: {pin.distribution} has no "
+                f"{pin.distribution}==VERSION pin to stand for"
+            )
+        for i in found:
+            out[i] = pin.requirement
+    return sorted(out)
+
+
+# Run by the root's venv Python once the root is made: its version and, for each pin taken from
+# Debian, the version and the directory it is imported from (JSON).
+CHECK_SCRIPT: Final = (
+    "import importlib.metadata as m, json, platform, sys; "
+    "d = {n: [m.distribution(n).version, str(m.distribution(n).locate_file(''))] for n in sys.argv[1:]}; "
+    "print(json.dumps({'python': platform.python_version(), 'machine': platform.machine(), 'debian': d}))"
+)
+
+
+def check_debian_pins(pins: Iterable[DebianPin], found: Mapping[str, list[str]]) -> None:
+    """Every pin taken from Debian must be the version pins.toml names, imported from Debian's
+    directory: otherwise pip quietly installed the PyPI wheel (a new Debian point release with
+    another upstream version, say), and the binary would bundle what the pin is there to avoid."""
+    for pin in pins:
+        version, location = found.get(pin.distribution, ["(missing)", ""])
+        if version != pin.version or PurePosixPath(location).is_relative_to(VENV):
+            raise BuildError(
+                f"the build root's {pin.distribution} is {version} from {location or '?'}; pins.toml "
+                f"expects {pin.version} from Debian's {pin.package}: update "
+                f"[interpreters.*.debian-root.{pin.distribution}].version to the version {SUITE} has"
+            )
+
+
 def _stderr_echo(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -430,8 +472,13 @@ class DebRoot:
                 f'{suite_python}; set python = "{suite_python}" or build on a {target.arch} host with '
                 f"Python {target.python} (without --isolated)"
             )
-        self.requires = pinned_requirements(target, backend)
-        self.packages = sorted({*APT_PACKAGES, *BACKEND_APT_PACKAGES.get(backend, ())})
+        self.from_debian = interpreters()[target.interpreter].debian_root
+        self.requires = debian_requirements(
+            pinned_requirements(target, backend), self.from_debian, where="edgebundle/pins.toml"
+        )
+        self.packages = sorted(
+            {*APT_PACKAGES, *BACKEND_APT_PACKAGES.get(backend, ()), *(p.package for p in self.from_debian)}
+        )
         self.key = content_key(
             LAYOUT_VERSION, SUITE, self.debian_arch, target.python, self.packages, self.requires
         )
@@ -547,7 +594,11 @@ class DebRoot:
         config_files = self._copy_pip_config(rootfs)
         self._check_ca_certificates(rootfs, extra_cas)
         self._step(3, total, f"a venv at {VENV}")
-        self._inside(rootfs, ["/usr/bin/python3", "-m", "venv", str(VENV)], log=log, what="python3 -m venv")
+        # Pins taken from Debian live in the system's site-packages, which the venv then sees.
+        system = ["--system-site-packages"] if self.from_debian else []
+        self._inside(
+            rootfs, ["/usr/bin/python3", "-m", "venv", *system, str(VENV)], log=log, what="python3 -m venv"
+        )
         self._step(4, total, f"pip install {' '.join(self.requires)}")
         binds = self._pip_binds(rootfs, config_files)
         try:
@@ -567,16 +618,24 @@ class DebRoot:
             for bind in binds:
                 _remove_mount_point(rootfs, bind.path)
         self._step(5, total, "checking the root's Python")
-        version = self._inside(
+        out = self._inside(
             rootfs,
-            [self.python, "-c", "import platform; print(platform.python_version(), platform.machine())"],
+            [self.python, "-c", CHECK_SCRIPT, *(p.distribution for p in self.from_debian)],
             log=log,
             what="python in the build root",
-        ).split()
-        if not version or not version[0].startswith(self.target.python + "."):
+        )
+        try:
+            found = json.loads(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise BuildError(f"python in the build root printed {out!r}; see {log}") from None
+        version = found["python"]
+        if not version.startswith(self.target.python + "."):
             raise ToolMissingError(f"the build root's Python is {version}; expected {self.target.python}")
+        check_debian_pins(self.from_debian, found["debian"])
         took = time.monotonic() - started
-        self.echo(f"build root ready: {' '.join(version)}, {du(tmp) / 1e6:.0f} MB, {took:.0f} s")
+        debian = "".join(f", {n} {v} from Debian" for n, (v, _) in sorted(found["debian"].items()))
+        size = f"{du(tmp) / 1e6:.0f} MB"
+        self.echo(f"build root ready: Python {version} {found['machine']}{debian}, {size}, {took:.0f} s")
 
     def _step(self, n: int, total: int, text: str) -> None:
         self.echo(f"[{n}/{total}] {text}")
@@ -658,10 +717,18 @@ class DebRoot:
             cwd=None,
         )
 
-    def run(self, argv: list[str], *, log: Path | None, what: str, cwd: Path | None = None) -> str:
+    def run(
+        self,
+        argv: list[str],
+        *,
+        log: Path | None,
+        what: str,
+        cwd: Path | None = None,
+        on_line: LineHandler | None = None,
+    ) -> str:
         self.echo(f"+ [{self.path.name}] {shlex.join(argv)}")
         inv = self.invocation(argv, cwd=cwd)
-        return run(inv.argv, log=log, env=inv.env, cwd=inv.cwd, what=what, echo=None)
+        return run(inv.argv, log=log, env=inv.env, cwd=inv.cwd, what=what, echo=None, on_line=on_line)
 
     def _inside(
         self,

@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import BuildError, ConfigError, ToolMissingError
-from ..runner import Echo, counted_progress, run, which
+from ..runner import Echo, LineHandler, counted_progress, run, which
 from ..target import Target
 from ..tomlcheck import read_toml
 from . import (
@@ -72,10 +72,7 @@ class HostVenv:
         self.backend = backend
         self.requires = pinned_requirements(target, backend)
         self.source_builds = source_builds(target.interpreter)
-        if self.source_builds:
-            digest = content_key(LAYOUT_VERSION, target.python, self.requires, self.source_builds)
-        else:  # the same key as before source builds existed: existing environments stay valid
-            digest = content_key(LAYOUT_VERSION, target.python, self.requires)
+        digest = content_key(LAYOUT_VERSION, target.python, self.requires, self.source_builds)
         name = f"{target.interpreter}-{backend}-py{target.python}-{digest}"
         self.path = cache_dir() / "envs" / name
 
@@ -184,9 +181,17 @@ class HostVenv:
         env.update(reproducible_env())
         return Invocation(argv=list(argv), env=env, cwd=cwd)
 
-    def run(self, argv: list[str], *, log: Path | None, what: str, cwd: Path | None = None) -> str:
+    def run(
+        self,
+        argv: list[str],
+        *,
+        log: Path | None,
+        what: str,
+        cwd: Path | None = None,
+        on_line: LineHandler | None = None,
+    ) -> str:
         inv = self.invocation(argv, cwd=cwd)
-        return run(inv.argv, log=log, env=inv.env, cwd=inv.cwd, what=what)
+        return run(inv.argv, log=log, env=inv.env, cwd=inv.cwd, what=what, on_line=on_line)
 
     def _base_python(self) -> str:
         wanted = self.target.python

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.conftest import DIGITS, IMAGES
 from tests.integration.conftest import (
@@ -18,11 +19,17 @@ from tests.integration.conftest import (
     build,
     reference_outputs,
     run_binary,
+    runner_moved_aside,
+    sha256,
 )
 
 pytestmark = [pytest.mark.build, pytest.mark.nuitka]
 
-SAMPLES = [DIGITS / f"sample_{d}.png" for d in (0, 3, 7)] + [IMAGES / "rgb.jpg"]
+# exif_rotated.jpg: reading EXIF imports Pillow's TIFF plugin, which imports modules of the standard
+# library that the runtime itself never imports (see nuitka.UNUSED_STDLIB).
+SAMPLES = [DIGITS / f"sample_{d}.png" for d in (0, 3, 7)] + [
+    IMAGES / name for name in ("rgb.jpg", "exif_rotated.jpg", "palette.png", "rgba.png", "gray16.png")
+]
 
 
 @pytest.fixture(scope="session")
@@ -79,3 +86,25 @@ def test_int8_outputs_equal_pyinstaller_and_python(
     assert next(iter(got.values())).dtype.name == "int8"
     assert_outputs_equal(got, binary_outputs(digits_int8, image, tmp_path))
     assert_outputs_equal(got, reference_outputs(sys.executable, nuitka_int8, image, tmp_path))
+
+
+def test_rebuilding_the_runner_is_byte_identical(nuitka_float: Built, nuitka_dir: Path) -> None:
+    """The cached runner moved aside, Nuitka compiles it again (its own caches and ccache's kept, as
+    on a CI runner with a restored cache): the same binary, byte for byte. Nuitka orders what it
+    generates itself and embeds no build time or path; PYTHONHASHSEED and SOURCE_DATE_EPOCH are fixed
+    for every build command (toolchains.reproducible_env)."""
+    with runner_moved_aside(nuitka_float.path) as runners:
+        again = build(
+            nuitka_dir, "digits_float.tflite", "digits", "--backend", "nuitka", name="digits_float_rebuilt"
+        )
+        assert any((path / "runner.json").is_file() for path in runners)  # really rebuilt
+        assert sha256(again.path) == sha256(nuitka_float.path)
+
+
+def test_tiff_outputs_equal_pyinstaller(nuitka_float: Built, digits_float: Built, tmp_path: Path) -> None:
+    """Formats other than the fixtures' come through Pillow's plugins, with imports of their own."""
+    image = tmp_path / "sample_3.tif"
+    with Image.open(DIGITS / "sample_3.png") as png:
+        png.save(image)
+    got = binary_outputs(nuitka_float, image, tmp_path)
+    assert_outputs_equal(got, binary_outputs(digits_float, image, tmp_path))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
-from edgebundle.backends import BACKENDS, Stage, nuitka, pyinstaller
+from edgebundle.backends import BACKENDS, RUNTIME_SRC, Stage, nuitka, pyinstaller
 from edgebundle.cli import main
 from edgebundle.errors import ConfigError, ToolMissingError
 from edgebundle.plan import BACKENDS as PLAN_BACKENDS
@@ -70,6 +72,45 @@ def test_nothing_unused_is_compiled(tmp_path: Path) -> None:
     assert {"no_site", "no_docstrings"} <= set(options(argv, "--python-flag"))
 
 
+def test_numpy_and_pillow_are_bytecode_and_the_runtime_compiled(tmp_path: Path) -> None:
+    """Compiled, NumPy's and Pillow's Python code was 9 MB of resident machine code (nuitka.BYTECODE)."""
+    argv = nuitka.command("python", stage(tmp_path))
+    assert set(options(argv, "--noinclude-custom-mode")) == {"numpy:bytecode", "PIL:bytecode"}
+    assert not any(m.startswith(("ebrt", "tflite_runtime")) for m in nuitka.BYTECODE)
+
+
+def test_no_mode_of_the_runtime_imports_what_is_left_out_of_the_standard_library() -> None:
+    """Every module the runtime imports by name (its own sources, parsed) stays in the binary: a
+    module left out would fail only when that import runs."""
+    imported: set[str] = set()
+    for path in RUNTIME_SRC.glob("*.py"):
+        if path.stem == "buildtime":  # run by the builder, never in the binary (ebrt.buildtime)
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+    assert {"asyncio", "json", "zipfile", "argparse"} <= imported  # the parse found them
+    left_out = {*nuitka.UNUSED_STDLIB, *nuitka.NOFOLLOW}
+    assert not {m for m in imported if any(m == x or m.startswith(x + ".") for x in left_out)}
+    assert {"fractions", "colorsys"}.isdisjoint(left_out)  # Pillow imports them (TIFF/EXIF, colours)
+
+
+def test_package_config_is_nuitka_yaml_next_to_the_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDGEBUNDLE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(nuitka, "TOOLS", ())
+    s = stage(tmp_path)
+    nuitka.prepare(s)
+    (config,) = options(nuitka.command("python", s), "--user-package-configuration-file")
+    assert Path(config).parent == tmp_path
+    entries = yaml.safe_load(Path(config).read_text())
+    assert [e["module-name"] for e in entries] == ["numpy.core._add_newdocs"]
+    assert entries[0]["anti-bloat"][0]["module_code"] == ""
+
+
 def test_prepare_runs_the_numpy_hook_before_the_runtime(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -121,3 +162,60 @@ def test_nuitka_alone_may_come_from_its_sdist() -> None:
     # pip: a name given to --no-binary wins over --only-binary=:all:
     assert argv.index("--only-binary=:all:") < argv.index("--no-binary=nuitka")
     assert not any(a.startswith("--no-binary") for a in pip_install_argv("py", ["pyinstaller==6.22.3"]))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_shows_phases_and_paces_the_long_ones(tmp_path: Path) -> None:
+    """Nuitka's own lines (as --show-progress and --show-scons print them on a pipe) become a few."""
+    build = tmp_path / "program.build"
+    (build / "static_src").mkdir(parents=True)
+    (build / "blobs").mkdir()
+    for name in ("module.__main__.c", "__helpers.c", "static_src/MainProgram.c", "blobs/__constant.bin"):
+        (build / name).write_text("")
+    shown: list[str] = []
+    clock = Clock()
+    on_line = nuitka.Progress(build, shown.append, clock=clock, every=30)
+    on_line("Nuitka: Starting Python compilation with:")
+    on_line("Nuitka-Plugins:anti-bloat: Not including '_json' automatically in order to avoid bloat")
+    on_line("Nuitka-Progress: PASS 1:")
+    for n, module in enumerate(["__main__", "ebrt", "ebrt.app", "numpy"]):
+        clock.now += 10
+        on_line(f"Nuitka-Progress: Optimizing module '{module}', {40 - n} more modules to go after that.")
+        on_line(f"Nuitka-Progress: Doing module local optimizations for '{module}'.")
+    on_line("Nuitka: Completed Python level compilation and optimization.")
+    on_line("Nuitka: Running C compilation via Scons.")
+    (build / "__constants_data___constant.c").write_text("")  # written by Scons
+    for name in ("__constants_data___constant", "__helpers", "module.__main__", "static_src/MainProgram"):
+        clock.now += 20
+        on_line(f'"/usr/bin/ccache" "/usr/bin/gcc" -o {name}.o -c -std=c11 -fwrapv {name}.c')
+    on_line(
+        "Nuitka-Scons: Backend C linking with 4 files (no progress information available for this stage)."
+    )
+    on_line('"/usr/bin/gcc" -o run -fno-lto -s @"@link_input.txt"')
+    on_line("Nuitka-Scons: Compiled 4 C files using ccache.")
+    on_line("Nuitka: Successfully created '/tmp/x/program.dist/run'.")
+    assert shown == [
+        "nuitka: following imports and optimising modules (Python -> C)",
+        "nuitka: optimising modules (pass 1): 3 done, 38 to go",
+        "nuitka: Completed Python level compilation and optimization.",
+        f"nuitka: compiling 4 C files ({nuitka.jobs()} at a time, ccache)",
+        "nuitka: compiling C: 2/4 files started",
+        "nuitka: compiling C: 4/4 files started",
+        "nuitka: Backend C linking with 4 files (no progress information available for this stage).",
+        "nuitka: Compiled 4 C files using ccache.",
+        "nuitka: Successfully created '/tmp/x/program.dist/run'.",
+    ]
+
+
+def test_progress_is_what_the_command_asks_nuitka_for(tmp_path: Path) -> None:
+    argv = nuitka.command("python", stage(tmp_path))
+    assert set(nuitka.PROGRESS_FLAGS) <= set(argv)
+    assert "PYTHONUNBUFFERED=1" in argv[: argv.index("python")]  # lines as they happen, not in blocks
+    assert isinstance(nuitka.progress(stage(tmp_path / "p"), print), nuitka.Progress)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from edgebundle.backends import BACKENDS, Stage, pyinstaller
@@ -49,6 +51,7 @@ def test_excludes(tmp_path: Path) -> None:
     assert excluded == set(pyinstaller.EXCLUDES)
     assert {"ebrt.buildtime", "tkinter", "unittest", "ssl", "_hashlib", "multiprocessing"} <= excluded
     assert {"numpy.random", "PIL._avif", "PIL._webp", "unicodedata"} <= excluded
+    assert {"numpy.linalg._umath_linalg", "numpy.linalg.lapack_lite"} <= excluded  # LAPACK
     # what the runtime itself imports must never be excluded
     runtime_needs = {"numpy", "PIL.Image", "PIL.PngImagePlugin", "PIL.JpegImagePlugin", "ctypes", "json"}
     assert not runtime_needs & excluded
@@ -65,6 +68,27 @@ def test_prepare_copies_the_hooks(tmp_path: Path) -> None:
         for name in files:
             assert (hooks / "rthooks" / name).is_file()
     assert (hooks / "pyi_rth_edgebundle_numpy.py").is_file()
+
+
+def test_numpy_hook_stands_in_for_what_is_left_out() -> None:
+    """With the run-time hook, NumPy imports and computes without numpy.random or LAPACK, and using
+    either says that it is not in the binary."""
+    script = f"""
+exec(open({str(pyinstaller.HOOKS / "pyi_rth_edgebundle_numpy.py")!r}).read())
+import numpy as np
+a = np.arange(4, dtype=np.float32).reshape(2, 2)
+assert (a @ a).tolist() == [[2, 3], [6, 11]]
+for use in (lambda: np.linalg.inv(a), lambda: np.random.rand(2)):
+    try:
+        use()
+    except ModuleNotFoundError as exc:
+        print(exc)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == [
+        "numpy.linalg._umath_linalg is not part of this binary (left out by edgebundle)",
+        "numpy.random is not part of this binary (left out by edgebundle)",
+    ]
 
 
 def test_registry() -> None:

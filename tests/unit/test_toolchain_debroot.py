@@ -8,10 +8,10 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from edgebundle.errors import ConfigError
+from edgebundle.errors import BuildError, ConfigError
 from edgebundle.plan import make_plan
 from edgebundle.recipe import load_recipe
-from edgebundle.target import load_target
+from edgebundle.target import DebianPin, interpreters, load_target
 from edgebundle.toolchains import for_plan, requirements
 from edgebundle.toolchains.debroot import (
     DEFAULT_SOURCES,
@@ -21,6 +21,8 @@ from edgebundle.toolchains.debroot import (
     Bind,
     DebRoot,
     ca_certificates_hook,
+    check_debian_pins,
+    debian_requirements,
     mmdebstrap_argv,
     namespace_argv,
     pip_config_files,
@@ -172,14 +174,51 @@ def test_every_root_can_build_a_runner_and_its_launcher() -> None:
 # --- cache keys and toolchain choice ------------------------------------------------------------
 
 
-def test_root_holds_exactly_the_host_venv_pins(on_x86_64: None) -> None:
+def test_root_holds_the_host_venv_pins_but_numpy_from_debian(on_x86_64: None) -> None:
     target = load_target("arm64")
     root = DebRoot(target, "pyinstaller")
-    assert root.requires == HostVenv(target, "pyinstaller").requires == requirements(target, "pyinstaller")
+    pins = requirements(target, "pyinstaller")
+    assert HostVenv(target, "pyinstaller").requires == pins
+    (debian,) = interpreters()["tflite-runtime"].debian_root
+    assert (debian.distribution, debian.package) == ("numpy", "python3-numpy")
+    assert debian.requirement in root.requires
+    assert debian.requirement not in pins
+    assert [r for r in root.requires if not r.startswith("numpy==")] == [
+        r for r in pins if not r.startswith("numpy==")
+    ]
+    assert "python3-numpy" in root.packages
     assert any(r.startswith("tflite-runtime==") for r in root.requires)
     assert any(r.startswith("pyinstaller==") for r in root.requires)
     assert root.python == str(VENV / "bin" / "python")
     assert root.emulated
+
+
+def test_a_root_for_numpy_2_takes_every_pin_from_pypi(on_x86_64: None) -> None:
+    target = load_target("x86_64-litert")
+    root = DebRoot(target, "pyinstaller")
+    assert root.from_debian == ()
+    assert root.requires == requirements(target, "pyinstaller")
+    assert "python3-numpy" not in root.packages
+
+
+def test_debian_requirements_replace_the_pin_they_stand_for() -> None:
+    pin = DebianPin(distribution="numpy", package="python3-numpy", version="1.24.2")
+    assert debian_requirements(["pillow==11.3.0", "numpy==1.26.4"], [pin], where="pins.toml") == [
+        "numpy==1.24.2",
+        "pillow==11.3.0",
+    ]
+    with pytest.raises(ConfigError, match=r"pins.toml: \[debian-root.numpy\]: numpy has no numpy==VERSION"):
+        debian_requirements(["pillow==11.3.0"], [pin], where="pins.toml")
+
+
+def test_a_root_refuses_numpy_that_is_not_debians() -> None:
+    pin = DebianPin(distribution="numpy", package="python3-numpy", version="1.24.2")
+    check_debian_pins([pin], {"numpy": ["1.24.2", "/usr/lib/python3/dist-packages"]})
+    site = str(VENV / "lib/python3.11/site-packages")
+    with pytest.raises(BuildError, match=r"numpy is 1\.24\.2 from /opt/edgebundle/venv/.*python3-numpy"):
+        check_debian_pins([pin], {"numpy": ["1.24.2", site]})
+    with pytest.raises(BuildError, match=r"numpy is 1\.24\.3 from .*expects 1\.24\.2"):
+        check_debian_pins([pin], {"numpy": ["1.24.3", "/usr/lib/python3/dist-packages"]})
 
 
 def test_root_path_is_target_and_hash_of_its_pinned_contents(cache: Path, on_x86_64: None) -> None:
@@ -200,14 +239,16 @@ def test_root_path_is_target_and_hash_of_its_pinned_contents(cache: Path, on_x86
 
 
 def test_host_venv_keeps_its_cache_key() -> None:
-    """Refactoring must not orphan the environments developers already have (a target without
-    source builds keeps the key it had before they existed)."""
+    """Refactoring must not orphan the environments developers already have: the key is the hash of
+    the layout version, the Python, the pins and the source builds, as it has been since the first
+    NumPy source build (an environment costs minutes to make)."""
     import hashlib
     import json
 
-    target = load_target("x86_64-litert")
+    target = load_target("x86_64")
     venv = HostVenv(target, "pyinstaller")
-    old = hashlib.sha256(json.dumps(["1", target.python, venv.requires]).encode()).hexdigest()[:12]
+    parts = ["1", target.python, venv.requires, venv.source_builds]
+    old = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
     assert venv.path.name.endswith(f"-py{target.python}-{old}")
 
 

@@ -3,8 +3,10 @@
 ``import numpy`` imports numpy.fft, numpy.polynomial, numpy.ma and numpy.random eagerly: about a third
 of its import time (~30 ms of a ~150 ms start on a 2-core x86_64). Here the first three are imported
 lazily (importlib.util.LazyLoader: the module exists, its code runs at its first attribute access), and
-numpy.random, which is not in the binary at all (2.5 MB of compiled generators), is a stand-in that
-says so when it is used. Runs before the runtime's first import (PyInstaller ``--runtime-hook``).
+numpy.random and numpy.linalg's compiled modules, which are not in the binary at all (2.5 MB of
+compiled generators; LAPACK), are stand-ins that say so when they are used: ``import numpy`` (whose
+numpy.linalg imports ``_umath_linalg``) works, ``np.linalg.inv`` raises ModuleNotFoundError. Runs
+before the runtime's first import (PyInstaller ``--runtime-hook``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ def _install() -> None:
     from collections.abc import Sequence
 
     lazy = {"numpy.fft", "numpy.polynomial", "numpy.ma"}
-    absent = {"numpy.random"}
+    absent = {"numpy.random", "numpy.linalg._umath_linalg", "numpy.linalg.lapack_lite"}
 
     class Absent(types.ModuleType):
         def __getattr__(self, name: str) -> object:
