@@ -175,6 +175,24 @@ def _workdir(name: str) -> Path:
     return workdir
 
 
+# binutils 2.40's strip breaks the OpenBLAS that NumPy 2's PyPI wheels bundle (libscipy_openblas: "ELF
+# load command address/offset not page-aligned" when the binary loads it). NumPy built from source
+# without BLAS (host venvs) or Debian's (build roots) has none; a root of an interpreter whose NumPy
+# Debian lacks (NumPy 2 for LiteRT) gets the wheel, and then nothing is stripped.
+OPENBLAS_PROBE = (
+    "import importlib.metadata as m; print(any('scipy_openblas' in str(f) for f in m.files('numpy') or ()))"
+)
+
+
+def _numpy_bundles_openblas(toolchain: Toolchain, log: Path) -> bool:
+    out = toolchain.run(
+        [toolchain.python, "-c", OPENBLAS_PROBE],
+        log=log,
+        what="checking the environment's NumPy for OpenBLAS",
+    )
+    return out.strip().splitlines()[-1:] == ["True"]
+
+
 def _make_runner(
     out: Path,
     log: Path,
@@ -188,7 +206,11 @@ def _make_runner(
     backend = BACKENDS[backend_name]  # type: ignore[index]
     workdir = _workdir(out.name.strip(".").removesuffix(".partial"))
     try:
-        stage = Stage(workdir=workdir, name=bundle.ENTRY, interpreter_module=pins.module, strip=pins.strip)
+        strip = pins.strip
+        if strip and _numpy_bundles_openblas(toolchain, log):
+            echo("not stripping: this environment's NumPy wheel bundles an OpenBLAS that strip breaks")
+            strip = False
+        stage = Stage(workdir=workdir, name=bundle.ENTRY, interpreter_module=pins.module, strip=strip)
         stage_runtime(stage)
         backend.prepare(stage)
         echo(f"building the runner with {backend_name} (first build for these pins and sources; log: {log})")

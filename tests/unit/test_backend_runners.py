@@ -5,6 +5,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,37 @@ def test_prune_keeps_the_most_recently_used_and_locked_ones(tmp_path: Path) -> N
         runners.prune(tmp_path, 2, lambda _: None)
     left = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
     assert left == ["r0", "r3", "r4"]
+
+
+class EnvToolchain(FakeToolchain):
+    """Runs the OpenBLAS probe with a real Python, against a NumPy whose files it makes up."""
+
+    def __init__(self, tmp: Path, files: list[str] | None) -> None:
+        self.site = tmp / "site"
+        dist = self.site / "numpy-2.2.6.dist-info"
+        dist.mkdir(parents=True)
+        (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: numpy\nVersion: 2.2.6\n")
+        if files is not None:  # Debian's NumPy has no RECORD: files() is None
+            (dist / "RECORD").write_text("".join(f"{f},,\n" for f in files))
+
+    def run(self, argv: list[str], *, log: Path | None, what: str, cwd: Path | None = None) -> str:
+        env = {**os.environ, "PYTHONPATH": str(self.site)}
+        return subprocess.run(
+            [sys.executable, *argv[1:]], capture_output=True, text=True, env=env, check=True
+        ).stdout
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        (["numpy/__init__.py", "numpy.libs/libscipy_openblas64_-56d6093b.so"], True),  # NumPy 2's wheel
+        (["numpy/__init__.py", "numpy.libs/libopenblas64_p-r0-0cf96a72.3.23.dev.so"], False),  # 1.26's
+        (["numpy/__init__.py", "numpy/core/_multiarray_umath.so"], False),  # built from source
+        (None, False),  # Debian's python3-numpy
+    ],
+)
+def test_only_numpy_2s_wheel_openblas_turns_stripping_off(
+    tmp_path: Path, files: list[str] | None, expected: bool
+) -> None:
+    toolchain = EnvToolchain(tmp_path, files)
+    assert runners._numpy_bundles_openblas(toolchain, tmp_path / "log") is expected  # type: ignore[arg-type]
