@@ -70,14 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.info or args.self_test:
         # The model bytes the binary really carries against the manifest, BEFORE the interpreter
         # sees them: a tampered or damaged model can crash it.
-        digest = root.sha256(manifest["model"]["file"])
-        intact = digest == manifest["model"]["sha256"]
+        digest = root.check_digest(manifest["model"]["file"])
+        intact = digest == manifest["model"]["check_digest"]
         if args.info:
-            manifest["model_check"] = {"sha256": digest, "matches_manifest": intact}
+            manifest["model_check"] = {"blake2b_256": digest, "matches_manifest": intact}
             _print_json(manifest)
         if not intact:
             print(
-                f"{prog}: error: the model's sha256 {digest} does not match the manifest "
+                f"{prog}: error: the model's BLAKE2b digest {digest} does not match the manifest "
                 "(the binary was tampered with or damaged)",
                 file=sys.stderr,
             )
@@ -180,16 +180,16 @@ def _self_test(prog: str, session: Any) -> int:
 
 
 def run_self_test(session: Any) -> dict[str, Any]:
-    """The embedded sample against the build-time outputs, and the model file against its sha256."""
+    """The embedded sample against the build-time outputs, and the model file against its digest."""
     import numpy as np
 
     from .model import output_keys
 
     manifest = session.manifest
     problems = []
-    digest = session.bundle.sha256(manifest["model"]["file"])
-    if digest != manifest["model"]["sha256"]:
-        problems.append(f"model sha256 {digest} does not match the manifest")
+    digest = session.bundle.check_digest(manifest["model"]["file"])
+    if digest != manifest["model"]["check_digest"]:
+        problems.append(f"model BLAKE2b digest {digest} does not match the manifest")
     selftest = manifest["selftest"]
     feeds = session.selftest_feeds()
     values, ms = session.infer(feeds)
