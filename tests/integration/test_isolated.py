@@ -1,0 +1,61 @@
+"""``--isolated``: a native build inside a Debian bookworm root of the host's arch, as the CI matrix
+builds every target x backend (a runner's own libraries, Ubuntu 24.04's say, would raise the binary's
+glibc floor). Checked here as the matrix would: the digits binary builds, passes its self-test and
+gives the outputs of the host venv's binary; the root's NumPy is Debian's (no OpenBLAS, stripped);
+and LiteRT, whose NumPy 2 only the PyPI wheel provides there, builds unstripped and still runs.
+
+Needs root (mmdebstrap --mode=root) and mmdebstrap: scripts/setup.sh installs it. Under CI=true a
+missing piece fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgebundle.inspect import inspect_binary
+from edgebundle.target import load_target
+from edgebundle.toolchains.debroot import DebRoot
+from tests.conftest import DIGITS, in_ci
+from tests.integration.conftest import Built, assert_outputs_equal, binary_outputs, build
+
+pytestmark = pytest.mark.build
+
+
+@pytest.fixture(scope="module", autouse=True)
+def can_make_roots() -> None:
+    missing = None
+    if not DebRoot(load_target("x86_64"), "pyinstaller").exists() and os.geteuid() != 0:
+        missing = "creating a build root needs root"
+    elif shutil.which("mmdebstrap") is None:
+        missing = "mmdebstrap not installed (bash scripts/setup.sh as root installs it)"
+    if missing:
+        if in_ci():
+            pytest.fail(f"--isolated tests cannot run: {missing}")
+        pytest.skip(missing)
+
+
+def test_isolated_build_matches_the_host_build(out_dir: Path, digits_float: Built, tmp_path: Path) -> None:
+    built = build(out_dir, "digits_float.tflite", "digits", "--isolated", name="digits_isolated")
+    assert built.manifest["numpy"] == "1.24.2"  # bookworm's python3-numpy, not the PyPI wheel
+    image = DIGITS / "sample_7.png"
+    assert_outputs_equal(
+        binary_outputs(built, image, tmp_path), binary_outputs(digits_float, image, tmp_path)
+    )
+    report = inspect_binary(built.path)
+    libraries = " ".join(lib["path"] for lib in report["libraries"])
+    assert "openblas" not in libraries.lower()
+    assert report["glibc_floor"] == "2.36"
+    assert built.path.stat().st_size <= 12_000_000
+
+
+def test_isolated_litert_keeps_numpy_2s_openblas_unstripped(out_dir: Path, tmp_path: Path) -> None:
+    built = build(
+        out_dir, "digits_float.tflite", "digits", "--isolated", "--target", "x86_64-litert", name="litert_iso"
+    )
+    assert built.manifest["interpreter"]["name"] == "ai-edge-litert"
+    assert built.manifest["numpy"].startswith("2.")
+    binary_outputs(built, DIGITS / "sample_7.png", tmp_path)  # it runs: OpenBLAS was not stripped
