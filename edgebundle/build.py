@@ -82,7 +82,7 @@ def _build_in(
     plan: BuildPlan, echo: Echo, toolchain: Toolchain, workdir: Path, labels: list[str] | None, start: float
 ) -> BuildReport:
     pins = interpreters()[plan.target.interpreter]
-    stage = Stage(workdir=workdir, name=plan.name, interpreter_module=pins.module, strip=pins.strip)
+    stage = Stage(workdir=workdir, name=plan.name, interpreter_module=pins.module)
     ok = False
     try:
         stage_runtime(stage)

@@ -74,7 +74,8 @@ class Pins:
     distribution: str
     pythons: tuple[str, ...]
     requires: tuple[str, ...]
-    strip: bool = True  # whether the backend may strip bundled shared libraries
+    # pins a host venv builds from their sdist, with the settings of pins.toml's [build-from-source]
+    source_builds: tuple[str, ...] = ()
     debian_root: tuple[DebianPin, ...] = ()  # pins a Debian build root takes from Debian
 
 
@@ -123,7 +124,7 @@ def interpreters() -> dict[str, Pins]:
             distribution=t.require("distribution", str),
             pythons=tuple(t.require("pythons", list)),
             requires=tuple(t.require("requires", list)),
-            strip=t.get("strip", bool, True),
+            source_builds=tuple(t.get("build-from-source", list, [])),
             debian_root=_debian_pins(t.sub("debian-root")),
         )
     return out
@@ -141,6 +142,12 @@ def _debian_pins(table: Table) -> tuple[DebianPin, ...]:
 
 def common_requires() -> tuple[str, ...]:
     return tuple(_pins_table().sub("common").require("requires", list))
+
+
+def source_build_settings(name: str) -> list[str]:
+    """The pip config settings of ``[build-from-source].NAME`` in pins.toml."""
+    settings: list[str] = _pins_table().sub("build-from-source").require(name, list)
+    return settings
 
 
 def backend_requires(backend: str) -> tuple[str, ...]:

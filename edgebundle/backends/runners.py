@@ -96,7 +96,6 @@ def runner_inputs(toolchain: Toolchain, target: Target, backend: str, pins: Pins
         "python": target.python,
         "interpreter": target.interpreter,
         "module": pins.module,
-        "strip": pins.strip,
         "backend": backend,
         "requires": requirements(target, backend),
         "sources": sources_digest(),
@@ -206,10 +205,9 @@ def _make_runner(
     backend = BACKENDS[backend_name]  # type: ignore[index]
     workdir = _workdir(out.name.strip(".").removesuffix(".partial"))
     try:
-        strip = pins.strip
-        if strip and _numpy_bundles_openblas(toolchain, log):
+        strip = not _numpy_bundles_openblas(toolchain, log)
+        if not strip:
             echo("not stripping: this environment's NumPy wheel bundles an OpenBLAS that strip breaks")
-            strip = False
         stage = Stage(workdir=workdir, name=bundle.ENTRY, interpreter_module=pins.module, strip=strip)
         stage_runtime(stage)
         backend.prepare(stage)

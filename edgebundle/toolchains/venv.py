@@ -13,7 +13,6 @@ built from.
 
 from __future__ import annotations
 
-import importlib.resources
 import os
 import platform
 import subprocess
@@ -21,8 +20,7 @@ from pathlib import Path
 
 from ..errors import BuildError, ConfigError, ToolMissingError
 from ..runner import Echo, LineHandler, counted_progress, run, which
-from ..target import Target
-from ..tomlcheck import read_toml
+from ..target import Target, interpreters, source_build_settings
 from . import (
     Invocation,
     cache_dir,
@@ -39,24 +37,8 @@ LAYOUT_VERSION = "1"  # bump when the way environments are made changes
 
 
 def source_builds(interpreter: str) -> dict[str, list[str]]:
-    """Distribution -> pip config settings, for what ``[interpreters.NAME].build-from-source`` of
-    pins.toml lists; the settings are in its ``[build-from-source]`` table."""
-    pins = Path(str(importlib.resources.files("edgebundle").joinpath("pins.toml")))
-    data = read_toml(pins, "pins")
-    wanted = data.get("interpreters", {}).get(interpreter, {}).get("build-from-source", [])
-    table = data.get("build-from-source", {})
-    if not isinstance(wanted, list) or not all(isinstance(x, str) for x in wanted):
-        raise ConfigError(f"{pins}: [interpreters.{interpreter}].build-from-source: expected a list of names")
-    builds = {}
-    for name in wanted:
-        settings = table.get(name)
-        if not isinstance(settings, list) or not all(isinstance(x, str) for x in settings):
-            raise ConfigError(
-                f"{pins}: [build-from-source].{name}: expected a list of pip config settings "
-                f"(listed by [interpreters.{interpreter}].build-from-source)"
-            )
-        builds[name] = list(settings)
-    return builds
+    """Distribution -> pip config settings, for the pins an interpreter builds from source."""
+    return {name: source_build_settings(name) for name in interpreters()[interpreter].source_builds}
 
 
 def pinned_version(requires: list[str], name: str) -> str:

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from edgebundle import target
 from edgebundle.errors import ConfigError
 from edgebundle.target import interpreters, load_target
-from edgebundle.toolchains import venv
+from edgebundle.tomlcheck import Table, read_toml
 from edgebundle.toolchains.venv import HostVenv, pinned_version, source_builds
 
 
@@ -26,17 +27,20 @@ def test_tflite_runtime_builds_numpy_without_blas() -> None:
 def test_litert_builds_numpy_2_the_same_way() -> None:
     # NumPy 2's wheel brings OpenBLAS, which strip breaks: without it everything can be stripped
     assert source_builds("ai-edge-litert") == source_builds("tflite-runtime")
-    assert interpreters()["ai-edge-litert"].strip
+    assert interpreters()["ai-edge-litert"].source_builds == ("numpy",)
 
 
 def test_a_listed_source_build_needs_its_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pins = tmp_path / "edgebundle" / "pins.toml"
     pins.parent.mkdir()
     pins.write_text(
-        '[build-from-source]\nnumpy = ["-Cx"]\n[interpreters.a]\nbuild-from-source = ["numpy", "pillow"]\n'
+        '[build-from-source]\nnumpy = ["-Cx"]\n[interpreters.a]\nmodule = "a"\ndistribution = "a"\n'
+        'pythons = ["3.11"]\nrequires = ["a==1", "numpy==2", "pillow==1"]\n'
+        'build-from-source = ["numpy", "pillow"]\n'
     )
-    monkeypatch.setattr(venv.importlib.resources, "files", lambda package: pins.parent)
-    with pytest.raises(ConfigError, match=r"\[build-from-source\]\.pillow: expected a list"):
+    table = Table(pins, "", read_toml(pins, "pins"))
+    monkeypatch.setattr(target, "_pins_table", lambda: table)
+    with pytest.raises(ConfigError, match=r"pins.toml: \[build-from-source\]\.pillow: missing"):
         source_builds("a")
 
 
