@@ -154,7 +154,11 @@ def runner_moved_aside(binary: Path) -> Iterator[list[Path]]:
         and json.loads((p / "runner.json").read_text())["key"] == key
     ]
     assert runners, f"no cached runner with key {key}"
-    moved = [(p, p.with_name(p.name + ".aside")) for p in runners]
+    # Out of the runners directory: the rebuild prunes that directory down to its newest runners, and
+    # would take a moved runner still in it for one of them.
+    elsewhere = cache_dir() / "runners-aside"
+    elsewhere.mkdir(exist_ok=True)
+    moved = [(p, elsewhere / p.name) for p in runners]
     for path, aside in moved:
         shutil.rmtree(aside, ignore_errors=True)
         path.rename(aside)
