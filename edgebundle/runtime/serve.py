@@ -169,7 +169,6 @@ class Metrics:
         self.request_duration = Histogram()
         self.in_flight = 0
         self.connections = 0
-        self.body_bytes = 0
         self.workers = workers
         self.started = time.time()
         model = manifest["model"]
@@ -196,15 +195,13 @@ class Metrics:
         with self._lock:
             self.in_flight += delta
 
-    def set_body_bytes(self, n: int) -> None:
-        with self._lock:
-            self.body_bytes = n
-
     def add_connections(self, delta: int) -> None:
         with self._lock:
             self.connections += delta
 
-    def render(self, ready: bool) -> str:
+    def render(self, ready: bool, body_bytes: int) -> str:
+        """``ready`` and ``body_bytes`` (request bodies held) are the server's own state, which only
+        the event loop's thread, the one rendering, changes."""
         with self._lock:
             out = [
                 "# HELP ebrt_http_requests_total HTTP requests answered, by route and status code.",
@@ -227,7 +224,7 @@ class Metrics:
                 f"ebrt_open_connections {self.connections}",
                 "# HELP ebrt_request_body_bytes_in_flight Request body bytes admitted, being read or held.",
                 "# TYPE ebrt_request_body_bytes_in_flight gauge",
-                f"ebrt_request_body_bytes_in_flight {self.body_bytes}",
+                f"ebrt_request_body_bytes_in_flight {body_bytes}",
             ]
         out += [
             "# HELP ebrt_workers Inference workers (one interpreter each).",
@@ -598,13 +595,10 @@ class Connection(asyncio.Protocol):
             )
         self.granted += n
         server.body_bytes += n
-        server.metrics.set_body_bytes(server.body_bytes)
 
     def _release(self) -> None:
-        if self.granted:
-            self.server.body_bytes -= self.granted
-            self.granted = 0
-            self.server.metrics.set_body_bytes(self.server.body_bytes)
+        self.server.body_bytes -= self.granted
+        self.granted = 0
 
     async def _respond(
         self, status: int, body: bytes | dict[str, Any], extra: str, keep: bool, head_only: bool
@@ -844,7 +838,7 @@ class Server:
                 return 200, {"status": "ready"}, "", False
             return 503, RequestError(503, "not_ready", self.not_ready).body(), "", False
         if path == "/metrics":
-            return 200, self.metrics.render(self.ready).encode(), "", False
+            return 200, self.metrics.render(self.ready, self.body_bytes).encode(), "", False
         return 200, self.manifest, "", False  # /v1/info
 
     async def _infer(self, req: Request) -> Answer:

@@ -160,7 +160,7 @@ def test_metrics_render_counts_by_route_and_status_and_labels_the_model() -> Non
     m.count("/v1/infer", 200, 0.01)
     m.count("/v1/infer", 200, 0.02)
     m.count("/../etc", 404, None)
-    text = m.render(ready=True)
+    text = m.render(ready=True, body_bytes=0)
     assert 'ebrt_http_requests_total{path="/v1/infer",code="200"} 2' in text
     assert 'ebrt_http_requests_total{path="other",code="404"} 1' in text  # no path label explosion
     assert 'ebrt_request_duration_seconds_count{path="/v1/infer"} 2' in text
