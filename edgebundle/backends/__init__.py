@@ -28,6 +28,8 @@ class Stage:
     name: str
     interpreter_module: str
     strip: bool = True
+    # link with packed relative relocations (DT_RELR), which the target's glibc floor must allow
+    pack_relocations: bool = False
 
     @property
     def app(self) -> Path:

@@ -14,8 +14,11 @@ tag and length of every bytecode entry to fill its table of pointers, and each c
 its constants by walking the name/length headers of all blobs before its own. That touches a page per
 module, and the kernel maps the 64 kB around each touched page of a cached file (fault-around): the
 whole blob is resident from the start, imported or not. Compiled code costs the same way, several
-times over. So: NumPy and Pillow as bytecode (BYTECODE), and the standard library's unused modules out
-(UNUSED_STDLIB); measured in benchmarks/results/nuitka-rss.md.
+times over. So: NumPy and Pillow as bytecode (BYTECODE), the standard library's unused modules out
+(UNUSED_STDLIB), Nuitka's own C compiled for size (-Os), and our plugin (nuitka_plugin/) links in
+release_bytecode.c, which unmaps the bytecode section's pages again after the walk and after each
+module read from it (they are clean pages of a read-only file mapping: a later read maps them again
+from the page cache); measured in benchmarks/results/nuitka-rss.md.
 
 Compiling C under QEMU is far too slow (an arm64 build was still compiling after 30 minutes), so an
 arm64 runner is built on a native arm64 host only (plan.check_native_only, and ``edgebundle matrix``).
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -107,7 +111,22 @@ PYTHON_FLAGS = (
 # line every PROGRESS_EVERY_S, and passes Nuitka's own phase lines and warnings on.
 PROGRESS_FLAGS = ("--show-progress", "--show-scons")
 TOOLS = ("gcc", "patchelf")
+# Our Nuitka plugin and the C file it links in (release_bytecode.c: the bytecode blob's pages given
+# back once read); copied next to the stage by prepare, as a build root sees only its own files.
+PLUGIN_FILES = Path(__file__).resolve().parent / "nuitka_plugin"
+PLUGIN = "edgebundle_nuitka.py"
+# How the program is linked: release_bytecode.c stands between Nuitka's loader and the unmarshalling
+# of each bytecode module.
+LDFLAGS = ("-Wl,--wrap=PyMarshal_ReadObjectFromString",)
+# Relative relocations packed (DT_RELR) where the target's glibc floor allows (2.36, every shipped
+# target's; elf.py counts it): the 0.95 MB of .rela.dyn the dynamic linker reads at every start
+# become 20 kB.
+RELR_LDFLAGS = ("-Wl,-z,pack-relative-relocs",)
 FOLDER = "program"  # Nuitka writes FOLDER.build (C sources, objects) and FOLDER.dist (the result)
+
+
+def ldflags(stage: Stage) -> tuple[str, ...]:
+    return (*LDFLAGS, *RELR_LDFLAGS) if stage.pack_relocations else LDFLAGS
 
 
 def cache_root() -> Path:
@@ -133,6 +152,8 @@ def command(python: str, stage: Stage) -> list[str]:
         f"NUITKA_CACHE_DIR={caches}",
         f"CCACHE_DIR={caches / 'ccache'}",
         "PYTHONUNBUFFERED=1",  # its lines as they happen (progress), not in blocks
+        f"LDFLAGS={' '.join(ldflags(stage))}",
+        "CCFLAGS=-Os",
         python,
         "-m",
         "nuitka",
@@ -151,6 +172,7 @@ def command(python: str, stage: Stage) -> list[str]:
         *ANTI_BLOAT,
         *(f"--noinclude-custom-mode={m}:bytecode" for m in BYTECODE),
         f"--user-package-configuration-file={package_config(stage)}",
+        f"--user-plugin={stage.workdir / PLUGIN_FILES.name / PLUGIN}",
         *(f"--python-flag={flag}" for flag in PYTHON_FLAGS),
         *PROGRESS_FLAGS,
     ]
@@ -168,6 +190,9 @@ def prepare(stage: Stage) -> None:
     cache_root().mkdir(parents=True, exist_ok=True)
     stage.entry.write_text(NUMPY_HOOK.read_text() + "\n" + stage.entry.read_text())
     package_config(stage).write_text(PACKAGE_CONFIG)
+    shutil.copytree(
+        PLUGIN_FILES, stage.workdir / PLUGIN_FILES.name, ignore=shutil.ignore_patterns("__pycache__")
+    )
 
 
 def package_config(stage: Stage) -> Path:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..elf import GLIBC_ABI_MARKERS, version_key
 from ..errors import BuildError
 from ..runner import Echo, run
 from ..runtime.payload import FORMAT_VERSION
@@ -78,7 +79,7 @@ def sources_digest() -> str:
         *sorted(RUNTIME_SRC.glob("*.py")),
         *(launcher.SOURCE_DIR / name for name in launcher.SOURCES),
         *sorted(_BACKENDS_DIR.glob("*.py")),
-        *sorted(p for p in _BACKENDS_DIR.glob("*_hooks/**/*") if p.is_file()),
+        *sorted(p for p in _BACKENDS_DIR.glob("*/**/*") if p.is_file() and "__pycache__" not in p.parts),
     ]
     for path in paths:
         h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
@@ -94,6 +95,7 @@ def runner_inputs(toolchain: Toolchain, target: Target, backend: str, pins: Pins
         "toolchain": toolchain.describe(),
         "arch": target.arch,
         "python": target.python,
+        "glibc_floor": target.glibc_floor,
         "interpreter": target.interpreter,
         "module": pins.module,
         "backend": backend,
@@ -137,7 +139,7 @@ def ensure_runner(
 
     def make(tmp: Path, log: Path) -> None:
         tmp.mkdir(parents=True)
-        _make_runner(tmp, log, toolchain, backend, pins, echo, keep_build_dir=keep_build_dir)
+        _make_runner(tmp, log, toolchain, target, backend, pins, echo, keep_build_dir=keep_build_dir)
 
     create_cached(path, echo=echo, what="runner", make=make, metadata=inputs)
     prune(path.parent, KEEP_RUNNERS, echo)
@@ -196,6 +198,7 @@ def _make_runner(
     out: Path,
     log: Path,
     toolchain: Toolchain,
+    target: Target,
     backend_name: str,
     pins: Pins,
     echo: Echo,
@@ -208,7 +211,13 @@ def _make_runner(
         strip = not _numpy_bundles_openblas(toolchain, log)
         if not strip:
             echo("not stripping: this environment's NumPy wheel bundles an OpenBLAS that strip breaks")
-        stage = Stage(workdir=workdir, name=bundle.ENTRY, interpreter_module=pins.module, strip=strip)
+        stage = Stage(
+            workdir=workdir,
+            name=bundle.ENTRY,
+            interpreter_module=pins.module,
+            strip=strip,
+            pack_relocations=version_key(target.glibc_floor) >= GLIBC_ABI_MARKERS["GLIBC_ABI_DT_RELR"],
+        )
         stage_runtime(stage)
         backend.prepare(stage)
         echo(f"building the runner with {backend_name} (first build for these pins and sources; log: {log})")

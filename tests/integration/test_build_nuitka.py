@@ -5,6 +5,9 @@ appends a payload to it (edgebundle/backends/runners.py caches it by its inputs)
 from __future__ import annotations
 
 import json
+import os
+import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from PIL import Image
 
 from tests.conftest import DIGITS, IMAGES
 from tests.integration.conftest import (
+    CLEAN_ENV,
     Built,
     assert_outputs_equal,
     binary_outputs,
@@ -108,3 +112,58 @@ def test_tiff_outputs_equal_pyinstaller(nuitka_float: Built, digits_float: Built
         png.save(image)
     got = binary_outputs(nuitka_float, image, tmp_path)
     assert_outputs_equal(got, binary_outputs(digits_float, image, tmp_path))
+
+
+def _resident_bytes(pid: int, start: int, end: int) -> int:
+    """Bytes of [start, end) mapped in process ``pid`` now (/proc/PID/pagemap: bit 63, page present)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    first, last = start // page, (end + page - 1) // page
+    with open(f"/proc/{pid}/pagemap", "rb") as f:
+        f.seek(first * 8)
+        entries = f.read((last - first) * 8)
+    return page * sum(word >> 63 for (word,) in struct.iter_unpack("<Q", entries))
+
+
+def test_bytecode_blob_is_given_back_once_read(nuitka_float: Built, tmp_path: Path) -> None:
+    """release_bytecode.c (nuitka_plugin/): of the bytecode section of Nuitka's constants blob (MBs of
+    the standard library's, NumPy's and Pillow's bytecode, all of it mapped by the loader's start-up
+    walk), little stays resident once the program has imported everything and run an inference."""
+    home = tmp_path / "home"
+    proc = subprocess.Popen(
+        [str(nuitka_float.path), "--batch"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**CLEAN_ENV, "HOME": str(home)},
+    )
+    try:
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        proc.stdin.write(json.dumps({"path": str(DIGITS / "sample_7.png")}) + "\n")
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["top_k"][0]["label"] == "seven"
+        # The launcher execs the program: the same process, now mapping the unpacked ``run``.
+        maps = Path(f"/proc/{proc.pid}/maps").read_text().splitlines()
+        program = next(Path(line.split()[-1]) for line in maps if line.endswith("/run"))
+        data = program.read_bytes()
+        at = data.index(b".bytecode\0") + len(b".bytecode\0")
+        (size,) = struct.unpack_from("<I", data, at)
+        offset = at + 4
+        assert size > 2_000_000, "the section holds the standard library's bytecode at least"
+        for line in maps:
+            fields = line.split()
+            low, high = (int(x, 16) for x in fields[0].split("-"))
+            file_offset = int(fields[2], 16)
+            if fields[-1] == str(program) and file_offset <= offset < file_offset + high - low:
+                start = low + offset - file_offset
+                break
+        else:
+            pytest.fail(f"the bytecode section at offset {offset} of {program} is not mapped")
+        resident = _resident_bytes(proc.pid, start, start + size)
+        # Without the release, all of it (the start-up walk plus the kernel's 64 kB fault-around).
+        assert resident < 512 * 1024, f"{resident} of {size} bytes of bytecode still resident"
+    finally:
+        proc.kill()
+        proc.wait()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import shutil
+import subprocess
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -18,8 +21,14 @@ from edgebundle.target import host_arch, load_target
 from tests.conftest import MODELS
 
 
-def stage(tmp_path: Path, *, strip: bool = True) -> Stage:
-    s = Stage(workdir=tmp_path, name="run", interpreter_module="tflite_runtime.interpreter", strip=strip)
+def stage(tmp_path: Path, *, strip: bool = True, pack_relocations: bool = True) -> Stage:
+    s = Stage(
+        workdir=tmp_path,
+        name="run",
+        interpreter_module="tflite_runtime.interpreter",
+        strip=strip,
+        pack_relocations=pack_relocations,
+    )
     s.app.mkdir(parents=True)
     for name in ("selftest.png", "model.tflite", "manifest.json", "main.py"):
         (s.app / name).write_text("x")
@@ -109,6 +118,67 @@ def test_package_config_is_nuitka_yaml_next_to_the_stage(
     entries = yaml.safe_load(Path(config).read_text())
     assert [e["module-name"] for e in entries] == ["numpy.core._add_newdocs"]
     assert entries[0]["anti-bloat"][0]["module_code"] == ""
+
+
+def env_value(argv: list[str], name: str) -> str:
+    """A variable that the command sets through env(1), before the interpreter."""
+    (value,) = (a.split("=", 1)[1] for a in argv[: argv.index("-m")] if a.startswith(name + "="))
+    return value
+
+
+def test_the_plugin_goes_next_to_the_stage_and_links_its_c_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build root sees only the stage's files: the plugin and its C file are copied there."""
+    monkeypatch.setenv("EDGEBUNDLE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(nuitka, "TOOLS", ())
+    s = stage(tmp_path)
+    nuitka.prepare(s)
+    (plugin,) = options(nuitka.command("python", s), "--user-plugin")
+    assert Path(plugin).is_relative_to(tmp_path)
+    assert Path(plugin).is_file()
+    assert (Path(plugin).parent / "release_bytecode.c").read_text() == (
+        nuitka.PLUGIN_FILES / "release_bytecode.c"
+    ).read_text()
+    # the wrapped function is the one the C file defines __wrap_ for
+    ldflags = env_value(nuitka.command("python", s), "LDFLAGS").split()
+    wrapped = [f.split("=", 1)[1] for f in ldflags if f.startswith("-Wl,--wrap=")]
+    assert wrapped == ["PyMarshal_ReadObjectFromString"]
+    assert f"__wrap_{wrapped[0]}(" in (nuitka.PLUGIN_FILES / "release_bytecode.c").read_text()
+
+
+def test_packed_relocations_only_where_the_glibc_floor_allows(tmp_path: Path) -> None:
+    relr = "-Wl,-z,pack-relative-relocs"
+    assert relr in env_value(nuitka.command("python", stage(tmp_path / "a")), "LDFLAGS").split()
+    old = stage(tmp_path / "b", pack_relocations=False)
+    assert relr not in env_value(nuitka.command("python", old), "LDFLAGS").split()
+
+
+def test_nuitkas_own_c_is_compiled_for_size(tmp_path: Path) -> None:
+    """-Os: the machine code of the compiled runtime and Nuitka's helpers is nearly all resident."""
+    assert env_value(nuitka.command("python", stage(tmp_path)), "CCFLAGS") == "-Os"
+
+
+def test_release_bytecode_c_compiles_against_python(tmp_path: Path) -> None:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("no gcc")
+    include = sysconfig.get_paths()["include"]
+    proc = subprocess.run(
+        [
+            gcc,
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-fsyntax-only",
+            f"-I{include}",
+            str(nuitka.PLUGIN_FILES / "release_bytecode.c"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_prepare_runs_the_numpy_hook_before_the_runtime(
