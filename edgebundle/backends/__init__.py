@@ -59,6 +59,9 @@ def stage_runtime(stage: Stage) -> None:
 
 
 class Backend(Protocol):
+    # files and folders of edgebundle/backends/ its runners are made with (runners.sources_digest)
+    SOURCES: tuple[str, ...]
+
     def prepare(self, stage: Stage) -> None: ...
 
     def command(self, python: str, stage: Stage) -> list[str]: ...

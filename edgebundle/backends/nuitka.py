@@ -115,6 +115,9 @@ TOOLS = ("gcc", "patchelf")
 # back once read); copied next to the stage by prepare, as a build root sees only its own files.
 PLUGIN_FILES = Path(__file__).resolve().parent / "nuitka_plugin"
 PLUGIN = "edgebundle_nuitka.py"
+# What a runner of this backend is made with, besides the common modules (runners.sources_digest):
+# PyInstaller's excludes and its NumPy run-time hook too.
+SOURCES: tuple[str, ...] = ("nuitka.py", PLUGIN_FILES.name, "pyinstaller.py", "pyinstaller_hooks")
 # How the program is linked: release_bytecode.c stands between Nuitka's loader and the unmarshalling
 # of each bytecode module.
 LDFLAGS = ("-Wl,--wrap=PyMarshal_ReadObjectFromString",)

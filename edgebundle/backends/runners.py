@@ -72,17 +72,27 @@ class Runner:
         )
 
 
-def sources_digest() -> str:
-    """The hash of every source file whose change changes a runner."""
+# The modules every backend's runner is made with; each backend adds its own (its SOURCES).
+COMMON_SOURCES = ("__init__.py", "bundle.py", "launcher.py", "runners.py")
+
+
+def sources_digest(backend: str) -> str:
+    """The hash of every source file whose change changes ``backend``'s runners: the runtime, the
+    launcher, the common backend modules and the files that backend lists (another backend's do not:
+    a Nuitka change leaves the PyInstaller runners cached)."""
     h = hashlib.sha256()
     paths = [
         *sorted(RUNTIME_SRC.glob("*.py")),
         *(launcher.SOURCE_DIR / name for name in launcher.SOURCES),
-        *sorted(_BACKENDS_DIR.glob("*.py")),
-        *sorted(p for p in _BACKENDS_DIR.glob("*/**/*") if p.is_file() and "__pycache__" not in p.parts),
     ]
+    for name in (*COMMON_SOURCES, *BACKENDS[backend].SOURCES):  # type: ignore[index]
+        path = _BACKENDS_DIR / name
+        if path.is_dir():
+            paths += sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        else:
+            paths.append(path)
     for path in paths:
-        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        h.update(str(path.relative_to(path.parents[1])).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
 
@@ -100,7 +110,7 @@ def runner_inputs(toolchain: Toolchain, target: Target, backend: str, pins: Pins
         "module": pins.module,
         "backend": backend,
         "requires": requirements(target, backend),
-        "sources": sources_digest(),
+        "sources": sources_digest(backend),
     }
 
 

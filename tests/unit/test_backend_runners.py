@@ -5,13 +5,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from edgebundle.backends import runners
+from edgebundle.backends import BACKENDS, runners
 from edgebundle.target import interpreters, load_target
 from edgebundle.toolchains import COMPLETE, lock_path
 
@@ -39,15 +40,37 @@ def test_the_key_covers_pins_target_backend_and_sources(monkeypatch: pytest.Monk
         interpreters()[litert.interpreter],
     )
     assert runners.runner_path(x86, "pyinstaller", base) != runners.runner_path(litert, "pyinstaller", other)
-    monkeypatch.setattr(runners, "sources_digest", lambda: "changed")
+    monkeypatch.setattr(runners, "sources_digest", lambda backend: "changed")
     changed = runners.runner_inputs(FakeToolchain(), x86, "pyinstaller", pins)  # type: ignore[arg-type]
     assert runners.runner_path(x86, "pyinstaller", changed) != runners.runner_path(x86, "pyinstaller", base)
 
 
 def test_sources_digest_covers_runtime_launcher_and_hooks() -> None:
-    digest = runners.sources_digest()
+    digest = runners.sources_digest("pyinstaller")
     assert len(digest) == 64
-    assert digest == runners.sources_digest()
+    assert digest == runners.sources_digest("pyinstaller")
+
+
+@pytest.mark.parametrize("backend", ["pyinstaller", "nuitka"])
+def test_every_file_a_backend_lists_exists(backend: str) -> None:
+    for name in (*runners.COMMON_SOURCES, *BACKENDS[backend].SOURCES):  # type: ignore[index]
+        assert (runners._BACKENDS_DIR / name).exists(), name
+
+
+def test_a_change_to_one_backend_leaves_the_others_runners_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = tmp_path / "backends"
+    shutil.copytree(runners._BACKENDS_DIR, fake, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(runners, "_BACKENDS_DIR", fake)
+    before = {b: runners.sources_digest(b) for b in ("pyinstaller", "nuitka")}
+    plugin_c = fake / "nuitka_plugin" / "release_bytecode.c"
+    plugin_c.write_text(plugin_c.read_text() + "\n")
+    assert runners.sources_digest("pyinstaller") == before["pyinstaller"]
+    assert runners.sources_digest("nuitka") != before["nuitka"]
+    hook = next((fake / "pyinstaller_hooks").glob("pyi_rth_*.py"))
+    hook.write_text(hook.read_text() + "\n")  # the NumPy hook both backends run
+    assert runners.sources_digest("pyinstaller") != before["pyinstaller"]
 
 
 def make_runner(folder: Path, name: str, mtime: float) -> Path:
