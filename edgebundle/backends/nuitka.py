@@ -18,7 +18,9 @@ times over. So: NumPy and Pillow as bytecode (BYTECODE), the standard library's 
 (UNUSED_STDLIB), Nuitka's own C compiled for size (-Os), and our plugin (nuitka_plugin/) links in
 release_bytecode.c, which unmaps the bytecode section's pages again after the walk and after each
 module read from it (they are clean pages of a read-only file mapping: a later read maps them again
-from the page cache); measured in benchmarks/results/nuitka-rss.md.
+from the page cache), and defer_inspect.c, which moves Nuitka's start-up patch of inspect (an import
+of inspect, dis and opcode that the image modes never need) to inspect's first import; measured in
+benchmarks/results/nuitka-rss.md.
 
 Compiling C under QEMU is far too slow (an arm64 build was still compiling after 30 minutes), so an
 arm64 runner is built on a native arm64 host only (plan.check_native_only, and ``edgebundle matrix``).
@@ -119,8 +121,8 @@ PLUGIN = "edgebundle_nuitka.py"
 # PyInstaller's excludes and its NumPy run-time hook too.
 SOURCES: tuple[str, ...] = ("nuitka.py", PLUGIN_FILES.name, "pyinstaller.py", "pyinstaller_hooks")
 # How the program is linked: release_bytecode.c stands between Nuitka's loader and the unmarshalling
-# of each bytecode module.
-LDFLAGS = ("-Wl,--wrap=PyMarshal_ReadObjectFromString",)
+# of each bytecode module; defer_inspect.c between Nuitka's start-up and its patch of inspect.
+LDFLAGS = ("-Wl,--wrap=PyMarshal_ReadObjectFromString", "-Wl,--wrap=patchInspectModule")
 # Relative relocations packed (DT_RELR) where the target's glibc floor allows (2.36, every shipped
 # target's; elf.py counts it): the 0.95 MB of .rela.dyn the dynamic linker reads at every start
 # become 20 kB.

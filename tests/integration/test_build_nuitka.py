@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -167,3 +169,39 @@ def test_bytecode_blob_is_given_back_once_read(nuitka_float: Built, tmp_path: Pa
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_inspect_is_patched_when_imported_not_at_start(nuitka_float: Built, tmp_path: Path) -> None:
+    """defer_inspect.c (nuitka_plugin/): the image modes never import inspect (Nuitka's own start-up
+    did, to patch it); --serve imports it with asyncio, and the patch runs right after (the plugin's
+    inspect-postLoad code). Nuitka's programs honour PYTHONVERBOSE: the imports are on stderr."""
+    verbose = {"PYTHONVERBOSE": "1"}
+    proc = run_binary(nuitka_float.path, "--self-test", cwd=tmp_path, env=verbose)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "import 'numpy'" in proc.stderr  # it does say what it imports
+    assert "import 'inspect'" not in proc.stderr
+
+    serve = subprocess.Popen(
+        [str(nuitka_float.path), "--serve", "--port", "0", "--workers", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**CLEAN_ENV, "HOME": str(tmp_path / "home"), **verbose},
+    )
+    lines: list[str] = []
+    try:
+        assert serve.stderr is not None
+        deadline = time.monotonic() + 60
+        while not any('"event":"ready"' in line for line in lines[-3:]):
+            assert time.monotonic() < deadline, "no ready line within 60 s:\n" + "".join(lines[-20:])
+            ready, _, _ = select.select([serve.stderr], [], [], 1.0)
+            if ready:
+                line = serve.stderr.readline()
+                assert line, "--serve exited:\n" + "".join(lines[-20:])
+                lines.append(line)
+    finally:
+        serve.kill()
+        serve.wait()
+    imported = lines.index("import 'inspect' # <class 'nuitka_module_loader'>\n")
+    assert "Loaded inspect-postLoad\n" in lines[:imported]  # Nuitka logs the import once it returns

@@ -140,11 +140,14 @@ def test_the_plugin_goes_next_to_the_stage_and_links_its_c_file(
     assert (Path(plugin).parent / "release_bytecode.c").read_text() == (
         nuitka.PLUGIN_FILES / "release_bytecode.c"
     ).read_text()
-    # the wrapped function is the one the C file defines __wrap_ for
+    # every wrapped function is one that a C file of the plugin defines __wrap_ for
     ldflags = env_value(nuitka.command("python", s), "LDFLAGS").split()
     wrapped = [f.split("=", 1)[1] for f in ldflags if f.startswith("-Wl,--wrap=")]
-    assert wrapped == ["PyMarshal_ReadObjectFromString"]
-    assert f"__wrap_{wrapped[0]}(" in (nuitka.PLUGIN_FILES / "release_bytecode.c").read_text()
+    assert wrapped == ["PyMarshal_ReadObjectFromString", "patchInspectModule"]
+    sources = "".join(c.read_text() for c in Path(plugin).parent.glob("*.c"))
+    for name in wrapped:
+        assert f"__wrap_{name}(" in sources
+        assert f"__real_{name}(" in sources
 
 
 def test_packed_relocations_only_where_the_glibc_floor_allows(tmp_path: Path) -> None:
@@ -159,7 +162,8 @@ def test_nuitkas_own_c_is_compiled_for_size(tmp_path: Path) -> None:
     assert env_value(nuitka.command("python", stage(tmp_path)), "CCFLAGS") == "-Os"
 
 
-def test_release_bytecode_c_compiles_against_python(tmp_path: Path) -> None:
+@pytest.mark.parametrize("source", sorted(nuitka.PLUGIN_FILES.glob("*.c")), ids=lambda p: p.name)
+def test_plugin_c_compiles_against_python(source: Path) -> None:
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.skip("no gcc")
@@ -172,7 +176,7 @@ def test_release_bytecode_c_compiles_against_python(tmp_path: Path) -> None:
             "-Werror",
             "-fsyntax-only",
             f"-I{include}",
-            str(nuitka.PLUGIN_FILES / "release_bytecode.c"),
+            str(source),
         ],
         capture_output=True,
         text=True,

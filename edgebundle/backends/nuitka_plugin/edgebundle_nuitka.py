@@ -1,19 +1,34 @@
-"""edgebundle's Nuitka plugin (``--user-plugin``): links release_bytecode.c, next to this file, into
-the program. Runs inside Nuitka, in the build environment: imports nothing of edgebundle."""
+"""edgebundle's Nuitka plugin (``--user-plugin``): links the C files next to this one into the
+program (release_bytecode.c, defer_inspect.c) and runs the deferred inspect patch after inspect's
+import. Runs inside Nuitka, in the build environment: imports nothing of edgebundle."""
 
 from pathlib import Path
 
 from nuitka.plugins.PluginBase import NuitkaPluginBase
 
+# What defer_inspect.c leaves in sys; called once, right after the import of inspect.
+POST_LOAD_INSPECT = """\
+import sys
+_patch = sys.__dict__.pop("_edgebundle_patch_inspect", None)
+if _patch is not None:
+    _patch()
+"""
+
 
 class EdgebundlePlugin(NuitkaPluginBase):  # type: ignore[misc]  # Nuitka has no type hints
     plugin_name = "edgebundle"
-    plugin_desc = "Gives back the pages of the bytecode blob once read (edgebundle)."
+    plugin_desc = "Bytecode pages given back once read; inspect patched when imported (edgebundle)."
 
     @staticmethod
     def isAlwaysEnabled() -> bool:
         return True
 
     def getExtraCodeFiles(self) -> dict[str, str]:
-        source = Path(__file__).with_name("release_bytecode.c")
-        return {"edgebundle_release_bytecode.c": source.read_text()}
+        here = Path(__file__).parent
+        return {f"edgebundle_{c.name}": c.read_text() for c in sorted(here.glob("*.c"))}
+
+    @staticmethod
+    def createPostModuleLoadCode(module: object) -> tuple[str, str] | None:
+        if module.getFullName() == "inspect":  # type: ignore[attr-defined]
+            return POST_LOAD_INSPECT, "Nuitka's inspect patch, deferred to inspect's import."
+        return None
