@@ -81,7 +81,9 @@ APT_PACKAGES: Final = (
 )
 BACKEND_APT_PACKAGES: Final[dict[str, tuple[str, ...]]] = {
     "pyinstaller": (),
-    "nuitka": ("python3-dev",),  # it compiles against Python's headers (gcc is there already)
+    # it compiles against Python's headers (gcc is there already); ccache: a repeat build in the
+    # root recompiles nothing (its cache stays inside the root, which is kept)
+    "nuitka": ("python3-dev", "ccache"),
 }
 # Documentation is never used in a build root; leaving it out saves dpkg work under QEMU.
 DPKG_OPTIONS: Final = (

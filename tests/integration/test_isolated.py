@@ -2,7 +2,8 @@
 builds every target x backend (a runner's own libraries, Ubuntu 24.04's say, would raise the binary's
 glibc floor). Checked here as the matrix would: the digits binary builds, passes its self-test and
 gives the outputs of the host venv's binary; the root's NumPy is Debian's (no OpenBLAS, stripped);
-and LiteRT, whose NumPy 2 only the PyPI wheel provides there, builds unstripped and still runs.
+LiteRT, whose NumPy 2 only the PyPI wheel provides there, builds unstripped and still runs; and
+Nuitka brings the system BLAS that Debian's NumPy links.
 
 Needs root (mmdebstrap --mode=root) and mmdebstrap: scripts/setup.sh installs it. Under CI=true a
 missing piece fails.
@@ -59,3 +60,22 @@ def test_isolated_litert_keeps_numpy_2s_openblas_unstripped(out_dir: Path, tmp_p
     assert built.manifest["interpreter"]["name"] == "ai-edge-litert"
     assert built.manifest["numpy"].startswith("2.")
     binary_outputs(built, DIGITS / "sample_7.png", tmp_path)  # it runs: OpenBLAS was not stripped
+
+
+@pytest.mark.nuitka
+def test_isolated_nuitka_brings_debians_blas(out_dir: Path, digits_float: Built, tmp_path: Path) -> None:
+    """Debian's NumPy links the system's BLAS (through update-alternatives), which Nuitka leaves out
+    as a library from outside the Python installation unless told (nuitka_plugin/): without it the
+    program cannot import NumPy at all."""
+    built = build(
+        out_dir, "digits_float.tflite", "digits", "--isolated", "--backend", "nuitka", name="nuitka_iso"
+    )
+    assert built.manifest["backend"] == "nuitka"
+    assert built.manifest["numpy"] == "1.24.2"
+    image = DIGITS / "sample_7.png"
+    assert_outputs_equal(
+        binary_outputs(built, image, tmp_path), binary_outputs(digits_float, image, tmp_path)
+    )
+    libraries = " ".join(lib["path"] for lib in inspect_binary(built.path)["libraries"])
+    assert "libblas.so.3" in libraries
+    assert inspect_binary(built.path)["glibc_floor"] == "2.36"

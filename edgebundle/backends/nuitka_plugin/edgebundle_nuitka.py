@@ -1,6 +1,7 @@
 """edgebundle's Nuitka plugin (``--user-plugin``): links the C files next to this one into the
-program (release_bytecode.c, defer_inspect.c) and runs the deferred inspect patch after inspect's
-import. Runs inside Nuitka, in the build environment: imports nothing of edgebundle."""
+program (release_bytecode.c, defer_inspect.c), runs the deferred inspect patch after inspect's
+import, and lets NumPy bring the system libraries it links to. Runs inside Nuitka, in the build
+environment: imports nothing of edgebundle."""
 
 from pathlib import Path
 
@@ -26,6 +27,16 @@ class EdgebundlePlugin(NuitkaPluginBase):  # type: ignore[misc]  # Nuitka has no
     def getExtraCodeFiles(self) -> dict[str, str]:
         here = Path(__file__).parent
         return {f"edgebundle_{c.name}": c.read_text() for c in sorted(here.glob("*.c"))}
+
+    @staticmethod
+    def decideAllowOutsideDependencies(module_name: object) -> bool | None:
+        """In a Debian build root NumPy is Debian's python3-numpy, linked to the system's BLAS
+        (/usr/lib/<triplet>/libblas.so.3, through update-alternatives): Nuitka leaves libraries from
+        outside the Python installation out unless told, and the program then fails to import NumPy.
+        PyInstaller bundles them the same way."""
+        if module_name.hasNamespace("numpy"):  # type: ignore[attr-defined]
+            return True
+        return None
 
     @staticmethod
     def createPostModuleLoadCode(module: object) -> tuple[str, str] | None:
