@@ -106,13 +106,19 @@ def test_no_mode_of_the_runtime_imports_what_is_left_out_of_the_standard_library
     assert {"fractions", "colorsys"}.isdisjoint(left_out)  # Pillow imports them (TIFF/EXIF, colours)
 
 
-def test_package_config_is_nuitka_yaml_next_to_the_stage(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def prepared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Stage:
+    """A stage after nuitka.prepare (the tools it checks for are not what these tests are about: CI's
+    lint job has no patchelf)."""
     monkeypatch.setenv("EDGEBUNDLE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(nuitka, "TOOLS", ())
     s = stage(tmp_path)
     nuitka.prepare(s)
+    return s
+
+
+def test_package_config_is_nuitka_yaml_next_to_the_stage(prepared: Stage, tmp_path: Path) -> None:
+    s = prepared
     (config,) = options(nuitka.command("python", s), "--user-package-configuration-file")
     assert Path(config).parent == tmp_path
     entries = yaml.safe_load(Path(config).read_text())
@@ -126,14 +132,9 @@ def env_value(argv: list[str], name: str) -> str:
     return value
 
 
-def test_the_plugin_goes_next_to_the_stage_and_links_its_c_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_plugin_goes_next_to_the_stage_and_links_its_c_file(prepared: Stage, tmp_path: Path) -> None:
     """A build root sees only the stage's files: the plugin and its C file are copied there."""
-    monkeypatch.setenv("EDGEBUNDLE_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(nuitka, "TOOLS", ())
-    s = stage(tmp_path)
-    nuitka.prepare(s)
+    s = prepared
     (plugin,) = options(nuitka.command("python", s), "--user-plugin")
     assert Path(plugin).is_relative_to(tmp_path)
     assert Path(plugin).is_file()
