@@ -32,9 +32,20 @@ class EdgebundlePlugin(NuitkaPluginBase):  # type: ignore[misc]  # Nuitka has no
     def decideAllowOutsideDependencies(module_name: object) -> bool | None:
         """In a Debian build root NumPy is Debian's python3-numpy, linked to the system's BLAS
         (/usr/lib/<triplet>/libblas.so.3, through update-alternatives): Nuitka leaves libraries from
-        outside the Python installation out unless told, and the program then fails to import NumPy.
-        PyInstaller bundles them the same way."""
-        if module_name.hasNamespace("numpy"):  # type: ignore[attr-defined]
+        outside the Python installation out unless told, and the program then fails to import NumPy
+        (PyInstaller bundles them). Only for a NumPy that the system's package manager installed:
+        for a pip-installed one Nuitka's own dll-files plugin says no, and two opinions are an error."""
+        if not module_name.hasNamespace("numpy"):  # type: ignore[attr-defined]
+            return None
+        from nuitka.utils.Distributions import (
+            getDistributionFromModuleName,
+            getDistributionName,
+            isDistributionSystemPackage,
+        )
+        from nuitka.utils.ModuleNames import ModuleName
+
+        distribution = getDistributionFromModuleName(ModuleName("numpy"))
+        if distribution is not None and isDistributionSystemPackage(getDistributionName(distribution)):
             return True
         return None
 
