@@ -30,68 +30,77 @@ static uintptr_t section_start, section_end; /* whole pages inside the section *
 static uintptr_t data_start, data_end;       /* the section itself */
 
 struct segment_search {
-    uintptr_t start, end;
-    int read_only;
+    uintptr_t address;  /* in: an address of the program */
+    uintptr_t lo, hi;   /* out: the read-only segment holding it, or lo == hi == 0 */
 };
 
-/* Is [start, end) inside a PT_LOAD segment of the program that is never writable (not even as
- * RELRO, which the dynamic linker writes before it protects it)? */
-static int check_segment(struct dl_phdr_info *info, size_t size, void *data) {
+/* The PT_LOAD segment of the program (not of a shared library) that holds ``address``, if it is never
+ * writable: not PF_W, and no part of it RELRO (which the dynamic linker writes before protecting). */
+static int find_segment(struct dl_phdr_info *info, size_t size, void *data) {
     struct segment_search *search = data;
     (void)size;
     if (info->dlpi_name != NULL && info->dlpi_name[0] != '\0') {
         return 0; /* a shared library; the program is the entry with an empty name */
     }
-    int inside = 0;
     for (ElfW(Half) i = 0; i < info->dlpi_phnum; i++) {
         ElfW(Phdr) const *ph = &info->dlpi_phdr[i];
         uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
-        if (search->start < hi && lo < search->end) {
-            if (ph->p_type == PT_GNU_RELRO || (ph->p_type == PT_LOAD && (ph->p_flags & PF_W))) {
-                return 1;
-            }
-            if (ph->p_type == PT_LOAD && lo <= search->start && search->end <= hi) {
-                inside = 1;
-            }
+        if (ph->p_type == PT_LOAD && lo <= search->address && search->address < hi && !(ph->p_flags & PF_W)) {
+            search->lo = lo;
+            search->hi = hi;
         }
     }
-    search->read_only = inside;
+    for (ElfW(Half) i = 0; i < info->dlpi_phnum; i++) {
+        ElfW(Phdr) const *ph = &info->dlpi_phdr[i];
+        uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
+        if (ph->p_type == PT_GNU_RELRO && lo < search->hi && search->lo < hi) {
+            search->lo = search->hi = 0;
+        }
+    }
     return 1;
 }
 
 static void find_section(void) {
-    unsigned char const *w = constant_bin;
-    if (w == NULL) {
+    uintptr_t w = (uintptr_t)constant_bin;
+    if (w == 0) {
         return; /* not loaded yet: look again at the next call */
     }
     state = -1;
+    struct segment_search segment = {w, 0, 0};
+    dl_iterate_phdr(find_segment, &segment);
+    if (segment.hi == 0) {
+        return; /* not in a read-only segment of the program (an LTO build puts it in .data) */
+    }
     /* The blob: entries of a NUL-terminated name, a 32-bit size and that many bytes. Nuitka ends
-     * its walk at the name it looks for; ".bytecode" is there whenever a module is bytecode. */
-    for (int guard = 0; guard < 100000; guard++) {
-        size_t name_length = strlen((char const *)w);
+     * its walk at the name it looks for; ".bytecode" is there whenever a module is bytecode. Every
+     * read stays inside the segment, whatever the bytes say. */
+    while (w < segment.hi) {
+        size_t room = segment.hi - w;
+        size_t name_length = strnlen((char const *)w, room);
+        uint32_t size;
+        if (name_length + 1 + sizeof(size) > room) {
+            return;
+        }
         int match = strcmp((char const *)w, ".bytecode") == 0;
         w += name_length + 1;
-        uint32_t size;
-        memcpy(&size, w, sizeof(size));
+        memcpy(&size, (void const *)w, sizeof(size));
         w += sizeof(size);
+        if (size > segment.hi - w) {
+            return;
+        }
         if (match) {
             long page = sysconf(_SC_PAGESIZE);
             if (page <= 0) {
                 return;
             }
             uintptr_t mask = (uintptr_t)page - 1;
-            data_start = (uintptr_t)w;
-            data_end = data_start + size;
+            data_start = w;
+            data_end = w + size;
             section_start = (data_start + mask) & ~mask;
             section_end = data_end & ~mask;
-            struct segment_search search = {data_start, data_end, 0};
-            dl_iterate_phdr(check_segment, &search);
-            if (search.read_only && section_end > section_start) {
+            if (section_end > section_start) {
                 state = 1;
             }
-            return;
-        }
-        if (name_length == 0 && size == 0) {
             return;
         }
         w += size;
