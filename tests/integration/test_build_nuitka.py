@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -173,8 +174,9 @@ def test_bytecode_blob_is_given_back_once_read(nuitka_float: Built, tmp_path: Pa
 
 def test_inspect_is_patched_when_imported_not_at_start(nuitka_float: Built, tmp_path: Path) -> None:
     """defer_inspect.c (nuitka_plugin/): the image modes never import inspect (Nuitka's own start-up
-    did, to patch it); --serve imports it with asyncio, and the patch runs right after (the plugin's
-    inspect-postLoad code). Nuitka's programs honour PYTHONVERBOSE: the imports are on stderr."""
+    did, to patch it); --serve imports it with asyncio, the patch runs right after (the plugin's
+    inspect-postLoad code), and the server answers a real request. Nuitka's programs honour
+    PYTHONVERBOSE: the imports are on stderr."""
     verbose = {"PYTHONVERBOSE": "1"}
     proc = run_binary(nuitka_float.path, "--self-test", cwd=tmp_path, env=verbose)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -200,6 +202,15 @@ def test_inspect_is_patched_when_imported_not_at_start(nuitka_float: Built, tmp_
                 line = serve.stderr.readline()
                 assert line, "--serve exited:\n" + "".join(lines[-20:])
                 lines.append(line)
+        # and it serves: asyncio's coroutines (compiled ones among them) with the patched inspect
+        (listening,) = (json.loads(line) for line in lines if '"event":"listening"' in line)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{listening['port']}/v1/infer",
+            data=(DIGITS / "sample_7.png").read_bytes(),
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert json.loads(response.read())["top_k"][0]["label"] == "seven"
     finally:
         serve.kill()
         serve.wait()
