@@ -226,6 +226,17 @@ _PHASES = re.compile(
 )
 
 
+# Warnings Nuitka prints on every build of ours that ask nothing of the user: it validates our package
+# configuration only with jsonschema installed (its shape is tested instead); in a Debian root it warns
+# about Debian's python3-numpy, whose system BLAS our plugin brings (tests/integration/test_isolated.py
+# builds and runs that). Still in the log.
+KNOWN_WARNINGS = (
+    "Cannot validate schema due to lack of 'jsonschema' package.",
+    "Standalone with Python package from Debian installation may not be working.",
+    "Complex topic! More information can be found at",
+)
+
+
 class Progress:
     """An ``on_line`` handler for a Nuitka build: its phases as they come, and at most every
     ``every`` seconds how far the optimisation of modules or the C compile is."""
@@ -249,6 +260,8 @@ class Progress:
         self.c_files = 0
 
     def __call__(self, line: str) -> None:
+        if any(known in line for known in KNOWN_WARNINGS):
+            return
         if found := _OPTIMIZING.match(line):
             self.optimized.add(found[1])
             done = len(self.optimized)

@@ -258,12 +258,16 @@ def test_progress_shows_phases_and_paces_the_long_ones(tmp_path: Path) -> None:
     clock = Clock()
     on_line = nuitka.Progress(build, shown.append, clock=clock, every=30)
     on_line("Nuitka: Starting Python compilation with:")
+    on_line("Nuitka:WARNING: Cannot validate schema due to lack of 'jsonschema' package.")
     on_line("Nuitka-Plugins:anti-bloat: Not including '_json' automatically in order to avoid bloat")
     on_line("Nuitka-Progress: PASS 1:")
     for n, module in enumerate(["__main__", "ebrt", "ebrt.app", "numpy"]):
         clock.now += 10
         on_line(f"Nuitka-Progress: Optimizing module '{module}', {40 - n} more modules to go after that.")
         on_line(f"Nuitka-Progress: Doing module local optimizations for '{module}'.")
+    on_line("Nuitka:WARNING: Standalone with Python package from Debian installation may not be working.")
+    on_line("Nuitka:WARNING:     Complex topic! More information can be found at https://nuitka.net/info/x")
+    on_line("Nuitka:WARNING: a warning nobody has seen yet")
     on_line("Nuitka: Completed Python level compilation and optimization.")
     on_line("Nuitka: Running C compilation via Scons.")
     (build / "__constants_data___constant.c").write_text("")  # written by Scons
@@ -279,6 +283,7 @@ def test_progress_shows_phases_and_paces_the_long_ones(tmp_path: Path) -> None:
     assert shown == [
         "nuitka: following imports and optimising modules (Python -> C)",
         "nuitka: optimising modules (pass 1): 3 done, 38 to go",
+        "nuitka: a warning nobody has seen yet",
         "nuitka: Completed Python level compilation and optimization.",
         f"nuitka: compiling 4 C files ({nuitka.jobs()} at a time, ccache)",
         "nuitka: compiling C: 2/4 files started",
