@@ -113,8 +113,8 @@ PYTHON_FLAGS = (
 # line every PROGRESS_EVERY_S, and passes Nuitka's own phase lines and warnings on.
 PROGRESS_FLAGS = ("--show-progress", "--show-scons")
 TOOLS = ("gcc", "patchelf")
-# Our Nuitka plugin and the C file it links in (release_bytecode.c: the bytecode blob's pages given
-# back once read); copied next to the stage by prepare, as a build root sees only its own files.
+# Our Nuitka plugin and the C files it links in (what each does: nuitka_plugin/*.c); copied next to
+# the stage by prepare, as a build root sees only its own files.
 PLUGIN_FILES = Path(__file__).resolve().parent / "nuitka_plugin"
 PLUGIN = "edgebundle_nuitka.py"
 # What a runner of this backend is made with, besides the common modules (runners.sources_digest):
@@ -127,6 +127,11 @@ LDFLAGS = ("-Wl,--wrap=PyMarshal_ReadObjectFromString", "-Wl,--wrap=patchInspect
 # target's; elf.py counts it): the 0.95 MB of .rela.dyn the dynamic linker reads at every start
 # become 20 kB.
 RELR_LDFLAGS = ("-Wl,-z,pack-relative-relocs",)
+# Nuitka's helpers and the compiled runtime for size: their machine code is nearly all resident (the
+# kernel's fault-around again) and the hot loops are in NumPy and the interpreter library, not here:
+# .text 3.9 -> 3.3 MB, peak RSS -0.6 MB, start-up and latency the same within this machine's noise
+# (benchmarks/results/nuitka-rss.md).
+CCFLAGS = ("-Os",)
 FOLDER = "program"  # Nuitka writes FOLDER.build (C sources, objects) and FOLDER.dist (the result)
 
 
@@ -158,7 +163,7 @@ def command(python: str, stage: Stage) -> list[str]:
         f"CCACHE_DIR={caches / 'ccache'}",
         "PYTHONUNBUFFERED=1",  # its lines as they happen (progress), not in blocks
         f"LDFLAGS={' '.join(ldflags(stage))}",
-        "CCFLAGS=-Os",
+        f"CCFLAGS={' '.join(CCFLAGS)}",
         python,
         "-m",
         "nuitka",
