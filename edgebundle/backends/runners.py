@@ -91,7 +91,7 @@ def sources_digest(backend: str) -> str:
             paths += sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
         else:
             paths.append(path)
-    for path in paths:
+    for path in paths:  # named with its folder (runtime/app.py), never where the checkout is
         h.update(str(path.relative_to(path.parents[1])).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
