@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 from ..runner import Echo, LineHandler, which
 from ..toolchains import cache_dir
 from .pyinstaller import EXCLUDES as PYINSTALLER_EXCLUDES
+from .pyinstaller import SOURCES as PYINSTALLER_SOURCES
 
 if TYPE_CHECKING:
     from . import Stage
@@ -118,8 +119,8 @@ TOOLS = ("gcc", "patchelf")
 PLUGIN_FILES = Path(__file__).resolve().parent / "nuitka_plugin"
 PLUGIN = "edgebundle_nuitka.py"
 # What a runner of this backend is made with, besides the common modules (runners.sources_digest):
-# PyInstaller's excludes and its NumPy run-time hook too.
-SOURCES: tuple[str, ...] = ("nuitka.py", PLUGIN_FILES.name, "pyinstaller.py", "pyinstaller_hooks")
+# PyInstaller's files too, whose excludes and NumPy run-time hook it uses.
+SOURCES: tuple[str, ...] = ("nuitka.py", PLUGIN_FILES.name, *PYINSTALLER_SOURCES)
 # How the program is linked: release_bytecode.c stands between Nuitka's loader and the unmarshalling
 # of each bytecode module; defer_inspect.c between Nuitka's start-up and its patch of inspect.
 LDFLAGS = ("-Wl,--wrap=PyMarshal_ReadObjectFromString", "-Wl,--wrap=patchInspectModule")
