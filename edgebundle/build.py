@@ -10,33 +10,35 @@ self-test (when it can run here); it then appears there in one atomic rename.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, outputs, workspace
 from .backends import RUNTIME_PACKAGE, Stage, stage_runtime
 from .backends.bundle import assemble
 from .backends.runners import ensure_runner
-from .errors import BuildError, ModelError
+from .errors import BuildError, ModelError, OutputError
 from .modelcheck import check_file, parse_probe_error, validate
 from .plan import BuildPlan
 from .recipe import read_labels
-from .runner import Echo
+from .runner import Echo, stream
 from .runtime.payload import check_digest
 from .target import interpreters
-from .toolchains import Toolchain, for_plan
+from .toolchains import Toolchain, cache_dir, for_plan
 from .toolchains.binfmt import registered as binfmt_registered
+
+# A self-test that hangs (a device-specific deadlock, QEMU stuck) must not block a build forever; a
+# MobileNet-sized model under QEMU takes ~20 s.
+SELF_TEST_TIMEOUT_S = 300.0
+# build logs kept in the cache (one per output name and inputs; a few KB each)
+KEEP_LOGS = 32
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,53 +74,71 @@ def build(plan: BuildPlan, echo: Echo) -> BuildReport:
     start = time.monotonic()
     check_file(plan.model)
     labels = read_labels(plan.recipe.output.labels) if plan.recipe.output.labels else None
+    for orphan in outputs.sweep_partials(plan.output):
+        echo(f"removed {orphan} (left by a build that was killed)")
     toolchain = for_plan(plan)
     toolchain.ensure(echo)
-    with _build_dir(plan) as workdir:
-        return _build_in(plan, echo, toolchain, workdir, labels, start)
+    # The same inputs always get the same staging path: paths end up in the frozen program, and a
+    # random directory would make two builds of the same inputs differ (workspace.py).
+    key = build_inputs_sha256(plan)[:16]
+    log = _log_file(f"{plan.name}-{key}")
+    with workspace.scratch(f"{plan.name}-{key}", keep=plan.keep_build_dir) as workdir:
+        if plan.keep_build_dir:
+            echo(f"build directory kept: {workdir}")
+        return _build_in(plan, echo, toolchain, workdir, log, labels, start)
+
+
+def _log_file(name: str) -> Path:
+    """A build's log, outside its staging directory (which goes when the build ends, whatever the
+    outcome), so that the log an error names is there to read; the newest KEEP_LOGS are kept."""
+    folder = cache_dir() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    old = sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in old[KEEP_LOGS:]:
+        stale.unlink(missing_ok=True)
+    log = folder / f"{name}.log"
+    log.write_text("")
+    return log
 
 
 def _build_in(
-    plan: BuildPlan, echo: Echo, toolchain: Toolchain, workdir: Path, labels: list[str] | None, start: float
+    plan: BuildPlan,
+    echo: Echo,
+    toolchain: Toolchain,
+    workdir: Path,
+    log: Path,
+    labels: list[str] | None,
+    start: float,
 ) -> BuildReport:
     pins = interpreters()[plan.target.interpreter]
-    stage = Stage(workdir=workdir, name=plan.name, interpreter_module=pins.module)
-    ok = False
-    try:
-        stage_runtime(stage)
-        model_file = stage.app / "model.tflite"
-        shutil.copyfile(plan.model, model_file)
-        echo(f"checking {plan.model} with {plan.target.interpreter}")
-        sig = _probe_signature(toolchain, pins.module, pins.distribution, plan.model, model_file, stage)
-        resolved = validate(plan.recipe, sig, labels)
-        manifest = _manifest(plan, sig, resolved.image_input, labels, model_file)
-        (stage.app / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        toolchain.run(
-            [toolchain.python, "-m", f"{RUNTIME_PACKAGE}.buildtime", "reference", str(stage.app)],
-            log=stage.log,
-            what="computing the self-test reference",
-            cwd=stage.app,
-        )
-        runner, built = ensure_runner(
-            toolchain, plan.target, plan.backend, pins, echo, keep_build_dir=plan.keep_build_dir
-        )
-        echo(("built " if built else "reusing cached ") + runner.describe())
-        produced = workdir / plan.name
-        assemble(
-            runner.prefix,
-            runner.runner_offset,
-            runner.key,
-            {p.name: p.read_bytes() for p in stage.data_files()},
-            produced,
-        )
-        report = _install(plan, produced, start, echo, toolchain)
-        ok = True
-        return report
-    finally:
-        if ok and not plan.keep_build_dir:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            echo(f"build directory kept: {workdir}")
+    stage = Stage(workdir=workdir, name=plan.name, interpreter_module=pins.module, log_file=log)
+    stage_runtime(stage)
+    model_file = stage.app / "model.tflite"
+    shutil.copyfile(plan.model, model_file)
+    echo(f"checking {plan.model} with {plan.target.interpreter}")
+    sig = _probe_signature(toolchain, pins.module, pins.distribution, plan.model, model_file, stage)
+    resolved = validate(plan.recipe, sig, labels)
+    manifest = _manifest(plan, sig, resolved.image_input, labels, model_file)
+    (stage.app / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    toolchain.run(
+        [toolchain.python, "-m", f"{RUNTIME_PACKAGE}.buildtime", "reference", str(stage.app)],
+        log=stage.log,
+        what="computing the self-test reference",
+        cwd=stage.app,
+    )
+    runner, built = ensure_runner(
+        toolchain, plan.target, plan.backend, pins, echo, keep_build_dir=plan.keep_build_dir
+    )
+    echo(("built " if built else "reusing cached ") + runner.describe())
+    produced = workdir / plan.name
+    assemble(
+        runner.prefix,
+        runner.runner_offset,
+        runner.key,
+        {p.name: p.read_bytes() for p in stage.data_files()},
+        produced,
+    )
+    return _install(plan, produced, workdir, start, echo, toolchain)
 
 
 def build_inputs_sha256(plan: BuildPlan) -> str:
@@ -138,22 +158,6 @@ def build_inputs_sha256(plan: BuildPlan) -> str:
             sort_keys=True,
         ).encode()
     ).hexdigest()
-
-
-@contextlib.contextmanager
-def _build_dir(plan: BuildPlan) -> Iterator[Path]:
-    """The staging directory: the same inputs always get the same path, because paths end up in the
-    frozen program (code objects, archive tables) and a random temp dir would make two builds of the
-    same inputs differ. A lock keeps two concurrent builds of the same inputs apart."""
-    key = build_inputs_sha256(plan)[:16]
-    base = Path(tempfile.gettempdir()) / f"edgebundle-build-{os.getuid()}"
-    base.mkdir(mode=0o700, exist_ok=True)
-    workdir = base / f"{plan.name}-{key}"
-    with open(base / f".{workdir.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        shutil.rmtree(workdir, ignore_errors=True)  # a kept or interrupted earlier build
-        workdir.mkdir()
-        yield workdir
 
 
 def _probe_signature(
@@ -240,19 +244,24 @@ def _manifest(
     }
 
 
-def _install(plan: BuildPlan, produced: Path, start: float, echo: Echo, toolchain: Toolchain) -> BuildReport:
+def _install(
+    plan: BuildPlan, produced: Path, workdir: Path, start: float, echo: Echo, toolchain: Toolchain
+) -> BuildReport:
     """Copy the result next to the output, self-test it there, then rename it into place."""
     out = plan.output
-    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    partial = outputs.partial_name(out)
     try:
-        shutil.copyfile(produced, partial)
+        try:
+            shutil.copyfile(produced, partial)
+        except OSError as exc:
+            raise OutputError(f"{out}: cannot write: {outputs.reason(exc)}") from None
         os.chmod(partial, 0o755)
         _check_glibc_floor(plan, partial, echo)
         if plan.native:
-            _self_test(partial, echo)
+            _self_test(partial, workdir, echo)
         elif toolchain.library_root is not None and binfmt_registered(plan.target.arch):
             # The binary needs the root's glibc and zlib: QEMU looks them up there first.
-            _self_test(partial, echo, {"QEMU_LD_PREFIX": str(toolchain.library_root)})
+            _self_test(partial, workdir, echo, {"QEMU_LD_PREFIX": str(toolchain.library_root)})
         else:
             echo(
                 f"self-test skipped: {plan.target.arch} binaries do not run on this host "
@@ -260,7 +269,7 @@ def _install(plan: BuildPlan, produced: Path, start: float, echo: Echo, toolchai
             )
         digest = sha256_file(partial)
         size = partial.stat().st_size
-        os.replace(partial, out)
+        outputs.install(partial, out)
     finally:
         partial.unlink(missing_ok=True)
     return BuildReport(
@@ -294,19 +303,19 @@ def _check_glibc_floor(plan: BuildPlan, binary: Path, echo: Echo) -> None:
         )
 
 
-def _self_test(binary: Path, echo: Echo, extra_env: dict[str, str] | None = None) -> None:
-    """Run the fresh binary's --self-test in an empty directory with a minimal environment."""
+def _self_test(binary: Path, workdir: Path, echo: Echo, extra_env: dict[str, str] | None = None) -> None:
+    """Run the fresh binary's --self-test in an empty directory with a minimal environment (inside the
+    staging directory, so that nothing of it outlives the build, even a killed one)."""
     echo(f"self-testing {binary.name}" + (" under QEMU" if extra_env else ""))
-    with tempfile.TemporaryDirectory(prefix="edgebundle-selftest-") as empty:
-        proc = subprocess.run(
-            [str(binary.resolve()), "--self-test"],
-            capture_output=True,
-            text=True,
-            cwd=empty,
-            stdin=subprocess.DEVNULL,
-            env={"PATH": "/usr/bin:/bin", "HOME": empty, "TMPDIR": empty, **(extra_env or {})},
-            check=False,
-        )
+    empty = workdir / "selftest"
+    empty.mkdir()
+    proc = stream(
+        [str(binary.resolve()), "--self-test"],
+        echo=None,
+        cwd=empty,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(empty), "TMPDIR": str(empty), **(extra_env or {})},
+        timeout=SELF_TEST_TIMEOUT_S,
+    )
     if proc.returncode != 0:
         tail = " | ".join((proc.stderr.strip() or proc.stdout.strip()).splitlines()[-5:])
         raise BuildError(f"the built binary failed its self-test (exit {proc.returncode}): {tail}")

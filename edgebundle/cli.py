@@ -3,52 +3,89 @@ and only here."""
 
 from __future__ import annotations
 
-import functools
 import json
+import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn
 
 import click
 
-from . import __version__
-from .errors import BudgetExceededError, ConfigError, EdgeBundleError
+from . import __version__, outputs
+from .errors import (
+    EXIT_INTERNAL,
+    EXIT_SIGNAL_BASE,
+    BudgetExceededError,
+    ConfigError,
+    EdgeBundleError,
+    Interrupted,
+)
 from .recipe import bundled_recipes, load_recipe
 from .target import bundled_targets, interpreters, load_target
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _echo(line: str) -> None:
     click.echo(line, err=True)
 
 
-def handle_errors(func: F) -> F:
-    """One line on stderr and the error's own exit code; a traceback only with --debug."""
+class _Edgebundle(click.Group):
+    """Errors become exits here and only here: an EdgeBundleError is its one line and its own exit
+    code; anything else is a bug, one line and EXIT_INTERNAL; SIGINT, SIGTERM and SIGHUP unwind
+    every ``finally`` (partial outputs, staging directories, child processes) and exit 128 + signal.
+    --debug (EDGEBUNDLE_DEBUG) shows the traceback instead."""
 
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        debug = click.get_current_context().find_root().params.get("debug", False)
+    def invoke(self, ctx: click.Context) -> Any:
+        debug = bool(ctx.params.get("debug"))
+        previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
         try:
-            return func(*args, **kwargs)
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
         except EdgeBundleError as exc:
             if debug:
                 raise
-            click.echo(f"edgebundle: error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("edgebundle: interrupted", err=True)
-            sys.exit(130)
+            _fail(f"edgebundle: error: {exc}", exc.exit_code)
+        except KeyboardInterrupt as exc:
+            signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+            _fail(
+                f"edgebundle: interrupted by {signal.Signals(signum).name}; cleaned up",
+                EXIT_SIGNAL_BASE + signum,
+            )
+        except Exception as exc:
+            if debug:
+                raise
+            detail = " ".join(str(exc).split()) or "no message"
+            _fail(
+                f"edgebundle: internal error: {type(exc).__name__}: {detail}; run with --debug for the "
+                "traceback and report it",
+                EXIT_INTERNAL,
+            )
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
-    return wrapper  # type: ignore[return-value]
+
+def _interrupt(signum: int, _frame: object) -> None:
+    # Once: a second signal must not cut the cleanup that the first one started.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(message, err=True)
+    sys.exit(code)
+
+
+@click.group(cls=_Edgebundle, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgebundle")
 @click.option("--debug", is_flag=True, envvar="EDGEBUNDLE_DEBUG", help="Show tracebacks.")
 def main(debug: bool) -> None:
-    """Bundle a TFLite model and a preprocessing recipe into one executable for edge Linux."""
+    """Bundle a TFLite model and a preprocessing recipe into one executable for edge Linux.
+
+    Exit codes: 0 ok; 3 configuration; 4 model; 5 missing tool; 6 build failed; 7 budget exceeded;
+    8 device; 9 an output cannot be written; 70 internal error (a bug); 128+N interrupted by signal N.
+    """
 
 
 @main.command()
@@ -89,7 +126,6 @@ def main(debug: bool) -> None:
     help="Build inside a Debian root of the target's arch even when it is this host's (independent of "
     "this machine's Python; the root's glibc is the floor). Foreign-arch targets always build in one.",
 )
-@handle_errors
 def build(
     model: Path,
     recipe: str,
@@ -115,10 +151,12 @@ def build(
         keep_build_dir=keep_build_dir,
         isolated=isolated,
     )
+    if report is not None:
+        outputs.check(report, "--report", inputs=[*plan.inputs, plan.output])
     click.echo(plan.summary(), err=True)
     result = run_build(plan, _echo)
     if report is not None:
-        _write_atomic(report, json.dumps(result.to_json(), indent=2) + "\n")
+        outputs.write(report, json.dumps(result.to_json(), indent=2) + "\n")
     click.echo(result.summary())
 
 
@@ -153,7 +191,6 @@ def build(
 @click.option(
     "--junit", "junit_path", type=click.Path(path_type=Path), help="Write JUnit XML, a case per budget."
 )
-@handle_errors
 def device_test(
     binary: Path,
     device: str,
@@ -168,12 +205,17 @@ def device_test(
     from .device.junit import junit_xml
     from .device.measurement import DeviceTestPlan, run_device_test
 
+    inputs = [binary, *([input_file] if input_file else [])]
+    if json_path is not None:
+        outputs.check(json_path, "--json", inputs=inputs)
+    if junit_path is not None:
+        outputs.check(junit_path, "--junit", inputs=[*inputs, *([json_path] if json_path else [])])
     plan = DeviceTestPlan(binary=binary, device=device, runs=runs, input=input_file, target=target)
     report = run_device_test(plan, echo=_echo, progress=_echo)
     if json_path is not None:
-        _write_atomic(json_path, json.dumps(report.to_json(), indent=2) + "\n")
+        outputs.write(json_path, json.dumps(report.to_json(), indent=2) + "\n")
     if junit_path is not None:
-        _write_atomic(junit_path, junit_xml(report))
+        outputs.write(junit_path, junit_xml(report))
     click.echo(report.table())
     failed = report.failed()
     if failed:
@@ -184,7 +226,6 @@ def device_test(
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@handle_errors
 def targets(as_json: bool) -> None:
     """List the bundled targets."""
     loaded = [load_target(name) for name in sorted(bundled_targets())]
@@ -201,7 +242,6 @@ def targets(as_json: bool) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@handle_errors
 def recipes(as_json: bool) -> None:
     """List the bundled recipes."""
     loaded = [load_recipe(path) for _, path in sorted(bundled_recipes().items())]
@@ -220,7 +260,6 @@ def recipes(as_json: bool) -> None:
 @main.command(name="inspect")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@handle_errors
 def inspect_command(path: Path, as_json: bool) -> None:
     """Show what is inside a built binary (manifest, arch, size by component, glibc floor, bundled
     libraries) or a .tflite model (tensors, quantization, ops), without running it."""
@@ -243,7 +282,6 @@ def list_interpreters(as_json: bool) -> None:
 
 
 @main.command()
-@handle_errors
 def matrix() -> None:
     """Print the CI build matrix (bundled targets x backends) as one line of JSON for GitHub Actions'
     fromJSON: each entry has name, target, arch, backend and the native runner."""
@@ -271,7 +309,6 @@ _BACKEND_OPTION = click.option(
 @toolchain.command(name="install")
 @click.argument("target_name", metavar="TARGET")
 @_BACKEND_OPTION
-@handle_errors
 def toolchain_install(target_name: str, backend: str) -> None:
     """Create TARGET's build root now (builds create it on first use) and print its root filesystem,
     e.g. for QEMU_LD_PREFIX. Does nothing but print when it exists already."""
@@ -287,7 +324,6 @@ def toolchain_install(target_name: str, backend: str) -> None:
 
 @toolchain.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@handle_errors
 def toolchain_list(as_json: bool) -> None:
     """List the cached build roots: ready, stale (the pins changed since) or interrupted (rebuilt on
     next use)."""
@@ -305,7 +341,6 @@ def toolchain_list(as_json: bool) -> None:
 
 @toolchain.command(name="remove")
 @click.argument("target_name", metavar="TARGET")
-@handle_errors
 def toolchain_remove(target_name: str) -> None:
     """Delete every build root of TARGET (any backend, stale and interrupted ones included)."""
     from .toolchains.debroot import remove_roots
@@ -317,9 +352,3 @@ def toolchain_remove(target_name: str) -> None:
     removed = remove_roots(name, _echo)
     if not removed:
         _echo(f"no build roots of {name}")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -51,6 +51,31 @@ class DeviceError(EdgeBundleError):
     exit_code = 8
 
 
+class OutputError(EdgeBundleError):
+    """An output path cannot or must not be written (it names an input, a directory, a device node;
+    its file system is read-only or full; its name is too long)."""
+
+    exit_code = 9
+
+
+# Not EdgeBundleError kinds, but exits the CLI documents too (README: Errors and exit codes).
+EXIT_INTERNAL = 70  # an unexpected exception: a bug; --debug shows its traceback (BSD's EX_SOFTWARE)
+EXIT_SIGNAL_BASE = 128  # interrupted by signal N: 128 + N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP arrived: raised in the main thread so that every ``finally`` cleans
+    up (partial outputs, staging directories, child processes) before the CLI exits 128 + signal.
+    A KeyboardInterrupt, so that no ``except Exception`` swallows it and every handler of Ctrl-C
+    handles it too."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean "x"?)' for the closest choice, or ''."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from . import outputs
 from .errors import ConfigError
 from .recipe import Recipe
 from .target import Arch, Target, host_arch
@@ -34,6 +35,12 @@ class BuildPlan:
     @property
     def name(self) -> str:
         return self.output.name
+
+    @property
+    def inputs(self) -> list[Path]:
+        """The files this build reads, which no output of it may overwrite."""
+        labels = self.recipe.output.labels
+        return [self.model, self.recipe.path, *([labels] if labels else [])]
 
     @property
     def native(self) -> bool:
@@ -96,12 +103,8 @@ def make_plan(
         raise ConfigError(f"{model}: model file not found")
     if output is None:
         output = Path("dist") / model.stem
-    if output.is_dir():
-        raise ConfigError(f"{output}: -o is a directory; give the binary's file name")
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{output.parent}: cannot create the output directory: {exc.strerror}") from None
+    labels = recipe.output.labels
+    outputs.check(output, "-o", inputs=[model, recipe.path, *([labels] if labels else [])])
     return BuildPlan(
         model=model,
         recipe=recipe,

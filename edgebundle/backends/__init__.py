@@ -30,6 +30,9 @@ class Stage:
     strip: bool = True
     # link with packed relative relocations (DT_RELR), which the target's glibc floor must allow
     pack_relocations: bool = False
+    # where the build's commands log; default inside workdir (a build keeps its log outside, so
+    # that the log a failure names outlives the staging directory)
+    log_file: Path | None = None
 
     @property
     def app(self) -> Path:
@@ -41,7 +44,7 @@ class Stage:
 
     @property
     def log(self) -> Path:
-        return self.workdir / "build.log"
+        return self.log_file or self.workdir / "build.log"
 
     def data_files(self) -> list[Path]:
         """Files bundled next to the runtime package (model, manifest, self-test), sorted."""

@@ -17,12 +17,11 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .. import __version__, workspace
 from ..elf import GLIBC_ABI_MARKERS, version_key
 from ..errors import BuildError
 from ..runner import Echo, run
@@ -176,16 +175,6 @@ def prune(folder: Path, keep: int, echo: Echo) -> None:
             lock_path(old).unlink(missing_ok=True)
 
 
-def _workdir(name: str) -> Path:
-    """A fixed path per runner (paths end up in the frozen code), private to this user."""
-    base = Path(tempfile.gettempdir()) / f"edgebundle-build-{os.getuid()}"
-    base.mkdir(mode=0o700, exist_ok=True)
-    workdir = base / f"runner-{name}"
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir()
-    return workdir
-
-
 # binutils 2.40's strip breaks the OpenBLAS that NumPy 2's PyPI wheels bundle (libscipy_openblas: "ELF
 # load command address/offset not page-aligned" when the binary loads it). NumPy built from source
 # without BLAS (host venvs) or Debian's (build roots) has none; a root of an interpreter whose NumPy
@@ -216,8 +205,11 @@ def _make_runner(
     keep_build_dir: bool,
 ) -> None:
     backend = BACKENDS[backend_name]  # type: ignore[index]
-    workdir = _workdir(out.name.strip(".").removesuffix(".partial"))
-    try:
+    # A fixed path per runner (paths end up in the frozen code), private to this user.
+    name = f"runner-{out.name.strip('.').removesuffix('.partial')}"
+    with workspace.scratch(name, keep=keep_build_dir) as workdir:
+        if keep_build_dir:
+            echo(f"runner build directory kept: {workdir}")
         strip = not _numpy_bundles_openblas(toolchain, log)
         if not strip:
             echo("not stripping: this environment's NumPy wheel bundles an OpenBLAS that strip breaks")
@@ -270,8 +262,3 @@ def _make_runner(
         }
         (out / "runner.json").write_text(json.dumps(runner, indent=1, sort_keys=True) + "\n")
         echo(load(out).describe())
-    finally:
-        if keep_build_dir:
-            echo(f"runner build directory kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
