@@ -291,6 +291,54 @@ def matrix() -> None:
     click.echo(json.dumps(ci_matrix(loaded), separators=(",", ":")))
 
 
+@main.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def cache(ctx: click.Context, as_json: bool) -> None:
+    """Show what edgebundle keeps between runs (build environments, NumPy wheels, runners, build
+    roots, compile caches, runtimes unpacked by binaries, build logs, staging directories), with sizes.
+    `edgebundle cache clean` removes it."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .cache import KINDS, entries
+
+    found = entries()
+    if as_json:
+        click.echo(json.dumps([e.to_json() for e in found], indent=2))
+        return
+    for kind in KINDS:
+        mine = [e for e in found if e.kind == kind]
+        size = sum(e.size_bytes for e in mine) / 1e6
+        click.echo(f"{kind:9} {len(mine):3} {'entry' if len(mine) == 1 else 'entries':7} {size:8.1f} MB")
+        for e in mine:
+            click.echo(f"    {e.state:11} {e.size_bytes / 1e6:8.1f} MB  {e.path}")
+
+
+@cache.command(name="clean")
+@click.argument(
+    "kinds",
+    nargs=-1,
+    type=click.Choice(["envs", "wheels", "runners", "roots", "nuitka", "runtimes", "logs", "staging"]),
+)
+@click.option("--all", "everything", is_flag=True, help="Remove every kind, in use excepted.")
+def cache_clean(kinds: tuple[str, ...], everything: bool) -> None:
+    """Remove cached KINDS entirely (entries in use excepted). Without KINDS: only what nothing can
+    use again (scratch directories and partial entries of processes that are gone, interrupted and
+    stale build roots)."""
+    from .cache import KINDS, clean, default_selection
+
+    chosen = KINDS if everything or not kinds else tuple(k for k in KINDS if k in kinds)
+    removed, left = clean(
+        (lambda _e: True) if everything or kinds else default_selection,
+        _echo,
+        kinds=chosen,
+    )
+    for entry, why in left:
+        _echo(f"left {entry.path}: {why}")
+    freed = sum(e.size_bytes for e in removed) / 1e6
+    click.echo(f"removed {len(removed)} cache entr{'y' if len(removed) == 1 else 'ies'}, {freed:.1f} MB")
+
+
 @main.group()
 def toolchain() -> None:
     """Manage the cached Debian build roots that foreign-arch builds (and --isolated ones) run in."""

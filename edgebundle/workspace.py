@@ -114,7 +114,7 @@ def sweep(base: Path, *, include_kept: bool = False) -> list[Path]:
     for entry in entries(base):
         if entry.kept and not include_kept:
             continue
-        if _remove_if_free(entry.path):
+        if remove_if_free(entry.path):
             removed.append(entry.path)
     return removed
 
@@ -132,7 +132,8 @@ def _held(workdir: Path) -> bool:
     return False
 
 
-def _remove_if_free(workdir: Path) -> bool:
+def remove_if_free(workdir: Path) -> bool:
+    """Remove ``workdir`` unless a live process holds it; whether it was removed."""
     fd = os.open(_lock_path(workdir), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "r+") as lock:
         try:

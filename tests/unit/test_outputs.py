@@ -93,7 +93,8 @@ def test_special_files_are_refused_and_left_as_they_are(workspace: Path) -> None
         for out, words in cases:
             code, _, err = invoke("build", "model.tflite", "--recipe", "r.toml", "-o", out)
             assert_refused(err, code, out, words)
-        assert os.path.exists("/dev/null") and not Path("/dev/null").is_file()
+        assert os.path.exists("/dev/null")
+        assert not Path("/dev/null").is_file()
         assert (workspace / "fifo").is_fifo()
         assert (workspace / "sock").is_socket()
     finally:
@@ -129,7 +130,9 @@ def test_a_name_of_255_bytes_is_written(tmp_path: Path) -> None:
 
 
 def test_stale_partials_of_dead_processes_are_swept(tmp_path: Path) -> None:
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True
+    )
     dead_pid = int(dead.stdout)
     target = tmp_path / "app"
     (tmp_path / f".app.partial-{dead_pid}").write_bytes(b"half")
@@ -166,8 +169,21 @@ def run_in_mount(mountpoint: Path, opts: str, *argv: str) -> subprocess.Complete
     """Run the edgebundle CLI with a tmpfs mounted (``opts``) at ``mountpoint``, in a private mount
     namespace, so that nothing stays mounted."""
     return subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", MOUNTED.format(opts=opts), "sh"]
-        + [str(mountpoint), sys.executable, "-m", "edgebundle", *argv],
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            MOUNTED.format(opts=opts),
+            "sh",
+            str(mountpoint),
+            sys.executable,
+            "-m",
+            "edgebundle",
+            *argv,
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -197,8 +213,21 @@ def test_full_file_system_is_one_line_naming_the_path_and_leaves_nothing(workspa
         "    print(e)\n    print(sorted(p.name for p in target.parent.iterdir()))\n    sys.exit(9)\n"
     )
     proc = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", MOUNTED.format(opts="size=1m"), "sh"]
-        + [str(full), sys.executable, "-c", script, str(full / "report.json")],
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            MOUNTED.format(opts="size=1m"),
+            "sh",
+            str(full),
+            sys.executable,
+            "-c",
+            script,
+            str(full / "report.json"),
+        ],
         capture_output=True,
         text=True,
         check=False,
