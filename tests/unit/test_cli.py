@@ -81,3 +81,32 @@ def test_build_errors_are_one_line_with_their_exit_code(
     assert "Traceback" not in err
     assert list(tmp_path.iterdir()) in ([], [tmp_path / "dist"])
     assert not any((tmp_path / "dist").glob("*")) if (tmp_path / "dist").exists() else True
+
+
+def test_an_unexpected_exception_is_one_line_exit_70_and_a_traceback_with_debug(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(name: str) -> None:
+        raise RuntimeError(f"a bug\nreading {name}")
+
+    monkeypatch.setattr("edgebundle.cli.load_target", broken)
+    code, out, err = invoke("targets")
+    assert code == 70
+    assert out == ""
+    assert err == (
+        "edgebundle: internal error: RuntimeError: a bug reading arm64; run with --debug for the "
+        "traceback and report it\n"
+    )
+    result = CliRunner().invoke(main, ["--debug", "targets"])
+    assert isinstance(result.exception, RuntimeError)
+
+
+def test_every_command_is_covered_by_the_one_error_handler(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `interpreters` had no handler of its own before the handler moved into the group
+    def broken() -> None:
+        raise KeyError("x86_64")
+
+    monkeypatch.setattr("edgebundle.cli.interpreters", broken)
+    code, _, err = invoke("interpreters")
+    assert code == 70
+    assert err.startswith("edgebundle: internal error: KeyError: 'x86_64'")
