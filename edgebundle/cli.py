@@ -84,7 +84,8 @@ def main(debug: bool) -> None:
     """Bundle a TFLite model and a preprocessing recipe into one executable for edge Linux.
 
     Exit codes: 0 ok; 3 configuration; 4 model; 5 missing tool; 6 build failed; 7 budget exceeded;
-    8 device; 9 an output cannot be written; 70 internal error (a bug); 128+N interrupted by signal N.
+    8 device; 9 an output cannot be written; 10 a binary whose model does not match its manifest;
+    70 internal error (a bug); 128+N interrupted by signal N.
     """
 
 
@@ -262,11 +263,13 @@ def recipes(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def inspect_command(path: Path, as_json: bool) -> None:
     """Show what is inside a built binary (manifest, arch, size by component, glibc floor, bundled
-    libraries) or a .tflite model (tensors, quantization, ops), without running it."""
-    from .inspect import format_report, inspect_path
+    libraries) or a .tflite model (tensors, quantization, ops), without running it. Exits 10 when a
+    binary's model does not match its manifest."""
+    from .inspect import check_integrity, format_report, inspect_path
 
     report = inspect_path(path)
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+    check_integrity(report)
 
 
 @main.command(name="interpreters")

@@ -45,6 +45,12 @@ class BudgetExceededError(EdgeBundleError):
     exit_code = 7
 
 
+class IntegrityError(EdgeBundleError):
+    """A built binary's model bytes do not match its own manifest: it was tampered with or damaged."""
+
+    exit_code = 10
+
+
 class DeviceError(EdgeBundleError):
     """The device cannot be reached or cannot run the binary."""
 

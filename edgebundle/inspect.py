@@ -19,7 +19,7 @@ from typing import Any
 
 from .backends.bundle import ARCHIVE_MAGIC, KIND_END, KIND_FILE, RECORD, Trailer, read_app_files, read_trailer
 from .elf import NotElfError, parse_elf, read_elf
-from .errors import ConfigError
+from .errors import ConfigError, IntegrityError
 from .runner import which
 from .tflite import TFLiteFormatError, read_model
 
@@ -169,6 +169,15 @@ def inspect_path(path: Path) -> dict[str, Any]:
     if head[4:8] == b"TFL3":
         return inspect_model(path)
     return inspect_binary(path)
+
+
+def check_integrity(report: dict[str, Any]) -> None:
+    """Raise when a binary's model bytes do not match its manifest (the report shows which digest)."""
+    if report["kind"] == "binary" and not report["model_sha256_matches_manifest"]:
+        raise IntegrityError(
+            f"{report['path']}: the model's sha256 does not match the manifest "
+            "(the binary was tampered with or damaged)"
+        )
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -5,7 +5,8 @@ Steps on the device, each one of the scripts of scripts.py through the transport
     before anything is copied.
  2. UPLOAD: the binary (and the --input file) streamed through ``cat``; the size written is checked.
  3. COLD: the very first run of the copied file, ``APP --self-test``, timed by the device's clock.
- 4. ``APP --info``: the manifest, which proves this is an edgebundle binary and carries the budgets.
+ 4. ``APP --info``: the manifest, which proves this is an edgebundle binary and carries the budgets,
+    and its check of the model's bytes (a mismatch: IntegrityError).
  5. Startup: ``APP --eb-measure startup --runs N -- APP --self-test`` (the binary measures copies of
     itself, wall time and whole-tree peak RSS, see runtime/measure.py); one JSON line per run.
  6. Latency: ``APP --eb-bench N [INPUT]``: one warm-up, then N inferences inside one process.
@@ -25,7 +26,7 @@ from types import FrameType
 from typing import Any
 
 from ..elf import NotElfError, read_elf
-from ..errors import ConfigError, DeviceError, EdgeBundleError
+from ..errors import ConfigError, DeviceError, EdgeBundleError, IntegrityError
 from ..runner import Completed, Echo, tail
 from ..target import Arch, Budgets, load_target, normalize_arch
 from . import Launch, Transport, open_transport, scripts
@@ -242,8 +243,16 @@ class DeviceDir:
 def _manifest(dev: DeviceDir, command: list[str], binary: Path, device: str, cold: Cold) -> dict[str, Any]:
     """``--info`` proves an edgebundle binary; with the first run's result it tells what went wrong."""
     info = dev.run([*command, "--info"], timeout=STEP_TIMEOUT_S)
-    manifest = _json_object(info.stdout) if info.returncode == 0 else None
-    is_ours = manifest is not None and isinstance(manifest.get("target"), dict)
+    # --info prints the manifest even when the model check fails (then it exits 1).
+    manifest = _json_object(info.stdout)
+    if manifest is None or not isinstance(manifest.get("target"), dict):
+        manifest = None
+    elif manifest.get("model_check", {}).get("matches_manifest") is False:
+        raise IntegrityError(
+            f"{binary}: the model's digest does not match the manifest on {device} "
+            "(the binary was tampered with or damaged); build it again"
+        )
+    is_ours = manifest is not None and info.returncode == 0
     if cold.exit_code == 0 and is_ours:
         assert manifest is not None
         return manifest

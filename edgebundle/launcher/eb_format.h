@@ -29,6 +29,12 @@
  *   16 u64 data_len
  *
  * Symlinks come after every directory and file, so that nothing is ever written through one.
+ *
+ * An unpacked runner directory ends up holding EB_FILES, written by the launcher as it unpacks: the
+ * list of what it unpacked, EB_FILES_MAGIC then the archive's records without their data (data_len
+ * stays: a file's size, a symlink target's length), the end record last. Every start checks the
+ * directory against it (verify() in launcher.c) so that a copy damaged by a tmp cleaner is unpacked
+ * again instead of failing at every start.
  */
 #ifndef EB_FORMAT_H
 #define EB_FORMAT_H
@@ -44,6 +50,9 @@
 #define EB_KIND_FILE 'F'
 #define EB_KIND_SYMLINK 'L'
 #define EB_KIND_END 'E'
+
+#define EB_FILES ".eb-files"
+#define EB_FILES_MAGIC "EBFILE01"
 
 /* The program inside a runner that the launcher executes. */
 #define EB_ENTRY "run"

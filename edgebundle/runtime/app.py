@@ -5,8 +5,11 @@ Hidden, for ``edgebundle test`` on a device that has nothing but a shell: ``--eb
 and measures whole runs of a command, see measure.py; handled before anything else is imported so
 that the measurer stays small) and ``--eb-bench N [IMAGE]`` (inference latency inside this process).
 
-Exit codes: 0 success; 1 self-test failed; 2 an input (or argument) was bad, the others were still
-processed; 3 the bundled model could not be loaded; 70 an unexpected internal error.
+Exit codes: 0 success; 1 self-test failed, or (``--info``, ``--self-test``) the model's bytes do not
+match the manifest; 2 an input (or argument) was bad, the others were still processed; 3 the bundled
+model could not be loaded; 70 an unexpected internal error (one line on stderr; EDGEBUNDLE_DEBUG=1
+shows the traceback), or the launcher could not start the runtime at all. The same list is the
+``--help`` epilog and the README's.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Run the bundled TFLite model on images. One JSON line per image on stdout.",
+        epilog="exit codes: 0 ok; 1 self-test failed, or the model does not match the manifest; 2 a bad "
+        "input or argument (the other images are still processed); 3 the model cannot be loaded; "
+        "70 internal error (EDGEBUNDLE_DEBUG=1 shows why) or the runtime cannot be started",
     )
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files (.npy/.npz: raw)")
     parser.add_argument("--save-outputs", metavar="OUT.npz", help="write raw output tensors")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import MODELS
+from edgebundle.errors import IntegrityError
+from edgebundle.runtime.payload import PayloadBundle
+from tests.conftest import FIXTURES, MODELS
 from tests.integration.conftest import Built, build, edgebundle, run_binary, runner_moved_aside, sha256
 
 pytestmark = pytest.mark.build
@@ -61,14 +64,25 @@ def test_inspect_model() -> None:
     assert report["inputs"][0]["shape"] == [1, 16, 16, 1]
 
 
-def test_tampered_model_fails_self_test_and_info(digits_float: Built, tmp_path: Path) -> None:
-    tampered = tmp_path / "tampered"
-    data = bytearray(digits_float.path.read_bytes())
-    model = digits_float.model.read_bytes()
-    at = bytes(data).rindex(model[-64:]) - len(model) // 2  # inside the model in the payload
-    data[at] ^= 0xFF
-    tampered.write_bytes(bytes(data))
-    tampered.chmod(0o755)
+def tampered_copy(built: Built, out: Path) -> Path:
+    """A copy of ``built`` with one byte flipped in the middle of its model, found through the payload's
+    own index (runtime/payload.py), as damage or an edit in place would leave it."""
+    fd = os.open(built.path, os.O_RDONLY)
+    try:
+        offset, length = PayloadBundle(fd).files[built.manifest["model"]["file"]]
+    finally:
+        os.close(fd)
+    data = bytearray(built.path.read_bytes())
+    data[offset + length // 2] ^= 0xFF
+    out.write_bytes(bytes(data))
+    out.chmod(0o755)
+    return out
+
+
+def test_tampered_model_is_reported_by_the_binary_inspect_and_test(
+    digits_float: Built, tmp_path: Path
+) -> None:
+    tampered = tampered_copy(digits_float, tmp_path / "tampered")
     selftest = run_binary(tampered, "--self-test", cwd=tmp_path)
     assert selftest.returncode == 1
     assert "does not match the manifest" in selftest.stderr
@@ -76,7 +90,29 @@ def test_tampered_model_fails_self_test_and_info(digits_float: Built, tmp_path: 
     assert info.returncode == 1
     assert json.loads(info.stdout)["model_check"]["matches_manifest"] is False
     assert "does not match the manifest" in info.stderr
-    assert inspect_json(tampered)["model_sha256_matches_manifest"] is False
+    # APP IMAGE does not hash the model (README: what each mode checks); it still runs.
+    assert run_binary(tampered, str(FIXTURES / "digits" / "sample_7.png"), cwd=tmp_path).returncode == 0
+
+    for args in ([], ["--json"]):
+        proc = edgebundle("inspect", str(tampered), *args)
+        assert proc.returncode == IntegrityError.exit_code == 10, proc.stderr
+        assert proc.stderr == (
+            f"edgebundle: error: {tampered}: the model's sha256 does not match the manifest "
+            "(the binary was tampered with or damaged)\n"
+        )
+    assert (
+        json.loads(edgebundle("inspect", str(tampered), "--json").stdout)["model_sha256_matches_manifest"]
+        is False
+    )
+    assert "DOES NOT MATCH the manifest" in edgebundle("inspect", str(tampered)).stdout
+
+    test = edgebundle("test", str(tampered), "--runs", "2")
+    assert test.returncode == 10, test.stderr
+    error = [line for line in test.stderr.splitlines() if line.startswith("edgebundle: error:")]
+    assert error == [
+        f"edgebundle: error: {tampered}: the model's digest does not match the manifest on local "
+        "(the binary was tampered with or damaged); build it again"
+    ]
 
 
 @pytest.mark.parametrize("kind", ["not-edgebundle", "truncated", "not-elf"])

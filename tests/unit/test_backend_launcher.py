@@ -261,3 +261,108 @@ def test_closed_std_fds_are_not_given_to_the_runtime(make_binary: MakeBinary, tm
     assert proc.returncode == 0
     fields = dict(line.split("=", 1) for line in proc.stdout.splitlines())
     assert int(fields["fd"]) > 2
+
+
+def damaged_starts(binary: Path, env: dict[str, str], key_dir: Path, damage: Callable[[], None]) -> str:
+    """Start once (unpacks), damage the unpacked runner, start again: returns that start's stderr."""
+    start(binary, env)
+    damage()
+    proc = subprocess.run([str(binary)], capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert dict(line.split("=", 1) for line in proc.stdout.splitlines())["dir"] == str(key_dir)
+    return proc.stderr
+
+
+@pytest.mark.parametrize(
+    "what",
+    ["deleted", "truncated", "emptied", "list deleted", "list truncated", "dir deleted", "file for a dir"],
+)
+def test_a_damaged_runner_is_unpacked_again_saying_so_once(
+    make_binary: MakeBinary, tmp_path: Path, what: str
+) -> None:
+    binary = make_binary(extra=os.urandom(3000), files=3)
+    env = env_for(tmp_path)
+    run = cache_run_dir(tmp_path)
+    key_dir = run / bundle.read_trailer(binary).key
+    data1 = key_dir / "_internal" / "data1.bin"
+
+    def damage() -> None:
+        # what a tmp cleaner does: it may delete files (theirs are read-only, the directory is ours)
+        if what == "deleted":
+            data1.unlink()
+        elif what == "truncated":
+            data1.chmod(0o600)
+            os.truncate(data1, 100)
+        elif what == "emptied":
+            for p in key_dir.iterdir():
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        elif what == "list deleted":  # also what a runner unpacked by an older launcher looks like
+            (key_dir / ".eb-files").unlink()
+        elif what == "list truncated":
+            (key_dir / ".eb-files").chmod(0o600)
+            os.truncate(key_dir / ".eb-files", 40)
+        elif what == "dir deleted":
+            shutil.rmtree(key_dir / "_internal")
+        else:
+            shutil.rmtree(key_dir / "_internal")
+            (key_dir / "_internal").write_text("")
+
+    err = damaged_starts(binary, env, key_dir, damage)
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"app: warning: the unpacked runtime in {key_dir} was damaged (")
+    assert lines[0].endswith("; unpacked it again")
+    assert data1.read_bytes().endswith(b"app")
+    assert data1.stat().st_size == 3003
+    assert sorted(p.name for p in run.iterdir()) == [".lock", key_dir.name]  # the damaged copy is gone
+    again = subprocess.run([str(binary)], capture_output=True, text=True, env=env, check=False)
+    assert again.returncode == 0
+    assert again.stderr == ""
+
+
+def test_damage_names_what_is_missing(make_binary: MakeBinary, tmp_path: Path) -> None:
+    binary = make_binary(files=2)
+    env = env_for(tmp_path)
+    key_dir = cache_run_dir(tmp_path) / bundle.read_trailer(binary).key
+    err = damaged_starts(binary, env, key_dir, (key_dir / "_internal" / "data1.bin").unlink)
+    assert "(_internal/data1.bin: No such file or directory)" in err
+
+
+def test_concurrent_starts_on_a_damaged_runner_unpack_it_once(
+    make_binary: MakeBinary, tmp_path: Path
+) -> None:
+    binary = make_binary(extra=os.urandom(1 << 20), files=8)
+    env = env_for(tmp_path)
+    run = cache_run_dir(tmp_path)
+    key_dir = run / bundle.read_trailer(binary).key
+    start(binary, env)
+    (key_dir / "_internal" / "data3.bin").unlink()
+    procs = [
+        subprocess.Popen([str(binary)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+        for _ in range(6)
+    ]
+    outputs = [p.communicate() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, [e for _, e in outputs]
+    warnings = [line for _, err in outputs for line in err.splitlines()]
+    assert len(warnings) == 1, warnings
+    assert "unpacked it again" in warnings[0]
+    assert sorted(p.name for p in run.iterdir()) == [".lock", key_dir.name]
+    assert (key_dir / "_internal" / "data3.bin").is_file()
+
+
+def test_an_intact_start_reads_only_the_list(make_binary: MakeBinary, tmp_path: Path) -> None:
+    """The check stats; it never opens a runner file but the list (that would cost a start its time)."""
+    if shutil.which("strace") is None:
+        pytest.skip("needs strace")
+    binary = make_binary(files=3)
+    env = env_for(tmp_path)
+    start(binary, env)
+    trace = tmp_path / "trace"
+    subprocess.run(
+        ["strace", "-f", "-e", "trace=openat,open", "-o", str(trace), str(binary)],
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+    opened = [line for line in trace.read_text().splitlines() if "data" in line and ".bin" in line]
+    assert opened == []

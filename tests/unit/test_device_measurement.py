@@ -3,12 +3,15 @@ and budgets read from a manifest."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from edgebundle.device.measurement import Cold, _manifest_budgets, _start_failure, binary_arch
-from edgebundle.errors import ConfigError, DeviceError
+from edgebundle.device.measurement import Cold, _manifest, _manifest_budgets, _start_failure, binary_arch
+from edgebundle.errors import ConfigError, DeviceError, IntegrityError
+from edgebundle.inspect import check_integrity
+from edgebundle.runner import Completed
 from edgebundle.runtime.measure import guest_rss_kib, tree_peak_bytes
 from edgebundle.target import Budgets
 from tests.conftest import FIXTURES
@@ -118,3 +121,35 @@ VmFlags: rd ex mr mw me
 def test_the_guest_estimate_leaves_out_translated_code_the_emulator_and_its_heap() -> None:
     # Guest anonymous memory, the guest's file mappings (a path with spaces too) count.
     assert guest_rss_kib(SMAPS, QEMU) == 2036 + 1000 + 10
+
+
+class InfoDevice:
+    """A DeviceDir whose only command is ``APP --info``, answering with a fixed result."""
+
+    def __init__(self, returncode: int, stdout: str) -> None:
+        self.result = Completed(returncode=returncode, stdout=stdout, stderr="")
+
+    def run(self, command: list[str], **kwargs: object) -> Completed:
+        assert command[-1] == "--info"
+        return self.result
+
+
+def test_a_model_that_does_not_match_the_manifest_is_an_integrity_error() -> None:
+    # what --info prints (and exits 1 with) when the model's bytes were changed
+    stdout = json.dumps({"target": {"name": "x86_64"}, "model_check": {"matches_manifest": False}})
+    dev = InfoDevice(1, stdout)
+    with pytest.raises(IntegrityError, match=r"digits: the model's digest does not match the manifest on gw"):
+        _manifest(dev, ["app"], APP, "gw", cold("app: error: the model's BLAKE2b digest ...", 1))  # type: ignore[arg-type]
+
+
+def test_an_intact_manifest_is_returned() -> None:
+    manifest = {"target": {"name": "x86_64"}, "model_check": {"matches_manifest": True}}
+    dev = InfoDevice(0, json.dumps(manifest))
+    assert _manifest(dev, ["app"], APP, "gw", cold("", 0)) == manifest  # type: ignore[arg-type]
+
+
+def test_inspect_fails_on_a_model_mismatch_only() -> None:
+    check_integrity({"kind": "binary", "path": "app", "model_sha256_matches_manifest": True})
+    check_integrity({"kind": "model", "path": "m.tflite"})
+    with pytest.raises(IntegrityError, match="app: the model's sha256 does not match the manifest"):
+        check_integrity({"kind": "binary", "path": "app", "model_sha256_matches_manifest": False})
