@@ -177,7 +177,17 @@ def measure(binary: Path, runs: int, scratch: Path) -> dict[str, float]:
     report.unlink(missing_ok=True)
     env = {**os.environ, "EDGEBUNDLE_CACHE_DIR": str(cache)}
     proc = subprocess.run(
-        [sys.executable, "-m", "edgebundle", "test", str(binary), "--runs", str(runs), "--json", str(report)],
+        [
+            sys.executable,
+            "-m",
+            "edgebundle",
+            "test",
+            str(binary),
+            "--runs",
+            str(runs),
+            "--json-out",
+            str(report),
+        ],
         capture_output=True,
         text=True,
         env=env,

@@ -207,14 +207,18 @@ def edgebundle_build(model: Model, target: str, backend: str, out_dir: Path) -> 
         str(out),
     ]
     proc = subprocess.run(
-        [*argv, "--report", str(report)],
+        [*argv, "--json-out", str(report)],
         capture_output=True,
         text=True,
         check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "build failed")
-    return out, json.loads(report.read_text())["build_seconds"], "reusing cached runner" in proc.stderr
+    return (
+        out,
+        json.loads(report.read_text())["build_seconds"],
+        "runner (" in proc.stderr and ": cached" in proc.stderr,
+    )
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -226,7 +230,17 @@ def measure_binary(v: Variant, runs: int, scratch: Path) -> dict[str, Any]:
     out = scratch / f"{v.model}-{v.name}.json"
     env = {**os.environ, **v.env}
     proc = subprocess.run(
-        [*EDGEBUNDLE, "test", str(v.binary), "--device", v.device, "--runs", str(runs), "--json", str(out)],
+        [
+            *EDGEBUNDLE,
+            "test",
+            str(v.binary),
+            "--device",
+            v.device,
+            "--runs",
+            str(runs),
+            "--json-out",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         env=env,

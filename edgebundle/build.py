@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__, outputs, workspace
+from . import __version__, outputs, ui, workspace
 from .backends import RUNTIME_PACKAGE, Stage, stage_runtime
 from .backends.bundle import assemble
 from .backends.runners import ensure_runner
@@ -77,7 +77,9 @@ def build(plan: BuildPlan, echo: Echo) -> BuildReport:
     for orphan in outputs.sweep_partials(plan.output):
         echo(f"removed {orphan} (left by a build that was killed)")
     toolchain = for_plan(plan)
-    toolchain.ensure(echo)
+    with ui.step(echo, "build environment") as step:
+        toolchain.ensure(echo)
+        step.summary = toolchain.describe()
     # The same inputs always get the same staging path: paths end up in the frozen program, and a
     # random directory would make two builds of the same inputs differ (workspace.py).
     key = build_inputs_sha256(plan)[:16]
@@ -115,22 +117,28 @@ def _build_in(
     stage_runtime(stage)
     model_file = stage.app / "model.tflite"
     shutil.copyfile(plan.model, model_file)
-    echo(f"checking {plan.model} with {plan.target.interpreter}")
-    sig = _probe_signature(toolchain, pins.module, pins.distribution, plan.model, model_file, stage)
-    resolved = validate(plan.recipe, sig, labels)
-    manifest = _manifest(plan, sig, resolved.image_input, labels, model_file)
-    (stage.app / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    toolchain.run(
-        [toolchain.python, "-m", f"{RUNTIME_PACKAGE}.buildtime", "reference", str(stage.app)],
-        log=stage.log,
-        what="computing the self-test reference",
-        cwd=stage.app,
-    )
-    runner, built = ensure_runner(
-        toolchain, plan.target, plan.backend, pins, echo, keep_build_dir=plan.keep_build_dir
-    )
-    echo(("built " if built else "reusing cached ") + runner.describe())
-    produced = workdir / plan.name
+    with ui.step(echo, f"model check with {plan.target.interpreter}") as step:
+        sig = _probe_signature(toolchain, pins.module, pins.distribution, plan.model, model_file, stage)
+        resolved = validate(plan.recipe, sig, labels)
+        manifest = _manifest(plan, sig, resolved.image_input, labels, model_file)
+        (stage.app / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        toolchain.run(
+            [toolchain.python, "-m", f"{RUNTIME_PACKAGE}.buildtime", "reference", str(stage.app)],
+            log=stage.log,
+            what="computing the self-test reference",
+            cwd=stage.app,
+        )
+        step.summary = (
+            f"{_plural(len(sig['inputs']), 'input')}, {_plural(len(sig['outputs']), 'output')}, "
+            f"{_plural(len(sig['ops']), 'op')}, self-test reference computed"
+        )
+    with ui.step(echo, f"runner ({plan.backend})") as step:
+        runner, built = ensure_runner(
+            toolchain, plan.target, plan.backend, pins, echo, keep_build_dir=plan.keep_build_dir
+        )
+        step.summary = ("built " if built else "cached, ") + runner.describe().removeprefix("runner ")
+    # not named after the output: "-o app" would collide with the stage's app/ directory
+    produced = workdir / "binary"
     assemble(
         runner.prefix,
         runner.runner_offset,
@@ -139,6 +147,10 @@ def _build_in(
         produced,
     )
     return _install(plan, produced, workdir, start, echo, toolchain)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def build_inputs_sha256(plan: BuildPlan) -> str:
@@ -256,17 +268,22 @@ def _install(
         except OSError as exc:
             raise OutputError(f"{out}: cannot write: {outputs.reason(exc)}") from None
         os.chmod(partial, 0o755)
-        _check_glibc_floor(plan, partial, echo)
-        if plan.native:
-            _self_test(partial, workdir, echo)
-        elif toolchain.library_root is not None and binfmt_registered(plan.target.arch):
-            # The binary needs the root's glibc and zlib: QEMU looks them up there first.
-            _self_test(partial, workdir, echo, {"QEMU_LD_PREFIX": str(toolchain.library_root)})
-        else:
-            echo(
-                f"self-test skipped: {plan.target.arch} binaries do not run on this host "
-                f"(no qemu-{plan.target.arch} registered with binfmt_misc)"
-            )
+        with ui.step(echo, "checks") as step:
+            floor = _check_glibc_floor(plan, partial, echo)
+            if plan.native:
+                _self_test(partial, workdir, echo)
+                tested = "self-test passed"
+            elif toolchain.library_root is not None and binfmt_registered(plan.target.arch):
+                # The binary needs the root's glibc and zlib: QEMU looks them up there first.
+                _self_test(partial, workdir, echo, {"QEMU_LD_PREFIX": str(toolchain.library_root)})
+                tested = "self-test passed under QEMU"
+            else:
+                tested = (
+                    f"self-test skipped: {plan.target.arch} binaries do not run on this host "
+                    f"(no qemu-{plan.target.arch} registered with binfmt_misc)"
+                )
+                ui.warn(echo, tested)
+            step.summary = f"{floor}; {tested}"
         digest = sha256_file(partial)
         size = partial.stat().st_size
         outputs.install(partial, out)
@@ -284,7 +301,7 @@ def _install(
     )
 
 
-def _check_glibc_floor(plan: BuildPlan, binary: Path, echo: Echo) -> None:
+def _check_glibc_floor(plan: BuildPlan, binary: Path, echo: Echo) -> str:
     """The target promises its devices a glibc version; refuse a binary that needs a newer one
     (it would fail on the device with "version `GLIBC_2.38' not found")."""
     from .elf import version_key
@@ -292,21 +309,19 @@ def _check_glibc_floor(plan: BuildPlan, binary: Path, echo: Echo) -> None:
 
     report = inspect_binary(binary)
     floor, culprit = report["glibc_floor"], report["glibc_floor_set_by"]
-    echo(
-        f"glibc floor: {floor} (set by {culprit}); target {plan.target.name} allows {plan.target.glibc_floor}"
-    )
+    echo(f"glibc floor {floor} set by {culprit}")
     if floor and version_key(floor) > version_key(plan.target.glibc_floor):
         raise BuildError(
             f"the binary needs glibc {floor} (set by {culprit}) but target {plan.target.name} has "
             f"glibc_floor {plan.target.glibc_floor}; build with --isolated (a Debian root with the "
             "target's glibc) or pin a wheel built for an older glibc"
         )
+    return f"needs glibc >= {floor} (target allows {plan.target.glibc_floor})"
 
 
 def _self_test(binary: Path, workdir: Path, echo: Echo, extra_env: dict[str, str] | None = None) -> None:
     """Run the fresh binary's --self-test in an empty directory with a minimal environment (inside the
     staging directory, so that nothing of it outlives the build, even a killed one)."""
-    echo(f"self-testing {binary.name}" + (" under QEMU" if extra_env else ""))
     empty = workdir / "selftest"
     empty.mkdir()
     proc = stream(

@@ -22,10 +22,64 @@ from .errors import (
 )
 from .recipe import bundled_recipes, load_recipe
 from .target import bundled_targets, interpreters, load_target
+from .ui import Reporter
+
+_LEVEL_KEY = "edgebundle.level"
+
+
+def _set_level(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_root().meta[_LEVEL_KEY] = "verbose" if param.name == "verbose" else "quiet"
+
+
+def _verbosity(func: Any) -> Any:
+    """-v/-q on the group and on every command, so that both `edgebundle -v build` and `edgebundle
+    build -v` work."""
+    for name, short, text in (
+        ("quiet", "-q", "Only errors and the final result line."),
+        ("verbose", "-v", "Also every command as it runs, and each step's details."),
+    ):
+        func = click.option(
+            short,
+            f"--{name}",
+            name,
+            is_flag=True,
+            expose_value=False,
+            is_eager=True,
+            callback=_set_level,
+            help=text,
+        )(func)
+    return func
+
+
+def _ui() -> Reporter:
+    """The reporter of this invocation, at the level -q/-v chose."""
+    ctx = click.get_current_context()
+    root = ctx.find_root()
+    if "edgebundle.reporter" not in root.meta:
+        from .runner import set_default_echo
+
+        root.meta["edgebundle.reporter"] = Reporter(root.meta.get(_LEVEL_KEY, "normal"))
+        set_default_echo(root.meta["edgebundle.reporter"])
+    reporter: Reporter = root.meta["edgebundle.reporter"]
+    return reporter
 
 
 def _echo(line: str) -> None:
-    click.echo(line, err=True)
+    _ui()(line)
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from .target import backend_requires, common_requires
+
+    click.echo(f"edgebundle {__version__}")
+    for name, pins in interpreters().items():
+        click.echo(f"  {name:15} {' '.join((*pins.requires, *common_requires()))}")
+    for backend in ("pyinstaller", "nuitka"):
+        click.echo(f"  {backend:15} {' '.join(backend_requires(backend))}")
+    ctx.exit()
 
 
 class _Edgebundle(click.Group):
@@ -78,10 +132,21 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 @click.group(cls=_Edgebundle, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="edgebundle")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and the pinned interpreter, NumPy, Pillow, PyInstaller and Nuitka.",
+)
 @click.option("--debug", is_flag=True, envvar="EDGEBUNDLE_DEBUG", help="Show tracebacks.")
+@_verbosity
 def main(debug: bool) -> None:
     """Bundle a TFLite model and a preprocessing recipe into one executable for edge Linux.
+
+    Shell completion: eval "$(_EDGEBUNDLE_COMPLETE=bash_source edgebundle)" (zsh_source,
+    fish_source).
 
     Exit codes: 0 ok; 3 configuration; 4 model; 5 missing tool; 6 build failed; 7 budget exceeded;
     8 device; 9 an output cannot be written; 10 a binary whose model does not match its manifest;
@@ -90,6 +155,7 @@ def main(debug: bool) -> None:
 
 
 @main.command()
+@_verbosity
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--recipe", "-r", required=True, help="Recipe file, or the name of a bundled recipe.")
 @click.option("--labels", type=click.Path(path_type=Path), help="Labels file (overrides the recipe).")
@@ -107,7 +173,8 @@ def main(debug: bool) -> None:
     default="pyinstaller",
     show_default=True,
     envvar="EDGEBUNDLE_BACKEND",
-    help="pyinstaller.",
+    help="pyinstaller (smaller, less memory, any host) or nuitka (compiled, starts faster; builds on a "
+    "host of the target's arch).",
 )
 @click.option(
     "--interpreter", help="Override the target's interpreter package (tflite-runtime or ai-edge-litert)."
@@ -118,7 +185,14 @@ def main(debug: bool) -> None:
     type=click.Path(path_type=Path),
     help="Where to write the binary [default: dist/MODEL_STEM].",
 )
-@click.option("--report", type=click.Path(path_type=Path), help="Also write the build report as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the build report as JSON on stdout (only).")
+@click.option(
+    "--json-out",
+    "--report",
+    "report",
+    type=click.Path(path_type=Path),
+    help="Also write the build report as JSON to this file (--report: the old name).",
+)
 @click.option("--keep-build-dir", is_flag=True, help="Keep the staging directory for inspection.")
 @click.option(
     "--isolated",
@@ -135,6 +209,7 @@ def build(
     backend: str,
     interpreter: str | None,
     output: Path | None,
+    as_json: bool,
     report: Path | None,
     keep_build_dir: bool,
     isolated: bool,
@@ -153,15 +228,20 @@ def build(
         isolated=isolated,
     )
     if report is not None:
-        outputs.check(report, "--report", inputs=[*plan.inputs, plan.output])
-    click.echo(plan.summary(), err=True)
-    result = run_build(plan, _echo)
+        outputs.check(report, "--json-out", inputs=[*plan.inputs, plan.output])
+    ui = _ui()
+    if ui.level == "verbose":
+        ui.info(plan.summary())
+    else:
+        ui.info(plan.headline())
+    result = run_build(plan, ui)
     if report is not None:
         outputs.write(report, json.dumps(result.to_json(), indent=2) + "\n")
-    click.echo(result.summary())
+    click.echo(json.dumps(result.to_json(), indent=2) if as_json else result.summary())
 
 
 @main.command(name="test")
+@_verbosity
 @click.argument("binary", type=click.Path(path_type=Path))
 @click.option(
     "--device",
@@ -187,10 +267,20 @@ def build(
     show_default=True,
     help="Warm starts, and timed inferences after one warm-up.",
 )
-@click.option("--target", "-t", help="Take the budgets from this target instead of the binary's manifest.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the report as JSON.")
 @click.option(
-    "--junit", "junit_path", type=click.Path(path_type=Path), help="Write JUnit XML, a case per budget."
+    "--budgets",
+    "--target",
+    "target",
+    metavar="TARGET",
+    help="Check against the budgets of this target instead of those in the binary's manifest "
+    "(--target: the old name).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout (only).")
+@click.option(
+    "--json-out", "json_path", type=click.Path(path_type=Path), help="Also write the report as JSON."
+)
+@click.option(
+    "--junit", "junit_path", type=click.Path(path_type=Path), help="Also write JUnit XML, a case per budget."
 )
 def device_test(
     binary: Path,
@@ -198,6 +288,7 @@ def device_test(
     input_file: Path | None,
     runs: int,
     target: str | None,
+    as_json: bool,
     json_path: Path | None,
     junit_path: Path | None,
 ) -> None:
@@ -208,16 +299,17 @@ def device_test(
 
     inputs = [binary, *([input_file] if input_file else [])]
     if json_path is not None:
-        outputs.check(json_path, "--json", inputs=inputs)
+        outputs.check(json_path, "--json-out", inputs=inputs)
     if junit_path is not None:
         outputs.check(junit_path, "--junit", inputs=[*inputs, *([json_path] if json_path else [])])
     plan = DeviceTestPlan(binary=binary, device=device, runs=runs, input=input_file, target=target)
-    report = run_device_test(plan, echo=_echo, progress=_echo)
+    ui = _ui()
+    report = run_device_test(plan, echo=ui, progress=ui.progress)
     if json_path is not None:
         outputs.write(json_path, json.dumps(report.to_json(), indent=2) + "\n")
     if junit_path is not None:
         outputs.write(junit_path, junit_xml(report))
-    click.echo(report.table())
+    click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.table())
     failed = report.failed()
     if failed:
         raise BudgetExceededError(
@@ -226,6 +318,7 @@ def device_test(
 
 
 @main.command()
+@_verbosity
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def targets(as_json: bool) -> None:
     """List the bundled targets."""
@@ -242,6 +335,7 @@ def targets(as_json: bool) -> None:
 
 
 @main.command()
+@_verbosity
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def recipes(as_json: bool) -> None:
     """List the bundled recipes."""
@@ -259,6 +353,7 @@ def recipes(as_json: bool) -> None:
 
 
 @main.command(name="inspect")
+@_verbosity
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def inspect_command(path: Path, as_json: bool) -> None:
@@ -273,6 +368,7 @@ def inspect_command(path: Path, as_json: bool) -> None:
 
 
 @main.command(name="interpreters")
+@_verbosity
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_interpreters(as_json: bool) -> None:
     """List the supported interpreter packages and their pins."""
@@ -285,6 +381,7 @@ def list_interpreters(as_json: bool) -> None:
 
 
 @main.command()
+@_verbosity
 def matrix() -> None:
     """Print the CI build matrix (bundled targets x backends) as one line of JSON for GitHub Actions'
     fromJSON: each entry has name, target, arch, backend and the native runner."""
@@ -295,6 +392,7 @@ def matrix() -> None:
 
 
 @main.group(invoke_without_command=True)
+@_verbosity
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def cache(ctx: click.Context, as_json: bool) -> None:
@@ -318,6 +416,7 @@ def cache(ctx: click.Context, as_json: bool) -> None:
 
 
 @cache.command(name="clean")
+@_verbosity
 @click.argument(
     "kinds",
     nargs=-1,
@@ -343,6 +442,7 @@ def cache_clean(kinds: tuple[str, ...], everything: bool) -> None:
 
 
 @main.group()
+@_verbosity
 def toolchain() -> None:
     """Manage the cached Debian build roots that foreign-arch builds (and --isolated ones) run in."""
 
@@ -358,6 +458,7 @@ _BACKEND_OPTION = click.option(
 
 
 @toolchain.command(name="install")
+@_verbosity
 @click.argument("target_name", metavar="TARGET")
 @_BACKEND_OPTION
 def toolchain_install(target_name: str, backend: str) -> None:
@@ -374,6 +475,7 @@ def toolchain_install(target_name: str, backend: str) -> None:
 
 
 @toolchain.command(name="list")
+@_verbosity
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def toolchain_list(as_json: bool) -> None:
     """List the cached build roots: ready, stale (the pins changed since) or interrupted (rebuilt on
@@ -391,6 +493,7 @@ def toolchain_list(as_json: bool) -> None:
 
 
 @toolchain.command(name="remove")
+@_verbosity
 @click.argument("target_name", metavar="TARGET")
 def toolchain_remove(target_name: str) -> None:
     """Delete every build root of TARGET (any backend, stale and interrupted ones included)."""

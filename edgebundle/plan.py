@@ -56,6 +56,14 @@ class BuildPlan:
             return f"isolated {self.target.arch} Debian root (--isolated)"
         return "managed venv on this host"
 
+    def headline(self) -> str:
+        """The plan in one line (summary() is the whole of it)."""
+        t = self.target
+        return (
+            f"building {self.output} from {self.model.name} with recipe {self.recipe.name}: "
+            f"{t.name} ({t.interpreter}), {self.backend}, {self.build_env}"
+        )
+
     def summary(self) -> str:
         t = self.target
         lines = [

@@ -46,8 +46,21 @@ LineHandler = Callable[[str], None]
 TERM_GRACE_S = 5.0
 
 
-def _default_echo(line: str) -> None:
+def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+# Where commands echo when their caller passes no echo of its own: the CLI points it at its reporter
+# once (set_default_echo), so that -q/-v hold for the commands that toolchains run too.
+_sink: list[Echo] = [_stderr]
+
+
+def set_default_echo(echo: Echo) -> None:
+    _sink[0] = echo
+
+
+def _default_echo(line: str) -> None:
+    _sink[0](line)
 
 
 def which(tool: str) -> str:

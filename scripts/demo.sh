@@ -21,4 +21,4 @@ file dist/digits 2>/dev/null || true
 
 echo
 echo "== size, start-up, memory and latency on this machine"
-$eb test dist/digits --runs 10 --json dist/digits.test.json
+$eb test dist/digits --runs 10 --json-out dist/digits.test.json

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from .. import ui
 from ..elf import NotElfError, read_elf
 from ..errors import ConfigError, DeviceError, EdgeBundleError, IntegrityError
 from ..runner import Completed, Echo, tail
@@ -59,6 +60,10 @@ class Cold:
     stderr: str
 
 
+def _silent(_line: str) -> None:
+    pass
+
+
 def run_device_test(
     plan: DeviceTestPlan,
     echo: Echo | None,
@@ -75,19 +80,28 @@ def run_device_test(
     arch = binary_arch(binary)
     size = binary.stat().st_size
     transport = transport or open_transport(plan.device, echo)
+    say = echo or _silent
     with _term_as_interrupt(), DeviceDir(transport, echo) as dev:
         launch = transport.launch(binary, arch, dev.machine)
-        progress(f"copying {binary.name} ({size} bytes) to {dev.path} on {transport.device}")
-        app = dev.upload(binary, binary.name, size)
-        inputs = [dev.upload(plan.input, f"{INPUT_DIR}/{plan.input.name}")] if plan.input else []
+        with ui.step(say, f"copy to {transport.device}") as step:
+            app = dev.upload(binary, binary.name, size)
+            inputs = [dev.upload(plan.input, f"{INPUT_DIR}/{plan.input.name}")] if plan.input else []
+            step.summary = f"{size / 1e6:.1f} MB into {dev.path}"
         command = [*launch.prefix, app]
-        cold = dev.cold([*command, "--self-test"])
-        manifest = _manifest(dev, command, binary, transport.device, cold)
-        progress(f"cold start: {cold.ms:.0f} ms")
-        runs = _startup(dev, launch, command, plan.runs, progress, guest=transport.emulated)
-        warmup, latencies = _latency(
-            dev, [*command, "--eb-bench", str(plan.runs), *inputs], plan.runs, progress
-        )
+        with ui.step(say, "cold start") as step:
+            cold = dev.cold([*command, "--self-test"])
+            manifest = _manifest(dev, command, binary, transport.device, cold)
+            step.summary = f"{cold.ms:.0f} ms"
+        with ui.step(say, f"warm starts x{plan.runs}") as step:
+            runs = _startup(dev, launch, command, plan.runs, progress, guest=transport.emulated)
+            warm_ms = [float(r["ms"]) for r in runs]
+            peak = max(int(r["peak_rss_bytes"]) for r in runs)
+            step.summary = f"p50 {percentile(warm_ms, 50):.0f} ms, peak RSS {peak / 1e6:.1f} MB"
+        with ui.step(say, f"inference x{plan.runs}") as step:
+            warmup, latencies = _latency(
+                dev, [*command, "--eb-bench", str(plan.runs), *inputs], plan.runs, progress
+            )
+            step.summary = f"p50 {percentile(latencies, 50):.3f} ms"
 
     target = manifest["target"]
     budgets = override.budgets if override else _manifest_budgets(target.get("budgets"), binary)

@@ -124,8 +124,7 @@ def _elf_machine(path: Path) -> tuple[int, int]:
 
 def test_builds_an_aarch64_elf_that_ran_its_self_test_under_qemu(arm64_float: CrossBuild) -> None:
     assert _elf_machine(arm64_float.built.path) == (2, EM_AARCH64)
-    assert "self-testing .digits_float.partial" in arm64_float.stderr
-    assert "under QEMU" in arm64_float.stderr
+    assert "self-test passed under QEMU" in arm64_float.stderr
     m = arm64_float.built.manifest
     assert m["target"]["name"] == "arm64"
     assert m["target"]["arch"] == "aarch64"

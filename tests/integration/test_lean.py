@@ -126,10 +126,13 @@ def test_one_process_per_run(digits_float: Built, tmp_path: Path) -> None:
 
 def test_model_swap_reuses_the_cached_runner(digits_float: Built, tmp_path: Path) -> None:
     out = tmp_path / "digits_uint8"
-    proc = edgebundle("build", str(MODELS / "digits_uint8.tflite"), "--recipe", "digits", "-o", str(out))
+    proc = edgebundle(
+        "build", str(MODELS / "digits_uint8.tflite"), "--recipe", "digits", "-o", str(out), "-v"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "reusing cached runner" in proc.stderr
-    assert "-m PyInstaller" not in proc.stderr  # the backend did not run
+    assert "runner (pyinstaller): cached" in proc.stderr
+    assert "+ " in proc.stderr  # -v shows the commands that ran...
+    assert "-m PyInstaller" not in proc.stderr  # ...and the backend was not one of them
     first, second = bundle.read_trailer(digits_float.path), bundle.read_trailer(out)
     assert first.key == second.key
     assert first.app_offset == second.app_offset

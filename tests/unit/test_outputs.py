@@ -72,10 +72,11 @@ def test_output_reaching_an_input_through_a_symlink_or_hard_link_is_refused(work
 
 
 def test_report_naming_the_binary_or_the_model_is_refused(workspace: Path) -> None:
-    code, _, err = invoke("build", "model.tflite", "--recipe", "r.toml", "-o", "app", "--report", "app")
-    assert_refused(err, code, "app", "--report names an input")
+    code, _, err = invoke("build", "model.tflite", "--recipe", "r.toml", "-o", "app", "--json-out", "app")
+    assert_refused(err, code, "app", "--json-out names an input")
+    # --report: the old name of --json-out
     code, _, err = invoke("build", "model.tflite", "--recipe", "r.toml", "--report", "model.tflite")
-    assert_refused(err, code, "model.tflite", "--report names an input")
+    assert_refused(err, code, "model.tflite", "--json-out names an input")
 
 
 def test_special_files_are_refused_and_left_as_they_are(workspace: Path) -> None:
@@ -103,9 +104,9 @@ def test_special_files_are_refused_and_left_as_they_are(workspace: Path) -> None
 
 def test_device_test_reports_are_checked_before_measuring(workspace: Path) -> None:
     binary = workspace / "model.tflite"  # any file: the report paths are refused before it is read
-    code, _, err = invoke("test", str(binary), "--json", str(binary))
-    assert_refused(err, code, str(binary), "--json names an input")
-    code, _, err = invoke("test", str(binary), "--json", "r.json", "--junit", "r.json")
+    code, _, err = invoke("test", str(binary), "--json-out", str(binary))
+    assert_refused(err, code, str(binary), "--json-out names an input")
+    code, _, err = invoke("test", str(binary), "--json-out", "r.json", "--junit", "r.json")
     assert_refused(err, code, "r.json", "--junit names an input")
     code, _, err = invoke("test", str(binary), "--junit", "/dev/null")
     assert_refused(err, code, "/dev/null", "character device")

@@ -179,5 +179,5 @@ def test_clean_leaves_what_a_live_process_holds(tmp_path: Path) -> None:
 
 def test_cli_kinds_are_the_cache_kinds() -> None:
     command = main.commands["cache"].commands["clean"]  # type: ignore[attr-defined]
-    choice = command.params[0].type
+    [choice] = [p.type for p in command.params if p.name == "kinds"]
     assert tuple(choice.choices) == get_args(cache.Kind)
