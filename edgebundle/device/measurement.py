@@ -16,7 +16,9 @@ Steps on the device, each one of the scripts of scripts.py through the transport
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -29,9 +31,10 @@ from .. import ui
 from ..elf import NotElfError, read_elf
 from ..errors import ConfigError, DeviceError, EdgeBundleError, IntegrityError
 from ..runner import Completed, Echo, tail
-from ..target import Arch, Budgets, load_target, normalize_arch
+from ..target import Arch, Budgets, host_arch, load_target, normalize_arch
 from . import Launch, Transport, open_transport, scripts
 from .budgets import check_budgets
+from .qemu import QemuTransport, build_root_of
 from .report import EMULATED_NOTE, DeviceReport, LatencyMs, Samples, StartupMs, percentile
 
 NOT_OURS = "is not an edgebundle binary"
@@ -60,6 +63,22 @@ class Cold:
     stderr: str
 
 
+def _open(device: str, binary: Path, arch: Arch, echo: Echo | None) -> Transport:
+    """The transport for ``device``; for qemu, the host itself when the binary is native (there is
+    nothing to emulate), and the binary's own cached build root as QEMU_LD_PREFIX when it has one."""
+    say = echo or _silent
+    if device == "qemu" and arch == host_arch():
+        say(f"{binary} is a native {arch} binary: measured directly on this host, not under QEMU")
+        return open_transport("local", echo)
+    transport = open_transport(device, echo)
+    if isinstance(transport, QemuTransport) and "QEMU_LD_PREFIX" not in os.environ:
+        rootfs = build_root_of(binary, arch)
+        if rootfs is not None:
+            say(f"QEMU_LD_PREFIX={rootfs} (the build root that made {binary.name})")
+            transport = dataclasses.replace(transport, env={**os.environ, "QEMU_LD_PREFIX": str(rootfs)})
+    return transport
+
+
 def _silent(_line: str) -> None:
     pass
 
@@ -79,7 +98,7 @@ def run_device_test(
     override = load_target(plan.target) if plan.target else None
     arch = binary_arch(binary)
     size = binary.stat().st_size
-    transport = transport or open_transport(plan.device, echo)
+    transport = transport or _open(plan.device, binary, arch, echo)
     say = echo or _silent
     with _term_as_interrupt(), DeviceDir(transport, echo) as dev:
         launch = transport.launch(binary, arch, dev.machine)

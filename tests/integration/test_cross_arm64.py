@@ -203,3 +203,23 @@ def test_arm64_rebuild_from_nothing_is_byte_identical_and_inspectable(
     assert report["model_sha256_matches_manifest"] is True
     assert report["glibc_floor"] is not None
     assert tuple(map(int, report["glibc_floor"].split("."))) <= (2, 36)
+
+
+@pytest.mark.device
+def test_device_qemu_finds_the_build_root_of_the_binary_by_itself(
+    arm64_root: DebRoot, arm64_float: CrossBuild, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "QEMU_LD_PREFIX"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgebundle", "test", str(arm64_float.built.path), *("--device", "qemu")]
+        + ["--runs", "2", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"QEMU_LD_PREFIX={arm64_root.rootfs} (the build root that made digits_float)" in proc.stderr
+    report = json.loads(proc.stdout)
+    assert (report["device"], report["arch"], report["emulated"]) == ("qemu", "aarch64", True)
