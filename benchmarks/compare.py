@@ -213,7 +213,7 @@ def edgebundle_build(model: Model, target: str, backend: str, out_dir: Path) -> 
         str(out),
     ]
     proc = subprocess.run(
-        [*argv, "--report", str(report)],
+        [*argv, "--json-out", str(report)],
         capture_output=True,
         text=True,
         check=False,
@@ -232,7 +232,17 @@ def measure_binary(v: Variant, runs: int, scratch: Path) -> dict[str, Any]:
     out = scratch / f"{v.model}-{v.name}.json"
     env = {**os.environ, **v.env}
     proc = subprocess.run(
-        [*EDGEBUNDLE, "test", str(v.binary), "--device", v.device, "--runs", str(runs), "--json", str(out)],
+        [
+            *EDGEBUNDLE,
+            "test",
+            str(v.binary),
+            "--device",
+            v.device,
+            "--runs",
+            str(runs),
+            "--json-out",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         env=env,
