@@ -17,7 +17,12 @@ Binaries are measured with ``edgebundle test`` (size, cold start = the first run
 empty cache, warm start p50 over --runs, whole-tree peak RSS, inference latency p50), the plain script
 with the same measuring code (edgebundle/runtime/measure.py). Variants are measured in turn, --rounds
 times, and the medians kept, so that the noise of a shared machine hits them alike. Writes
-``OUT/compare.json`` and ``OUT/compare.md`` (the table in the README) and prints the table.
+``OUT/compare.json`` and ``OUT/compare.md`` (the table in docs/benchmarks.md), prints the table, and
+draws it as ``docs/compare.svg`` (the chart in the README; needs matplotlib, a dev dependency).
+
+``--rerender OUT/compare.json`` writes all three again from a run's JSON without measuring; the chart
+is deterministic (same JSON, same matplotlib: same bytes), which tests/unit/test_compare_chart.py
+checks against the committed one.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from edgebundle.toolchains import cache_dir, content_key, pip_install_argv, requ
 EDGEBUNDLE = [sys.executable, "-m", "edgebundle"]
 MEASURE = [sys.executable, "-m", "edgebundle.runtime.measure"]
 TF_PYTHON = "/work/fixture-venv/bin/python"
+CHART = ROOT / "docs" / "compare.svg"
 
 
 @dataclass(frozen=True)
@@ -406,10 +412,11 @@ def main() -> None:
     parser.add_argument("--backends", default="pyinstaller", help="pyinstaller,nuitka for both")
     parser.add_argument("--tf-python", default=os.environ.get("EDGEBUNDLE_TF_PYTHON", TF_PYTHON))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--chart", type=Path, default=CHART, help="where the SVG chart goes")
     parser.add_argument("--rerender", type=Path, metavar="COMPARE.JSON", help="only rewrite the results")
     args = parser.parse_args()
     if args.rerender:
-        rerender(args.rerender)
+        rerender(args.rerender, args.chart)
         return
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -476,13 +483,20 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
     machine = f"{os.uname().machine}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d')}"
-    write_results(args.out, variants, model_sizes, machine, args.runs, args.rounds)
+    write_results(args.out, variants, model_sizes, machine, args.runs, args.rounds, args.chart)
 
 
 def write_results(
-    out: Path, variants: list[Variant], model_sizes: dict[str, int], machine: str, runs: int, rounds: int
+    out: Path,
+    variants: list[Variant],
+    model_sizes: dict[str, int],
+    machine: str,
+    runs: int,
+    rounds: int,
+    chart_path: Path,
 ) -> None:
-    """compare.md (the table and the goals) and compare.json (everything, samples included)."""
+    """compare.md (the table and the goals), compare.json (everything, samples included) and the chart
+    (last: a missing matplotlib must not cost the measurements)."""
     md = table(variants, model_sizes)
     met = goals(variants, model_sizes)
     text = (
@@ -507,11 +521,13 @@ def write_results(
     }
     (out / "compare.json").write_text(json.dumps(data, indent=1) + "\n")
     print(text)
+    chart(data, chart_path)
+    say(f"wrote {out / 'compare.md'}, {out / 'compare.json'} and {chart_path}")
 
 
-def rerender(path: Path) -> None:
-    """compare.md and compare.json again from a compare.json, measuring nothing (after a change to the
-    table or the goals)."""
+def rerender(path: Path, chart_path: Path = CHART) -> None:
+    """compare.md, compare.json and the chart again from a compare.json, measuring nothing (after a
+    change to the table, the goals or the chart)."""
     data = json.loads(path.read_text())
     fields = {f for f in Variant.__dataclass_fields__}
     variants = []
@@ -520,7 +536,125 @@ def rerender(path: Path) -> None:
         v.binary = Path(raw["binary"]) if raw.get("binary") else None
         v.app = Path(raw["app"]) if raw.get("app") else None
         variants.append(v)
-    write_results(path.parent, variants, data["model_sizes"], data["machine"], data["runs"], data["rounds"])
+    write_results(
+        path.parent, variants, data["model_sizes"], data["machine"], data["runs"], data["rounds"], chart_path
+    )
+
+
+# ---------------------------------------------------------------------------- chart
+
+# Rows of the chart, top to bottom: the two baselines first, then edgebundle's variants.
+_CHART_ORDER = ("plain", "onefile", "edgebundle")
+_CHART_PANELS = (
+    ("size MB (binary, model included)", "size"),
+    ("warm start ms (exec to exit, one inference)", "warm"),
+    ("peak RSS MB (whole process tree)", "rss"),
+)
+
+
+def _chart_rows(data: dict[str, Any]) -> tuple[list[str], list[str], dict[tuple[str, str], dict[str, Any]]]:
+    """Row labels, models, and the summary of each (row, model) from a compare.json."""
+    rows: list[str] = []
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    models_seen: list[str] = []
+    ranked = sorted(data["variants"], key=lambda v: _CHART_ORDER.index(v["kind"]))
+    for v in ranked:
+        if v.get("error") or not v.get("summary"):
+            continue
+        label = v["name"]
+        if v["kind"] == "plain":
+            label += f" ({v['interpreter']})"
+        if v["device"] == "qemu":
+            label += " (QEMU)"
+        if label not in rows:
+            rows.append(label)
+        if v["model"] not in models_seen:
+            models_seen.append(v["model"])
+        cells[label, v["model"]] = {**v["summary"], "size_bytes": v["size_bytes"], "device": v["device"]}
+    return rows, models_seen, cells
+
+
+def chart(data: dict[str, Any], path: Path) -> None:
+    """The table as an SVG: size, warm start and peak RSS of every variant, a bar per model. Emulated
+    (QEMU) rows show their size and the memory estimate without QEMU, not their times. Deterministic:
+    a fixed hash salt for the SVG's ids, no date, text kept as text."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit(
+            f"compare: {path} not written: the chart needs matplotlib (pip install -e '.[dev]')"
+        ) from None
+    matplotlib.use("svg")
+    import matplotlib.pyplot as plt
+
+    rows, model_names, cells = _chart_rows(data)
+    style = {
+        "svg.hashsalt": "edgebundle-compare",
+        "svg.fonttype": "none",
+        "font.family": "DejaVu Sans",
+        "font.size": 9,
+    }
+    with plt.rc_context(style):
+        fig, axes = plt.subplots(1, 3, figsize=(13, 0.62 * len(rows) + 1.4), sharey=True)
+        height = 0.8 / max(len(model_names), 1)
+        colors = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3")
+        for ax, (title, key) in zip(axes, _CHART_PANELS, strict=True):
+            ax.set_title(title, fontsize=9.5, loc="left")
+            top = 0.0
+            for m, model in enumerate(model_names):
+                for r, row in enumerate(rows):
+                    cell = cells.get((row, model))
+                    if cell is None:
+                        continue
+                    y = r - 0.4 + height * (m + 0.5)
+                    value, note, hatch = _chart_value(cell, key)
+                    if value is None:  # one note per row, not one per model
+                        if m == 0:
+                            ax.text(0, r, f" {note}", va="center", fontsize=7.5, color="#666666")
+                        continue
+                    ax.barh(y, value, height * 0.92, color=colors[m % len(colors)], hatch=hatch)
+                    shown = f"{value:.0f}" if key == "warm" else f"{value:.1f}"
+                    ax.text(value, y, f" {shown}{note}", va="center", fontsize=7)
+                    top = max(top, value)
+            ax.set_xlim(0, top * 1.3 or 1)
+            ax.grid(axis="x", color="#dddddd", linewidth=0.6)
+            ax.set_axisbelow(True)
+            for side in ("top", "right"):
+                ax.spines[side].set_visible(False)
+        axes[0].set_yticks(range(len(rows)), rows)
+        axes[0].invert_yaxis()
+        handles = [
+            plt.Rectangle((0, 0), 1, 1, color=colors[m % len(colors)]) for m in range(len(model_names))
+        ]
+        fig.legend(handles, model_names, loc="lower right", ncol=len(model_names), frameon=False)
+        fig.text(
+            0.01,
+            0.01,
+            f"benchmarks/compare.py, {data['machine']}: medians of {data['rounds']} rounds; lower is "
+            "better. QEMU rows run emulated on x86_64: no times, memory estimated without the emulator.",
+            fontsize=7.5,
+            color="#444444",
+        )
+        fig.tight_layout(rect=(0, 0.04, 1, 1))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, format="svg", metadata={"Date": None})
+        plt.close(fig)
+
+
+def _chart_value(cell: dict[str, Any], key: str) -> tuple[float | None, str, str | None]:
+    """A bar's value (None: no bar), the text after it, and its hatch."""
+    if key == "size":
+        size = cell["size_bytes"]
+        return (None, "a script in a venv: no single file", None) if size is None else (size / 1e6, "", None)
+    if key == "warm":
+        return (
+            (None, "emulated: not comparable", None)
+            if cell["device"] == "qemu"
+            else (cell["warm_ms"], "", None)
+        )
+    if cell.get("guest_rss_bytes") is not None:
+        return cell["guest_rss_bytes"] / 1e6, " (without QEMU)", "//"
+    return cell["peak_rss_bytes"] / 1e6, "", None
 
 
 def _qemu_env(target: str) -> dict[str, str]:
