@@ -210,9 +210,9 @@ def test_device_qemu_finds_the_build_root_of_the_binary_by_itself(
     arm64_root: DebRoot, arm64_float: CrossBuild, tmp_path: Path
 ) -> None:
     env = {k: v for k, v in os.environ.items() if k != "QEMU_LD_PREFIX"}
+    binary = str(arm64_float.built.path)
     proc = subprocess.run(
-        [sys.executable, "-m", "edgebundle", "test", str(arm64_float.built.path), *("--device", "qemu")]
-        + ["--runs", "2", "--json"],
+        [sys.executable, "-m", "edgebundle", "test", binary, "--device", "qemu", "--runs", "2", "--json"],
         capture_output=True,
         text=True,
         env=env,
