@@ -240,7 +240,7 @@ def build(
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else result.summary())
 
 
-@main.command(name="test")
+@main.command(name="test", short_help="Measure BINARY on a device against its budgets.")
 @_verbosity
 @click.argument("binary", type=click.Path(path_type=Path))
 @click.option(
@@ -249,7 +249,8 @@ def build(
     default="local",
     show_default=True,
     envvar="EDGEBUNDLE_DEVICE",
-    help="local; qemu (a foreign-arch binary through QEMU user-mode emulation); or ssh://[user@]host[:port] "
+    help="local; qemu (a foreign-arch binary through QEMU user-mode emulation, with the C library of "
+    "the cached build root that made it; a native binary runs directly); or ssh://[user@]host[:port] "
     "through the system ssh, so ~/.ssh/config, agent and known_hosts apply (EDGEBUNDLE_SSH_COMMAND "
     "replaces 'ssh', e.g. 'ssh -F FILE').",
 )
@@ -352,7 +353,7 @@ def recipes(as_json: bool) -> None:
         )
 
 
-@main.command(name="inspect")
+@main.command(name="inspect", short_help="Show what is inside a binary or a .tflite model.")
 @_verbosity
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -380,7 +381,7 @@ def list_interpreters(as_json: bool) -> None:
         click.echo(f"{name:15} python {','.join(pins.pythons):20} {' '.join(pins.requires)}")
 
 
-@main.command()
+@main.command(short_help="Print the CI build matrix as JSON.")
 @_verbosity
 def matrix() -> None:
     """Print the CI build matrix (bundled targets x backends) as one line of JSON for GitHub Actions'
@@ -391,7 +392,7 @@ def matrix() -> None:
     click.echo(json.dumps(ci_matrix(loaded), separators=(",", ":")))
 
 
-@main.group(invoke_without_command=True)
+@main.group(invoke_without_command=True, short_help="Show what is cached, with sizes; clean it.")
 @_verbosity
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
@@ -441,7 +442,7 @@ def cache_clean(kinds: tuple[str, ...], everything: bool) -> None:
     click.echo(f"removed {len(removed)} cache entr{'y' if len(removed) == 1 else 'ies'}, {freed:.1f} MB")
 
 
-@main.group()
+@main.group(short_help="Manage the cached Debian build roots.")
 @_verbosity
 def toolchain() -> None:
     """Manage the cached Debian build roots that foreign-arch builds (and --isolated ones) run in."""
