@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         "--max-decode-mb",
         type=float,
         default=128,
-        help="pixels being decoded at once, all workers together; more waits (default %(default)s)",
+        help="memory for decoding images, all workers together; more waits (default %(default)s)",
     )
     modes.add_argument("--access-log", action="store_true", help="log every request, not only errors")
     args = parser.parse_args(args_list)

@@ -3,9 +3,10 @@ back to the system afterwards.
 
 Request bodies are bounded by ``--max-inflight-mb``, but a body is compressed: a flat 40 MP PNG is
 40 KB on the wire and 160 MB decoded (Pillow stores RGB as 4 bytes a pixel), and converting it can
-briefly take as much again. So decodes take their pixels' bytes (from the image header, before any
-pixel is decoded) out of a budget shared by all workers (``--max-decode-mb``); a decode that would
-exceed it waits until others have finished, and one larger than the whole budget runs alone.
+briefly take more. So each decode takes its estimated peak (``preprocess.decode_cost``, from the
+image header, before any pixel is decoded) out of a budget shared by all workers
+(``--max-decode-mb``); a decode that would exceed it waits until others have finished, and one
+larger than the whole budget runs alone.
 
 Freed is not returned: glibc raises its mmap threshold each time a large block is freed (up to
 32 MB), after which image-sized blocks come from the heap and thread arenas and stay there when freed
@@ -57,7 +58,7 @@ def trim() -> None:
 
 
 class DecodeBudget:
-    """At most ``megabytes`` of decoded pixels at once, across threads (see the module docstring)."""
+    """At most ``megabytes`` of decodes at once, across threads (see the module docstring)."""
 
     def __init__(self, megabytes: float) -> None:
         self.limit = max(1, int(megabytes * 1024 * 1024))

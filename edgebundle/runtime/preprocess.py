@@ -79,12 +79,18 @@ def open_image(
     return img
 
 
-def decoded_bytes(img: Image.Image) -> int:
-    """The memory Pillow allocates to decode an opened image: 1 byte per pixel for 1-bit, gray and
-    palette images, 2 for 16-bit gray, 4 for everything else (RGB is stored as 4 bytes too)."""
+# Bytes per pixel an opened image takes at the peak of decoding it and making it 8-bit L or RGB:
+# what Pillow stores per pixel (1 for 1-bit, gray and palette images, 2 for 16-bit, 4 for the rest,
+# RGB included) for the decoded image plus the copies to_tensor makes before it resizes (a palette
+# image with transparency: RGBA, then RGB over white; 16-bit: its bytes, then L; RGB for an L model).
+_PEAK_BYTES_PER_PIXEL = {"1": 2, "L": 1, "P": 9, "LA": 5, "PA": 9, "RGB": 5, "RGBA": 9, "I": 5, "F": 9}
+
+
+def decode_cost(img: Image.Image) -> int:
+    """The memory an opened image will take at the peak of decoding and converting it (bytes)."""
     width, height = img.size
     mode = img.mode
-    per_pixel = 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+    per_pixel = 5 if mode.startswith("I;16") else _PEAK_BYTES_PER_PIXEL.get(mode, 9)
     return width * height * per_pixel
 
 

@@ -28,7 +28,7 @@ dropped after the read timeout, idle keep-alive connections close after it, conn
 (503), bodies in flight are capped as a whole (``--max-inflight-mb``: a body that would exceed it is
 refused with 503 and Retry-After before it is read, and a connection buffers at most a request head
 and one read beyond the body it was granted: memory stays bounded whatever clients send), decodes
-are capped as a whole too (``--max-decode-mb`` of decoded pixels, estimated from each image's
+are capped as a whole too (``--max-decode-mb``, each decode's memory estimated from its image's
 header; more waits: memory.py), and a
 request that cannot be framed closes its connection after the answer (lingering, so the client can
 read it). SIGTERM/SIGINT: stop accepting, close idle connections, let in-flight requests finish

@@ -16,9 +16,9 @@ import numpy as np
 from .model import load_interpreter, run, signature
 from .payload import Bundle, DirBundle
 from .payload import read_manifest as _read_manifest
-from .preprocess import ImageError, decoded_bytes, load, open_image, quantize, to_tensor
+from .preprocess import ImageError, decode_cost, load, open_image, quantize, to_tensor
 
-# Holds a decode's memory (its bytes, see decoded_bytes) while it runs: the serving modes' budget.
+# Holds a decode's memory (its bytes, see decode_cost) while it runs: the serving modes' budget.
 Admit = Callable[[int], AbstractContextManager[object]]
 
 
@@ -69,7 +69,7 @@ class Session:
         spec = self.recipe["input"]
         img = open_image(data, self.max_pixels, spec, self.image_input)
         try:
-            with admit(decoded_bytes(img)) if admit else contextlib.nullcontext():
+            with admit(decode_cost(img)) if admit else contextlib.nullcontext():
                 tensor = to_tensor(load(img), spec, self.image_input)
         finally:
             img.close()  # the decoded pixels go now, not whenever the last reference does

@@ -83,7 +83,7 @@ class Job:
 
 def run_job(session: Session, job: Job, budget: DecodeBudget | None = None) -> None:
     """Prepare, infer and summarize one job in the calling thread; the outcome lands on the job.
-    Its decode holds its pixels' bytes of ``budget`` while it runs."""
+    Its decode holds its estimated memory (decode_cost) of ``budget`` while it runs."""
 
     @contextlib.contextmanager
     def admit(cost: int) -> Iterator[None]:

@@ -18,7 +18,7 @@ from edgebundle.runtime.preprocess import (
     ImageError,
     ImageTooLarge,
     decode,
-    decoded_bytes,
+    decode_cost,
     load,
     max_pixels,
     open_image,
@@ -321,7 +321,7 @@ def test_large_jpegs_decode_at_a_reduced_scale_close_to_the_full_decode(resize: 
     s, t = spec(resize=resize), tensor([1, 24, 32, 3])
     img = open_image(data, None, s, t)
     assert img.size == (150, 100)  # 1/8: still at least what the resize needs
-    assert decoded_bytes(img) == 150 * 100 * 4
+    assert decode_cost(img) == 150 * 100 * 5  # RGB: 4 bytes a pixel, and L for a gray model
     full = to_tensor(decode(data), s, t)
     np.testing.assert_allclose(to_tensor(load(img), s, t), full, atol=6)
     # Only as far as the resize allows: 1/4 for a model twice as large
