@@ -32,7 +32,7 @@ import tempfile
 import time
 import urllib.request
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -305,8 +305,10 @@ def compute_bound(binary: Path, model: Path, manifest: dict[str, object], second
     return rates
 
 
-def start_server(binary: Path, workers: int | None, log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    argv = [str(binary), "--serve", "--host", HOST, "--port", "0"]
+def start_server(
+    binary: Path, workers: int | None, log: Path, extra: Sequence[str] = ()
+) -> tuple[subprocess.Popen[bytes], int]:
+    argv = [str(binary), "--serve", "--host", HOST, "--port", "0", *extra]
     if workers:
         argv += ["--workers", str(workers)]
     err = open(log, "wb")  # noqa: SIM115 - the server writes to it for its whole life

@@ -15,11 +15,11 @@ shows the traceback), or the launcher could not start the runtime at all. The sa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 EXIT_SELFTEST_FAILED = 1
@@ -46,7 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save-outputs", metavar="OUT.npz", help="write raw output tensors")
     parser.add_argument("--info", action="store_true", help="print the manifest as JSON")
     parser.add_argument("--self-test", action="store_true", help="check the embedded sample (health check)")
-    parser.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    parser.add_argument("--threads", type=int, default=None, help="interpreter threads (at most the CPUs)")
+    parser.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=40,
+        help="refuse larger images from their header, before decoding (default %(default)s)",
+    )
     parser.add_argument("--eb-bench", type=int, metavar="N", help=argparse.SUPPRESS)
     modes = parser.add_argument_group("batch and service modes (README: Serving)")
     modes.add_argument("--batch", action="store_true", help="JSON lines on stdin, a result line each")
@@ -63,9 +69,20 @@ def main(argv: list[str] | None = None) -> int:
         default=64,
         help="all bodies read at once; 503 over (default %(default)s)",
     )
-    modes.add_argument("--max-megapixels", type=float, default=40, help="413 over (default %(default)s)")
+    modes.add_argument(
+        "--max-decode-mb",
+        type=float,
+        default=128,
+        help="memory for decoding images, all workers together; more waits (default %(default)s)",
+    )
     modes.add_argument("--access-log", action="store_true", help="log every request, not only errors")
     args = parser.parse_args(args_list)
+    if args.threads is not None and args.threads < 1:
+        print(f"{prog}: error: --threads must be >= 1", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.max_megapixels <= 0:
+        print(f"{prog}: error: --max-megapixels must be > 0", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
     from .payload import open_bundle
     from .session import bundle_dir, read_manifest
@@ -90,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_SELFTEST_FAILED
         if args.info:
             return 0
+    from .session import cap_threads, default_threads
+
+    # More interpreter threads than CPUs only thrash (and --threads 100000 never finished starting).
+    args.threads, capped = cap_threads(args.threads or default_threads())
+    if capped and not args.serve:  # --serve logs it as JSON, like everything it says
+        print(f"{prog}: warning: {capped}", file=sys.stderr)
+    args.threads_capped = capped
     if args.serve or args.batch:
         if (args.serve and args.batch) or args.images or args.self_test or args.save_outputs:
             parser.error("--serve and --batch take no IMAGE and no other mode")
@@ -107,23 +131,50 @@ def main(argv: list[str] | None = None) -> int:
     if args.save_outputs and len(args.images) != 1:
         print(f"{prog}: error: --save-outputs takes exactly one IMAGE", file=sys.stderr)
         return EXIT_BAD_INPUT
+    output = None
+    if args.save_outputs:
+        from .npz import AtomicOutput, OutputError
+
+        try:  # before any work: a path that cannot be written is known now, not after inferring
+            output = AtomicOutput(args.save_outputs, refuse=_own_files(root))
+        except OutputError as exc:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
 
     from .model import ModelLoadError
-    from .session import Session, default_threads
+    from .preprocess import max_pixels
+    from .session import Session
 
     try:
-        session = Session(root, manifest, args.threads or default_threads())
-    except ModelLoadError as exc:
-        print(f"{prog}: error: cannot load the bundled model: {exc}", file=sys.stderr)
-        return EXIT_MODEL
-    if args.eb_bench is not None:
-        return _bench(prog, session, args.images, args.eb_bench)
-    if args.self_test:
-        return _self_test(prog, session)
-    return _run_images(prog, session, args.images, args.save_outputs)
+        try:
+            session = Session(root, manifest, args.threads, max_pixels(args.max_megapixels))
+        except ModelLoadError as exc:
+            print(f"{prog}: error: cannot load the bundled model: {exc}", file=sys.stderr)
+            return EXIT_MODEL
+        if args.eb_bench is not None:
+            return _bench(prog, session, args.images, args.eb_bench)
+        if args.self_test:
+            return _self_test(prog, session)
+        return _run_images(prog, session, args.images, output)
+    finally:
+        if output is not None:
+            output.discard()
 
 
-def _run_images(prog: str, session: Any, images: list[str], save_to: str | None) -> int:
+def _own_files(root: Any) -> set[tuple[int, int]]:
+    """(device, inode) of this program's files: the binary (its payload's descriptor), the
+    unpacked runner, and the program as invoked."""
+    stats = []
+    fd = getattr(root, "fd", None)
+    if fd is not None:
+        stats.append(os.fstat(fd))
+    for path in ("/proc/self/exe", sys.executable, sys.argv[0] if "/" in sys.argv[0] else ""):
+        with contextlib.suppress(OSError):
+            stats.append(os.stat(path))
+    return {(st.st_dev, st.st_ino) for st in stats}
+
+
+def _run_images(prog: str, session: Any, images: list[str], output: Any) -> int:
     from .postprocess import summarize
     from .preprocess import ImageError
 
@@ -136,8 +187,14 @@ def _run_images(prog: str, session: Any, images: list[str], save_to: str | None)
             status = EXIT_BAD_INPUT
             continue
         values, ms = session.infer(feeds)
-        if save_to:
-            _save_outputs(save_to, session, values)
+        if output is not None:
+            from .npz import OutputError
+
+            try:
+                _save_outputs(output, session, values)
+            except OutputError as exc:
+                print(f"{prog}: error: {exc}", file=sys.stderr)
+                return EXIT_BAD_INPUT
         result = {"image": path}
         result.update(summarize(values, session.outputs, session.recipe["output"], session.labels))
         result["latency_ms"] = round(ms, 3)
@@ -160,20 +217,12 @@ def _bench(prog: str, session: Any, images: list[str], runs: int) -> int:
     return bench(lambda: float(session.infer(feeds)[1]), runs)
 
 
-def _save_outputs(path: str, session: Any, values: list[Any]) -> None:
-    import numpy as np
-
+def _save_outputs(output: Any, session: Any, values: list[Any]) -> None:
     from .model import output_keys
+    from .npz import write_npz
 
     arrays = dict(zip(output_keys(session.outputs), values, strict=True))
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    output.commit(lambda f: write_npz(f, arrays))
 
 
 def _self_test(prog: str, session: Any) -> int:

@@ -23,10 +23,11 @@ import sys
 import threading
 from typing import Any
 
+from .memory import DecodeBudget
 from .model import ModelLoadError
 from .payload import Bundle
-from .session import default_threads
-from .workers import Job, Pool, RequestError, limit_pixels, load_sessions
+from .preprocess import max_pixels
+from .workers import Job, Pool, RequestError, load_sessions
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 2
@@ -35,16 +36,18 @@ EXIT_MODEL = 3
 
 def main(prog: str, root: Bundle, manifest: dict[str, Any], opts: argparse.Namespace) -> int:
     workers = opts.workers or 1
-    if workers < 1 or opts.max_body_mb <= 0 or opts.max_megapixels <= 0:
-        print(f"{prog}: error: --workers, --max-body-mb and --max-megapixels must be > 0", file=sys.stderr)
+    if workers < 1 or opts.max_body_mb <= 0 or opts.max_megapixels <= 0 or opts.max_decode_mb <= 0:
+        print(
+            f"{prog}: error: --workers, --max-body-mb, --max-megapixels and --max-decode-mb must be > 0",
+            file=sys.stderr,
+        )
         return EXIT_SOME_FAILED
-    limit_pixels(opts.max_megapixels)
     try:
-        sessions = load_sessions(root, manifest, workers, opts.threads or default_threads() or 1)
+        sessions = load_sessions(root, manifest, workers, opts.threads or 1, max_pixels(opts.max_megapixels))
     except ModelLoadError as exc:
         print(f"{prog}: error: cannot load the bundled model: {exc}", file=sys.stderr)
         return EXIT_MODEL
-    pool = Pool(sessions)
+    pool = Pool(sessions, budget=DecodeBudget(opts.max_decode_mb))
     # Bounded: reading stops while the writer is behind, so memory stays flat on endless input.
     pending: Pending = queue.Queue(maxsize=workers * 4)
     writer = _Writer(pending)

@@ -27,7 +27,9 @@ client far ahead of the server is paused (flow control), one that does not read 
 dropped after the read timeout, idle keep-alive connections close after it, connections are capped
 (503), bodies in flight are capped as a whole (``--max-inflight-mb``: a body that would exceed it is
 refused with 503 and Retry-After before it is read, and a connection buffers at most a request head
-and one read beyond the body it was granted: memory stays bounded whatever clients send), and a
+and one read beyond the body it was granted: memory stays bounded whatever clients send), decodes
+are capped as a whole too (``--max-decode-mb``, each decode's memory estimated from its image's
+header; more waits: memory.py), and a
 request that cannot be framed closes its connection after the answer (lingering, so the client can
 read it). SIGTERM/SIGINT: stop accepting, close idle connections, let in-flight requests finish
 (each bounded by the read timeout plus the inference timeout), exit 0; a second signal exits at once
@@ -49,14 +51,14 @@ import time
 from bisect import bisect_left
 from typing import Any
 
+from .memory import DecodeBudget
 from .model import ModelLoadError
 from .payload import Bundle
-from .session import default_threads
+from .preprocess import max_pixels
 from .workers import (
     Job,
     Pool,
     RequestError,
-    limit_pixels,
     load_sessions,
     test_hooks_enabled,
 )
@@ -199,9 +201,9 @@ class Metrics:
         with self._lock:
             self.connections += delta
 
-    def render(self, ready: bool, body_bytes: int) -> str:
+    def render(self, ready: bool, body_bytes: int, budget: DecodeBudget | None = None) -> str:
         """``ready`` and ``body_bytes`` (request bodies held) are the server's own state, which only
-        the event loop's thread, the one rendering, changes."""
+        the event loop's thread, the one rendering, changes; ``budget`` the workers' decodes."""
         with self._lock:
             out = [
                 "# HELP ebrt_http_requests_total HTTP requests answered, by route and status code.",
@@ -227,6 +229,12 @@ class Metrics:
                 f"ebrt_request_body_bytes_in_flight {body_bytes}",
             ]
         out += [
+            "# HELP ebrt_decode_bytes_in_flight Decoded image bytes being held (--max-decode-mb).",
+            "# TYPE ebrt_decode_bytes_in_flight gauge",
+            f"ebrt_decode_bytes_in_flight {budget.used if budget else 0}",
+            "# HELP ebrt_decodes_waiting Decodes waiting for --max-decode-mb to have room.",
+            "# TYPE ebrt_decodes_waiting gauge",
+            f"ebrt_decodes_waiting {budget.waiting if budget else 0}",
             "# HELP ebrt_workers Inference workers (one interpreter each).",
             "# TYPE ebrt_workers gauge",
             f"ebrt_workers {self.workers}",
@@ -662,7 +670,9 @@ class Server:
         self.manifest = manifest
         self.log = log
         self.workers: int = opts.workers or len(os.sched_getaffinity(0))
-        self.threads: int = opts.threads or default_threads() or 1
+        self.threads: int = opts.threads or 1
+        self.max_pixels = max_pixels(opts.max_megapixels)
+        self.budget = DecodeBudget(opts.max_decode_mb)
         self.timeout = opts.timeout_ms / 1000.0
         self.read_timeout = opts.read_timeout_ms / 1000.0
         self.max_body = int(opts.max_body_mb * 1024 * 1024)
@@ -714,6 +724,7 @@ class Server:
             timeout_ms=round(self.timeout * 1000),
             max_body_bytes=self.max_body,
             max_inflight_bytes=self.max_inflight,
+            max_decode_bytes=self.budget.limit,
         )
         threading.Thread(target=self._load, name="loader", daemon=True).start()
         await self.stop.wait()
@@ -738,7 +749,7 @@ class Server:
         from .app import run_self_test
 
         try:
-            sessions = load_sessions(self.root, self.manifest, self.workers, self.threads)
+            sessions = load_sessions(self.root, self.manifest, self.workers, self.threads, self.max_pixels)
             result = run_self_test(sessions[0])
             # First invokes are slow (lazy allocations): take that hit in every worker before traffic.
             feeds = sessions[0].selftest_feeds()
@@ -752,7 +763,9 @@ class Server:
             self.log("error", "load_failed", error=f"{type(exc).__name__}: {exc}", exit_code=EXIT_INTERNAL)
             self.loop.call_soon_threadsafe(self._fail, EXIT_INTERNAL)
             return
-        self.loop.call_soon_threadsafe(self._loaded, Pool(sessions, on_done=self._job_done), result)
+        self.loop.call_soon_threadsafe(
+            self._loaded, Pool(sessions, on_done=self._job_done, budget=self.budget), result
+        )
 
     def _fail(self, code: int) -> None:
         self.exit_code = code
@@ -838,7 +851,7 @@ class Server:
                 return 200, {"status": "ready"}, "", False
             return 503, RequestError(503, "not_ready", self.not_ready).body(), "", False
         if path == "/metrics":
-            return 200, self.metrics.render(self.ready, self.body_bytes).encode(), "", False
+            return 200, self.metrics.render(self.ready, self.body_bytes, self.budget).encode(), "", False
         return 200, self.manifest, "", False  # /v1/info
 
     async def _infer(self, req: Request) -> Answer:
@@ -914,7 +927,14 @@ def check_options(opts: argparse.Namespace) -> str | None:
         return "--workers must be >= 1"
     if not 0 <= opts.port <= 65535:
         return "--port must be 0..65535"
-    for name in ("timeout_ms", "read_timeout_ms", "max_body_mb", "max_inflight_mb", "max_megapixels"):
+    for name in (
+        "timeout_ms",
+        "read_timeout_ms",
+        "max_body_mb",
+        "max_inflight_mb",
+        "max_megapixels",
+        "max_decode_mb",
+    ):
         if getattr(opts, name) <= 0:
             return f"--{name.replace('_', '-')} must be > 0"
     if opts.max_inflight_mb < opts.max_body_mb:
@@ -928,8 +948,9 @@ def main(prog: str, root: Bundle, manifest: dict[str, Any], opts: argparse.Names
     if problem:
         print(f"{prog}: error: {problem}", file=sys.stderr)
         return EXIT_BAD_ARGS
-    limit_pixels(opts.max_megapixels)
     _log_everything_as_json(log)
+    if getattr(opts, "threads_capped", ""):
+        log("warning", "threads_capped", message=opts.threads_capped)
     try:
         server = Server(opts, root, manifest, log)
     except OSError as exc:

@@ -3,8 +3,11 @@ by the builder's reference run, so the binary and the build-time reference compu
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,10 @@ import numpy as np
 from .model import load_interpreter, run, signature
 from .payload import Bundle, DirBundle
 from .payload import read_manifest as _read_manifest
-from .preprocess import ImageError, decode, quantize, to_tensor
+from .preprocess import ImageError, decode_cost, load, open_image, quantize, to_tensor
+
+# Holds a decode's memory (its bytes, see decode_cost) while it runs: the serving modes' budget.
+Admit = Callable[[int], AbstractContextManager[object]]
 
 
 def bundle_dir() -> Path:
@@ -27,7 +33,14 @@ def read_manifest(root: Bundle | Path) -> dict[str, Any]:
 
 
 class Session:
-    def __init__(self, bundle: Bundle | Path, manifest: dict[str, Any], threads: int | None = None) -> None:
+    def __init__(
+        self,
+        bundle: Bundle | Path,
+        manifest: dict[str, Any],
+        threads: int | None = None,
+        max_pixels: int | None = None,
+    ) -> None:
+        self.max_pixels = max_pixels  # images with more are refused from their header
         self.bundle = DirBundle(bundle) if isinstance(bundle, Path) else bundle
         self.manifest = manifest
         self.recipe: dict[str, Any] = manifest["recipe"]
@@ -50,19 +63,27 @@ class Session:
             if t["name"] != image_name
         }
 
-    def feeds_for_image(self, data: bytes | str) -> dict[int, np.ndarray[Any, Any]]:
-        tensor = to_tensor(decode(data), self.recipe["input"], self.image_input)
+    def feeds_for_image(
+        self, data: bytes | str, admit: Admit | None = None
+    ) -> dict[int, np.ndarray[Any, Any]]:
+        spec = self.recipe["input"]
+        img = open_image(data, self.max_pixels, spec, self.image_input)
+        try:
+            with admit(decode_cost(img)) if admit else contextlib.nullcontext():
+                tensor = to_tensor(load(img), spec, self.image_input)
+        finally:
+            img.close()  # the decoded pixels go now, not whenever the last reference does
         return {self.image_input["index"]: tensor, **self.constant_feeds}
 
     def selftest_feeds(self) -> dict[int, np.ndarray[Any, Any]]:
         """Feeds for the self-test image bundled with the model."""
         return self.feeds_for_image(self.bundle.read(self.manifest["selftest"]["image"]))
 
-    def feeds_for_file(self, path: str) -> dict[int, np.ndarray[Any, Any]]:
+    def feeds_for_file(self, path: str, admit: Admit | None = None) -> dict[int, np.ndarray[Any, Any]]:
         """An image, or raw tensors: ``.npy`` for a one-input model, ``.npz`` keyed by input name."""
         if path.endswith((".npy", ".npz")):
             return self._raw_feeds(path)
-        return self.feeds_for_image(path)
+        return self.feeds_for_image(path, admit)
 
     def infer(self, feeds: dict[int, np.ndarray[Any, Any]]) -> tuple[list[np.ndarray[Any, Any]], float]:
         start = time.perf_counter()
@@ -100,3 +121,11 @@ class Session:
 def default_threads() -> int | None:
     value = os.environ.get("EDGEBUNDLE_THREADS")
     return int(value) if value and value.isdigit() and int(value) > 0 else None
+
+
+def cap_threads(threads: int | None) -> tuple[int | None, str]:
+    """``threads`` capped at the CPUs this process may run on, and a warning when it was capped."""
+    cpus = len(os.sched_getaffinity(0))
+    if threads is None or threads <= cpus:
+        return threads, ""
+    return cpus, f"--threads {threads} is more than the {cpus} CPUs this process may use: using {cpus}"

@@ -11,20 +11,19 @@ Imported only in those modes, so plain ``APP IMAGE`` and ``--self-test`` never p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
 import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from PIL import Image
-
+from .memory import Cancelled, DecodeBudget, tune_malloc
 from .model import ModelLoadError
 from .payload import Bundle
 from .postprocess import summarize
-from .preprocess import ImageError
+from .preprocess import ImageError, ImageTooLarge
 from .session import Session
 
 # Test-only: with EDGEBUNDLE_TEST_HOOKS=1 a request may ask its worker to sleep first (the serve mode's
@@ -50,26 +49,12 @@ def test_hooks_enabled() -> bool:
     return os.environ.get(TEST_HOOKS_ENV) == "1"
 
 
-def limit_pixels(max_megapixels: float) -> None:
-    """Refuse images over ``max_megapixels`` before they are decoded (decompression bombs).
-
-    Pillow checks the pixel count when it opens an image, before decoding: over MAX_IMAGE_PIXELS it
-    only warns (made an error here, process-wide, which is fine in the serving modes) and over twice
-    that it raises DecompressionBombError. Both become 413 image_too_large in ``classify``."""
-    Image.MAX_IMAGE_PIXELS = max(1, int(max_megapixels * 1_000_000))
-    warnings.simplefilter("error", Image.DecompressionBombWarning)
-
-
 def classify(exc: Exception) -> RequestError:
     """The service's answer to an exception raised while preparing or running one inference."""
     if isinstance(exc, RequestError):
         return exc
-    # decode() turns DecompressionBombError into ImageError "from None", which keeps it as __context__.
-    if isinstance(exc, Image.DecompressionBombWarning) or isinstance(
-        exc.__context__, Image.DecompressionBombError
-    ):
-        limit = Image.MAX_IMAGE_PIXELS or 0
-        return RequestError(413, "image_too_large", f"image has more than {limit} pixels")
+    if isinstance(exc, ImageTooLarge):
+        return RequestError(413, "image_too_large", str(exc))
     if isinstance(exc, ImageError):
         # Pillow names its source in some messages; for request bodies that is a useless repr.
         return RequestError(400, "bad_image", str(exc))
@@ -96,39 +81,63 @@ class Job:
         self.done.set()
 
 
-def run_job(session: Session, job: Job) -> None:
-    """Prepare, infer and summarize one job in the calling thread; the outcome lands on the job."""
+def run_job(session: Session, job: Job, budget: DecodeBudget | None = None) -> None:
+    """Prepare, infer and summarize one job in the calling thread; the outcome lands on the job.
+    Its decode holds its estimated memory (decode_cost) of ``budget`` while it runs."""
+
+    @contextlib.contextmanager
+    def admit(cost: int) -> Iterator[None]:
+        assert budget is not None
+        with budget.hold(cost, lambda: job.cancelled):
+            if job.delay_s:  # the test hook's delay holds the budget, so tests can fill it
+                time.sleep(job.delay_s)
+                job.delay_s = 0.0
+            yield
+
     try:
-        if job.delay_s:
-            time.sleep(job.delay_s)
         data = job.data
-        if isinstance(data, str) and data.endswith((".npy", ".npz")):
-            feeds = session.feeds_for_file(data)
+        if isinstance(data, str):
+            feeds = session.feeds_for_file(data, admit if budget else None)
         else:
-            feeds = session.feeds_for_image(data)
+            feeds = session.feeds_for_image(data, admit if budget else None)
+        if job.delay_s:  # nothing was decoded under the budget (raw tensors), or there is none
+            time.sleep(job.delay_s)
         values, ms = session.infer(feeds)
         result = summarize(values, session.outputs, session.recipe["output"], session.labels)
         result["latency_ms"] = round(ms, 3)
         job.result, job.infer_ms = result, ms
+    except Cancelled:
+        job.error = RequestError(504, "timeout", "given up while waiting to decode")
     except Exception as exc:
         job.error = classify(exc)
     finally:
         job.done.set()
 
 
-def load_sessions(root: Bundle, manifest: dict[str, Any], count: int, threads: int | None) -> list[Session]:
+def load_sessions(
+    root: Bundle, manifest: dict[str, Any], count: int, threads: int | None, max_pixels: int | None
+) -> list[Session]:
     """``count`` independent interpreters on the same model file (the kernel shares its pages).
 
     Raises ModelLoadError like a single Session."""
     if count < 1:
         raise ModelLoadError("need at least one worker")
-    return [Session(root, manifest, threads) for _ in range(count)]
+    return [Session(root, manifest, threads, max_pixels) for _ in range(count)]
 
 
 class Pool:
-    """``len(sessions)`` daemon threads, each owning one Session, taking jobs from one queue."""
+    """``len(sessions)`` daemon threads, each owning one Session, taking jobs from one queue; their
+    decodes share ``budget`` (memory.py)."""
 
-    def __init__(self, sessions: list[Session], on_done: Callable[[Job], None] | None = None) -> None:
+    def __init__(
+        self,
+        sessions: list[Session],
+        on_done: Callable[[Job], None] | None = None,
+        budget: DecodeBudget | None = None,
+    ) -> None:
+        if budget is not None:
+            tune_malloc()
+        self.budget = budget
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._on_done = on_done
         self._threads = [
@@ -156,6 +165,6 @@ class Pool:
                 return
             if job.cancelled:
                 continue
-            run_job(session, job)
+            run_job(session, job, self.budget)
             if self._on_done is not None:
                 self._on_done(job)

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import io
 import math
+import struct
+import warnings
+import zlib
 from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from edgebundle.runtime.preprocess import FILTERS, ImageError, decode, quantize, to_tensor
+from edgebundle.runtime.preprocess import (
+    FILTERS,
+    ImageError,
+    ImageTooLarge,
+    decode,
+    decode_cost,
+    load,
+    max_pixels,
+    open_image,
+    quantize,
+    to_tensor,
+)
 from tests.conftest import IMAGES
 
 
@@ -154,6 +169,187 @@ def test_unusual_modes_decode_and_convert(name: str) -> None:
         assert np.isfinite(got).all()
 
 
+def png_bytes(img: Image.Image, **kw: Any) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG", **kw)
+    return buf.getvalue()
+
+
+def raw_png(width: int, height: int, depth: int, color_type: int, rows: np.ndarray[Any, Any]) -> bytes:
+    """A PNG written by hand (Pillow writes no 16-bit colour PNGs): ``rows`` big-endian samples."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = b"".join(b"\0" + rows[y].tobytes() for y in range(height))
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
+
+
+def identity(img: Image.Image, color: str) -> np.ndarray[Any, Any]:
+    """The tensor of an image at its own size (no resampling): its 8-bit pixel values."""
+    w, h = img.size
+    return to_tensor(img, spec(color=color), tensor([1, h, w, 1 if color == "L" else 3]))[0]
+
+
+@pytest.mark.parametrize("color", ["L", "RGB"])
+def test_gray16_fixture_gives_the_tensor_of_its_8_bit_version(color: str) -> None:
+    # gray16.png holds v * 257 for v = 0..255 (how 8-bit values widen to 16 bits); Pillow's convert
+    # clipped them (all but the first pixel came out 255). Scaled by >> 8 they are v again, exactly.
+    img16 = decode(str(IMAGES / "gray16.png"))
+    assert img16.mode == "I;16"
+    img8 = Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16))
+    np.testing.assert_array_equal(identity(img16, color), identity(img8, color))
+    s = spec(color=color)
+    shape = tensor([1, 10, 12, 1 if color == "L" else 3])
+    np.testing.assert_array_equal(to_tensor(img16, s, shape), to_tensor(img8, s, shape))
+
+
+def test_16_bit_values_keep_their_high_byte_in_every_16_bit_mode() -> None:
+    values = np.array([[0, 255, 256, 257, 1000, 32767, 32768, 65280, 65534, 65535]], dtype=">u2")
+    want = (values.astype(np.int64) >> 8).astype(np.float32)[:, :, None]
+    png16 = decode(raw_png(10, 1, 16, 0, values))
+    np.testing.assert_array_equal(identity(png16, "L"), want)
+    for mode, dtype in (("I;16", "<u2"), ("I;16L", "<u2"), ("I;16B", ">u2")):
+        img = Image.frombytes(mode, (10, 1), values.astype(dtype).tobytes())
+        np.testing.assert_array_equal(identity(img, "L"), want, err_msg=mode)
+
+
+def test_16_bit_gray_and_16_bit_rgb_agree() -> None:
+    # Pillow opens 48/64-bit PNGs as 8-bit RGB(A) keeping each sample's high byte (not rounding):
+    # 16-bit gray is scaled the same way, so the same picture gives the same tensor either way.
+    rng = np.random.default_rng(3)
+    gray = rng.integers(0, 65536, (6, 7), dtype=np.uint16).astype(">u2")
+    rgb = np.repeat(gray[:, :, None], 3, axis=2)
+    rgba = np.concatenate([rgb, np.full((6, 7, 1), 65535)], axis=2).astype(">u2")
+    img_gray = decode(raw_png(7, 6, 16, 0, gray))
+    img_rgb = decode(raw_png(7, 6, 16, 2, rgb))
+    img_rgba = decode(raw_png(7, 6, 16, 6, rgba))
+    assert (img_rgb.mode, img_rgba.mode) == ("RGB", "RGBA")
+    high = (gray.astype(np.int64) >> 8).astype(np.float32)
+    for color in ("L", "RGB"):
+        want = identity(img_gray, color)
+        np.testing.assert_array_equal(want[:, :, 0], high)
+        np.testing.assert_array_equal(identity(img_rgb, color), want)
+        np.testing.assert_array_equal(identity(img_rgba, color), want)
+
+
+def test_32_bit_integer_and_float_images_are_scaled_not_clipped() -> None:
+    ints = Image.fromarray(np.array([[-5, 0, 255, 256, 32768, 65535, 70000]], dtype=np.int32))
+    assert ints.mode == "I"  # 16-bit data in older Pillow plugins: read as 0..65535
+    assert identity(ints, "L")[0, :, 0].tolist() == [0, 0, 0, 1, 128, 255, 255]
+    floats = Image.fromarray(np.array([[0.0, 0.5, 1.0, 1 / 255, 2.0, -1.0, np.nan]], dtype=np.float32))
+    assert floats.mode == "F"  # float images are 0..1
+    assert identity(floats, "L")[0, :, 0].tolist() == [0, 128, 255, 1, 255, 0, 0]
+
+
+def test_transparent_pixels_are_white_whatever_colour_they_store() -> None:
+    # Fully transparent pixels hold whatever the encoder left there; they show as the background.
+    a = np.zeros((2, 3, 4), dtype=np.uint8)
+    a[..., :3] = (10, 200, 30)
+    a[0, 0, 3] = 255  # one opaque pixel
+    a[1, 2, 3] = 128  # one half transparent one: blended with white
+    b = a.copy()
+    b[..., :3] = (90, 0, 250)
+    b[0, 0, :3] = (10, 200, 30)
+    b[1, 2, :3] = (10, 200, 30)
+    for color in ("RGB", "L"):
+        got_a = identity(decode(png_bytes(Image.fromarray(a))), color)
+        got_b = identity(decode(png_bytes(Image.fromarray(b))), color)
+        np.testing.assert_array_equal(got_a, got_b)
+    got = identity(decode(png_bytes(Image.fromarray(a))), "RGB")
+    assert got[0, 0].tolist() == [10, 200, 30]
+    assert got[0, 1].tolist() == [255, 255, 255]
+    np.testing.assert_allclose(got[1, 2], [(10 + 255) / 2, (200 + 255) / 2, (30 + 255) / 2], atol=1)
+
+
+def test_gray_alpha_palette_and_colour_key_transparency_without_warnings() -> None:
+    pal = Image.new("P", (3, 1))
+    pal.putpalette([10, 20, 30, 200, 100, 50])
+    pal.putdata([0, 1, 0])
+    la = np.array([[[40, 0], [40, 255], [40, 0]]], dtype=np.uint8)
+    cases = {
+        "LA": png_bytes(Image.fromarray(la)),
+        "P, tRNS index": png_bytes(pal, transparency=0),
+        "P, tRNS bytes": png_bytes(pal, transparency=bytes([0, 255])),
+        "L, tRNS colour": png_bytes(Image.fromarray(np.array([[7, 40, 7]], dtype=np.uint8)), transparency=7),
+        "RGB, tRNS colour": png_bytes(
+            Image.fromarray(np.array([[[1, 2, 3], [40, 40, 40], [1, 2, 3]]], dtype=np.uint8)),
+            transparency=(1, 2, 3),
+        ),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow warns about palette + tRNS bytes when converting to RGB
+        for name, data in cases.items():
+            got = identity(decode(data), "RGB")
+            assert got[0, 0].tolist() == got[0, 2].tolist() == [255, 255, 255], name
+            assert got[0, 1].tolist() != [255, 255, 255], name
+        pa = Image.new("PA", (2, 1))
+        pa.putpalette([10, 20, 30])
+        assert identity(pa, "RGB").tolist() == [[[255, 255, 255], [255, 255, 255]]]
+
+
+def test_an_unconvertible_mode_is_a_bad_image_not_a_crash() -> None:
+    with pytest.raises(ImageError, match="LAB"):  # Pillow converts LAB to RGB, not to L
+        to_tensor(Image.new("LAB", (4, 4)), spec(color="L"), tensor([1, 4, 4, 1]))
+
+
+@pytest.mark.parametrize("resize", ["stretch", "letterbox", "center-crop"])
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear", "bicubic", "lanczos"])
+def test_gray_images_for_rgb_models_resize_before_widening_with_the_same_result(
+    resize: str, interpolation: str
+) -> None:
+    gray = card().convert("L")
+    s = spec(resize=resize, interpolation=interpolation, pad_value=9)
+    got = to_tensor(gray, s, tensor([1, 12, 16, 3]))
+    np.testing.assert_array_equal(got[0], np.array(reference(gray, s, 12, 16, 3), dtype=np.float32))
+
+
+def jpeg_bytes(img: Image.Image, **kw: Any) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=95, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("resize", ["stretch", "letterbox", "center-crop"])
+def test_large_jpegs_decode_at_a_reduced_scale_close_to_the_full_decode(resize: str) -> None:
+    yy, xx = np.mgrid[0:800, 0:1200]
+    smooth = np.stack([xx * 255 // 1200, yy * 255 // 800, (xx + yy) * 255 // 2000], axis=2).astype(np.uint8)
+    data = jpeg_bytes(Image.fromarray(smooth))
+    s, t = spec(resize=resize), tensor([1, 24, 32, 3])
+    img = open_image(data, None, s, t)
+    assert img.size == (150, 100)  # 1/8: still at least what the resize needs
+    assert decode_cost(img) == 150 * 100 * 5  # RGB: 4 bytes a pixel, and L for a gray model
+    full = to_tensor(decode(data), s, t)
+    np.testing.assert_allclose(to_tensor(load(img), s, t), full, atol=6)
+    # Only as far as the resize allows: 1/4 for a model twice as large
+    assert open_image(data, None, s, tensor([1, 160, 200, 3])).size == (300, 200)
+    assert open_image(data, None, s, tensor([1, 800, 1200, 3])).size == (1200, 800)
+
+
+def test_jpeg_draft_accounts_for_exif_rotation() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 1200x400, shown 400x1200
+    data = jpeg_bytes(Image.new("RGB", (1200, 400), (200, 10, 10)), exif=exif)
+    s, t = spec(resize="stretch"), tensor([1, 300, 50, 3])
+    img = open_image(data, None, s, t)
+    assert img.size == (300, 100)  # 1/4: shown as 100x300, still >= 50x300
+    assert load(img).size == (100, 300)
+    assert to_tensor(img, s, t).shape == (1, 300, 50, 3)
+
+
+def test_the_pixel_limit_is_checked_from_the_header_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks.loadtest import gray_png
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # max_pixels() turns it off
+    bomb = gray_png(12000, 12000, pixels=False)  # declares 144 MP, holds 64 bytes
+    with pytest.raises(ImageTooLarge, match=r"12000x12000 is 144.0 megapixels, over the limit of 40 "):
+        open_image(bomb, max_pixels(40))
+    assert open_image(bomb, max_pixels(150)).size == (12000, 12000)  # Pillow's own 179 MP cap is off
+
+
 @pytest.mark.parametrize(
     ("name", "message"),
     [
@@ -171,8 +367,6 @@ def test_bad_images_raise_one_line_errors(name: str, message: str) -> None:
 
 
 def test_decompression_bomb_is_refused() -> None:
-    import io
-
     buf = io.BytesIO()
     Image.new("L", (1, 1)).save(buf, "PNG")
     old = Image.MAX_IMAGE_PIXELS

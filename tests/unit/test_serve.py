@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from edgebundle.runtime.batch import parse_request
-from edgebundle.runtime.preprocess import ImageError, decode
+from edgebundle.runtime.preprocess import ImageError, decode, max_pixels
 from edgebundle.runtime.serve import (
     Histogram,
     HTTPError,
@@ -25,7 +25,7 @@ from edgebundle.runtime.serve import (
     multipart_image,
     parse_head,
 )
-from edgebundle.runtime.workers import RequestError, classify, limit_pixels
+from edgebundle.runtime.workers import RequestError, classify
 
 
 def test_parse_head_reads_method_path_headers_and_keep_alive() -> None:
@@ -103,6 +103,7 @@ def _serve_options(**changes: Any) -> argparse.Namespace:
         "max_body_mb": 16.0,
         "max_inflight_mb": 64.0,
         "max_megapixels": 40.0,
+        "max_decode_mb": 128.0,
     }
     return argparse.Namespace(**{**opts, **changes})
 
@@ -114,6 +115,7 @@ def _serve_options(**changes: Any) -> argparse.Namespace:
         ({"workers": 0}, "--workers must be >= 1"),
         ({"port": 70000}, "--port must be 0..65535"),
         ({"max_inflight_mb": 0}, "--max-inflight-mb must be > 0"),
+        ({"max_decode_mb": -1}, "--max-decode-mb must be > 0"),
         ({"max_body_mb": 128.0}, "--max-inflight-mb must be >= --max-body-mb"),
     ],
 )
@@ -183,18 +185,21 @@ def _png(width: int, height: int) -> bytes:
 def test_classify_maps_bombs_to_413_bad_images_to_400_and_bugs_to_500() -> None:
     saved = Image.MAX_IMAGE_PIXELS
     try:
-        limit_pixels(0.001)  # 1000 pixels
-        for size in ((40, 40), (100, 100)):  # Pillow's warning zone (made an error), and its error
-            with pytest.raises((ImageError, Image.DecompressionBombWarning)) as info:
-                decode(_png(*size))
+        limit = max_pixels(0.001)  # 1000 pixels
+        for size in ((40, 40), (1000, 1000)):
+            with pytest.raises(ImageError) as info:
+                decode(_png(*size), limit)
             err = classify(info.value)
             assert (err.status, err.code) == (413, "image_too_large"), size
-        decode(_png(30, 30))
+            assert f"{size[0]}x{size[1]}" in err.message
+            assert "--max-megapixels" in err.message
+        decode(_png(30, 30), limit)
+        Image.MAX_IMAGE_PIXELS = 1000  # Pillow's own check, if it is on, gives the same answer
+        with pytest.raises(ImageError) as info:
+            decode(_png(100, 100))
+        assert classify(info.value).status == 413
     finally:
         Image.MAX_IMAGE_PIXELS = saved
-        import warnings
-
-        warnings.simplefilter("default", Image.DecompressionBombWarning)
     with pytest.raises(ImageError) as bad:
         decode(b"not an image")
     err = classify(bad.value)
