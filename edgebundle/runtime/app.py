@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save-outputs", metavar="OUT.npz", help="write raw output tensors")
     parser.add_argument("--info", action="store_true", help="print the manifest as JSON")
     parser.add_argument("--self-test", action="store_true", help="check the embedded sample (health check)")
+    parser.add_argument("--version", action="store_true", help="what this binary is and was built with")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads (at most the CPUs)")
     parser.add_argument(
         "--max-megapixels",
@@ -54,9 +55,18 @@ def main(argv: list[str] | None = None) -> int:
         help="refuse larger images from their header, before decoding (default %(default)s)",
     )
     parser.add_argument("--eb-bench", type=int, metavar="N", help=argparse.SUPPRESS)
-    modes = parser.add_argument_group("batch and service modes (README: Serving)")
-    modes.add_argument("--batch", action="store_true", help="JSON lines on stdin, a result line each")
-    modes.add_argument("--serve", action="store_true", help="HTTP: POST /v1/infer, /readyz, /metrics...")
+    modes = parser.add_argument_group("batch and service modes")
+    modes.add_argument(
+        "--batch",
+        action="store_true",
+        help='JSON lines on stdin ({"path": ...} or {"image_b64": ..., "id": ...}), a result line each',
+    )
+    modes.add_argument(
+        "--serve",
+        action="store_true",
+        help="HTTP: POST /v1/infer (image body or multipart field 'image'), GET /healthz, /readyz, "
+        "/metrics, /v1/info; SIGTERM drains",
+    )
     modes.add_argument("--host", default="127.0.0.1", help="address (default %(default)s)")
     modes.add_argument("--port", type=int, default=8080, help="0 = any free (default %(default)s)")
     modes.add_argument("--workers", type=int, help="interpreters (default: --serve CPUs, --batch 1)")
@@ -90,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     # The payload appended to the binary (passed by the launcher), else the files next to the runtime.
     root = open_bundle(bundle_dir())
     manifest = read_manifest(root)
+    if args.version:
+        print(_version(prog, manifest))
+        return 0
     if args.info or args.self_test:
         # The model bytes the binary really carries against the manifest, BEFORE the interpreter
         # sees them: a tampered or damaged model can crash it.
@@ -269,6 +282,17 @@ def run_self_test(session: Any) -> dict[str, Any]:
         "latency_ms": round(ms, 3),
         "problems": problems,
     }
+
+
+def _version(prog: str, manifest: dict[str, Any]) -> str:
+    model, interp = manifest["model"], manifest["interpreter"]
+    return (
+        f"{prog}: model {model['source_name']} (sha256 {model['sha256'][:12]}), "
+        f"recipe {manifest['recipe'].get('name', '?')}, target {manifest['target']['name']}; "
+        f"built by edgebundle {manifest['edgebundle_version']} with {manifest['backend']}, "
+        f"{interp['name']} {interp['version']}, Python {manifest['python']}, NumPy {manifest['numpy']}, "
+        f"Pillow {manifest['pillow']}"
+    )
 
 
 def _print_json(obj: Any) -> None:

@@ -58,6 +58,23 @@ def test_info_describes_the_build(digits_float: Built) -> None:
     assert m["edgebundle_version"]
 
 
+def test_version_and_help_are_self_contained(digits_float: Built, tmp_path: Path) -> None:
+    version = run_binary(digits_float.path, "--version", cwd=tmp_path)
+    assert version.returncode == 0, version.stderr
+    m = digits_float.manifest
+    assert version.stdout == (
+        f"digits_float: model digits_float.tflite (sha256 {m['model']['sha256'][:12]}), recipe digits, "
+        f"target x86_64; built by edgebundle {m['edgebundle_version']} with pyinstaller, tflite-runtime "
+        f"{m['interpreter']['version']}, Python {m['python']}, NumPy {m['numpy']}, Pillow {m['pillow']}\n"
+    )
+    # the device has no README: the help says what the modes take and answer
+    usage = run_binary(digits_float.path, "--help", cwd=tmp_path)
+    assert usage.returncode == 0
+    assert "README" not in usage.stdout
+    assert "POST /v1/infer" in usage.stdout
+    assert "exit codes:" in usage.stdout
+
+
 def test_self_test_passes(digits_float: Built, tmp_path: Path) -> None:
     proc = run_binary(digits_float.path, "--self-test", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
