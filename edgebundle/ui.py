@@ -56,12 +56,13 @@ class Reporter:
             self._print(f"+ {shown}")
 
     def detail(self, line: str) -> None:
-        """Something a step found or did: shown in normal mode outside a step; inside one only when
-        verbose (the step's own line sums it up), or as the live line's progress on a terminal."""
+        """Something a step found or did: shown in normal mode outside a step; inside one in full only
+        when verbose (the step's own line sums it up), else as progress (the live line on a terminal,
+        a heartbeat in a log)."""
         if self.level == "verbose" or (self.level == "normal" and self._status is None):
             self._print(line)
-        elif self._status is not None:
-            self._status.progress = line
+        else:
+            self.progress(line)
 
     def progress(self, line: str) -> None:
         """How far a long step is (N/M, a phase): the live line on a terminal, a plain line in a log."""

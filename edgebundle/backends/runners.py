@@ -37,6 +37,7 @@ from ..toolchains import (
     log_path,
     requirements,
 )
+from ..ui import progress_of
 from . import BACKENDS, RUNTIME_SRC, Stage, bundle, launcher, stage_runtime
 
 LAYOUT_VERSION = "1"  # bump when the way runners are made changes
@@ -228,7 +229,7 @@ def _make_runner(
             log=log,
             what=backend_name,
             cwd=workdir,
-            on_line=backend.progress(stage, echo),
+            on_line=backend.progress(stage, progress_of(echo)),
         )
         folder = backend.result(stage)
         if not (folder / bundle.ENTRY).is_file():

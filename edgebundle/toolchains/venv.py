@@ -21,6 +21,7 @@ from pathlib import Path
 from ..errors import BuildError, ConfigError, ToolMissingError
 from ..runner import Echo, LineHandler, counted_progress, run, which
 from ..target import Target, interpreters, source_build_settings
+from ..ui import progress_of
 from . import (
     Invocation,
     cache_dir,
@@ -142,7 +143,7 @@ class HostVenv:
                 echo=echo,
                 what=f"building {name} {version} from source (once; a C compiler and Python headers needed)",
                 error=ToolMissingError,
-                on_line=counted_progress(f"building {name} {version}", echo),
+                on_line=counted_progress(f"building {name} {version}", progress_of(echo)),
             )
 
         create_cached(
