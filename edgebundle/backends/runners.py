@@ -262,4 +262,3 @@ def _make_runner(
             "launcher_bytes": launcher_bytes,
         }
         (out / "runner.json").write_text(json.dumps(runner, indent=1, sort_keys=True) + "\n")
-        echo(load(out).describe())
