@@ -9,13 +9,12 @@ model wants (NHWC/NCHW) and add the batch dimension.
 from __future__ import annotations
 
 import io
-import math
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from .geometry import image_geometry
+from .geometry import image_geometry, placement
 
 FILTERS = {
     "nearest": Image.Resampling.NEAREST,
@@ -98,18 +97,13 @@ def _resize(img: Image.Image, width: int, height: int, spec: dict[str, Any]) -> 
     mode = spec["resize"]
     if img.size == (width, height):
         return img
-    if mode == "stretch":
-        return img.resize((width, height), resample)
-    w, h = img.size
+    place = placement(img.width, img.height, width, height, mode)
+    resized = img.resize((place.width, place.height), resample)
     if mode == "letterbox":
-        scale = min(width / w, height / h)
-        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         pad = round(spec.get("pad_value", 0.0))
         canvas = Image.new(img.mode, (width, height), pad if img.mode == "L" else (pad,) * 3)
-        canvas.paste(img.resize((nw, nh), resample), ((width - nw) // 2, (height - nh) // 2))
+        canvas.paste(resized, (place.left, place.top))
         return canvas
-    # center-crop: scale so the image covers the target, then cut the middle out.
-    scale = max(width / w, height / h)
-    nw, nh = max(width, math.ceil(w * scale - 1e-6)), max(height, math.ceil(h * scale - 1e-6))
-    left, top = (nw - width) // 2, (nh - height) // 2
-    return img.resize((nw, nh), resample).crop((left, top, left + width, top + height))
+    if mode == "center-crop":
+        return resized.crop((-place.left, -place.top, -place.left + width, -place.top + height))
+    return resized
