@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--info", action="store_true", help="print the manifest as JSON")
     parser.add_argument("--self-test", action="store_true", help="check the embedded sample (health check)")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    parser.add_argument(
+        "--score-threshold", type=float, metavar="S", help="detection models: the recipe's score threshold"
+    )
     parser.add_argument("--eb-bench", type=int, metavar="N", help=argparse.SUPPRESS)
     modes = parser.add_argument_group("batch and service modes (README: Serving)")
     modes.add_argument("--batch", action="store_true", help="JSON lines on stdin, a result line each")
@@ -90,6 +94,16 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_SELFTEST_FAILED
         if args.info:
             return 0
+    if args.score_threshold is not None:
+        from .session import is_detection
+
+        if not is_detection(manifest) or not math.isfinite(args.score_threshold):
+            print(
+                f"{prog}: error: --score-threshold takes a number, for detection models only", file=sys.stderr
+            )
+            return EXIT_BAD_INPUT
+        if args.serve:
+            parser.error("--serve takes ?score_threshold= per request, not --score-threshold")
     if args.serve or args.batch:
         if (args.serve and args.batch) or args.images or args.self_test or args.save_outputs:
             parser.error("--serve and --batch take no IMAGE and no other mode")
@@ -120,11 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         return _bench(prog, session, args.images, args.eb_bench)
     if args.self_test:
         return _self_test(prog, session)
+    session.score_threshold = args.score_threshold
     return _run_images(prog, session, args.images, args.save_outputs)
 
 
 def _run_images(prog: str, session: Any, images: list[str], save_to: str | None) -> int:
-    from .postprocess import summarize
     from .preprocess import ImageError
 
     status = 0
@@ -139,7 +153,7 @@ def _run_images(prog: str, session: Any, images: list[str], save_to: str | None)
         if save_to:
             _save_outputs(save_to, session, values)
         result = {"image": path}
-        result.update(summarize(values, session.outputs, session.recipe["output"], session.labels))
+        result.update(session.result(values))
         result["latency_ms"] = round(ms, 3)
         _print_json(result)
     return status

@@ -71,3 +71,12 @@ def placement(src_w: int, src_h: int, dst_w: int, dst_h: int, mode: str) -> Plac
     scale = max(dst_w / src_w, dst_h / src_h)
     nw, nh = max(dst_w, math.ceil(src_w * scale - 1e-6)), max(dst_h, math.ceil(src_h * scale - 1e-6))
     return Placement(nw, nh, -((nw - dst_w) // 2), -((nh - dst_h) // 2))
+
+
+class Frame(NamedTuple):
+    """One image as it was fed: its size (after EXIF orientation) and where the resize placed it in
+    the model's input, to map detections back to it."""
+
+    width: int
+    height: int
+    place: Placement

@@ -10,10 +10,19 @@ from typing import Any
 
 import numpy as np
 
+from .geometry import Frame, Placement, image_geometry, placement
 from .model import load_interpreter, run, signature
 from .payload import Bundle, DirBundle
 from .payload import read_manifest as _read_manifest
+from .postprocess import summarize
 from .preprocess import ImageError, decode, quantize, to_tensor
+
+DETECTION_DECODERS = ("ssd", "yolo", "tflite-detection")
+
+
+def is_detection(manifest: dict[str, Any]) -> bool:
+    """Whether the bundle answers with detections (older manifests have no decoder: not)."""
+    return manifest["recipe"]["output"].get("decoder") in DETECTION_DECODERS
 
 
 def bundle_dir() -> Path:
@@ -49,9 +58,24 @@ class Session:
             for t in self.inputs
             if t["name"] != image_name
         }
+        geo = image_geometry(self.image_input["shape"], self.recipe["input"]["layout"])
+        self.input_size = (geo.width, geo.height)
+        # The last image fed (its size and where the resize put it), to map detections back to it;
+        # raw tensors are their own image.
+        self.frame = Frame(geo.width, geo.height, Placement(geo.width, geo.height, 0, 0))
+        self.score_threshold: float | None = None  # --score-threshold: overrides the recipe's
+        self.detector: Any = None
+        if is_detection(manifest):
+            from .detection import Detector  # only detection binaries load the decoders
+
+            self.detector = Detector(self.recipe["output"], self.outputs, self.input_size, self.labels)
 
     def feeds_for_image(self, data: bytes | str) -> dict[int, np.ndarray[Any, Any]]:
-        tensor = to_tensor(decode(data), self.recipe["input"], self.image_input)
+        img = decode(data)
+        tensor = to_tensor(img, self.recipe["input"], self.image_input)
+        w, h = self.input_size
+        place = placement(img.width, img.height, w, h, self.recipe["input"]["resize"])
+        self.frame = Frame(img.width, img.height, place)
         return {self.image_input["index"]: tensor, **self.constant_feeds}
 
     def selftest_feeds(self) -> dict[int, np.ndarray[Any, Any]]:
@@ -61,6 +85,8 @@ class Session:
     def feeds_for_file(self, path: str) -> dict[int, np.ndarray[Any, Any]]:
         """An image, or raw tensors: ``.npy`` for a one-input model, ``.npz`` keyed by input name."""
         if path.endswith((".npy", ".npz")):
+            w, h = self.input_size
+            self.frame = Frame(w, h, Placement(w, h, 0, 0))
             return self._raw_feeds(path)
         return self.feeds_for_image(path)
 
@@ -68,6 +94,17 @@ class Session:
         start = time.perf_counter()
         values = run(self.interpreter, feeds)
         return values, (time.perf_counter() - start) * 1000.0
+
+    def result(
+        self, values: list[np.ndarray[Any, Any]], score_threshold: float | None = None
+    ) -> dict[str, Any]:
+        """The answer for the outputs of the last input fed: detections in the image's pixels, or
+        top-k / the outputs as the recipe says. ``score_threshold`` overrides the session's and the
+        recipe's threshold."""
+        if self.detector is None:
+            return summarize(values, self.outputs, self.recipe["output"], self.labels)
+        threshold = score_threshold if score_threshold is not None else self.score_threshold
+        return {"detections": self.detector.answer(values, self.frame, threshold)}
 
     def _raw_feeds(self, path: str) -> dict[int, np.ndarray[Any, Any]]:
         try:

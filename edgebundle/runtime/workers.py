@@ -23,7 +23,6 @@ from PIL import Image
 
 from .model import ModelLoadError
 from .payload import Bundle
-from .postprocess import summarize
 from .preprocess import ImageError
 from .session import Session
 
@@ -79,11 +78,22 @@ def classify(exc: Exception) -> RequestError:
 class Job:
     """One inference: ``data`` is image bytes, or a path (str) read by the worker."""
 
-    __slots__ = ("cancelled", "data", "delay_s", "done", "error", "infer_ms", "result", "waiter")
+    __slots__ = (
+        "cancelled",
+        "data",
+        "delay_s",
+        "done",
+        "error",
+        "infer_ms",
+        "result",
+        "score_threshold",
+        "waiter",
+    )
 
-    def __init__(self, data: bytes | str, delay_s: float = 0.0) -> None:
+    def __init__(self, data: bytes | str, delay_s: float = 0.0, score_threshold: float | None = None) -> None:
         self.data = data
         self.delay_s = delay_s
+        self.score_threshold = score_threshold  # detection models: overrides the session's threshold
         self.done = threading.Event()
         self.cancelled = False  # the requester gave up (timeout): skip it if it has not started
         self.result: dict[str, Any] | None = None
@@ -107,7 +117,7 @@ def run_job(session: Session, job: Job) -> None:
         else:
             feeds = session.feeds_for_image(data)
         values, ms = session.infer(feeds)
-        result = summarize(values, session.outputs, session.recipe["output"], session.labels)
+        result = session.result(values, job.score_threshold)
         result["latency_ms"] = round(ms, 3)
         job.result, job.infer_ms = result, ms
     except Exception as exc:

@@ -1,0 +1,383 @@
+"""Detection decoders: raw output tensors -> boxes, scores, classes (and keypoints) in the original
+image's pixels. Imported only when the recipe's decoder is ``ssd``, ``yolo`` or ``tflite-detection``,
+so classification binaries never load it.
+
+- ``ssd``: MediaPipe's TensorsToDetectionsCalculator (box decoding against SsdAnchorsCalculator's
+  anchors, sigmoid/clipped scores, allowed classes, ``min_score_thresh``, ``max_results``) followed by
+  its NonMaxSuppressionCalculator (default or weighted, jaccard / modified-jaccard / IoU overlap).
+- ``yolo``: Ultralytics' ``non_max_suppression`` (best class only): v5 ``[1, N, 5+C]`` scores are
+  objectness x class, v8 ``[1, 4+C, N]`` class scores; kept when ``> score_threshold``; greedy NMS by
+  IoU (``> iou_threshold`` suppresses), per class unless ``class_agnostic``; ``max_detections``.
+- ``tflite-detection``: the outputs of the ``TFLite_Detection_PostProcess`` op (already suppressed):
+  the first ``count`` rows, filtered as MediaPipe does for models with the op.
+
+Every decoder yields boxes relative to the model input (0..1); ``Detector.answer`` maps them through
+the recipe's resize back to the original image and clips them to it. Quantized outputs are
+dequantized first. Everything is vectorised over boxes; the anchors are made once per session.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .anchors import ssd_anchors
+from .geometry import Frame
+from .postprocess import dequantize
+
+Array = np.ndarray[Any, Any]
+
+# Ultralytics' non_max_suppression keeps at most this many candidates (the best) before NMS.
+YOLO_MAX_NMS = 30000
+
+
+class Detections(NamedTuple):
+    boxes: Array  # [n, 4] xmin, ymin, xmax, ymax relative to the model input
+    scores: Array  # [n]
+    classes: Array  # [n] int
+    keypoints: Array | None  # [n, k, 2] x, y relative to the model input
+
+    def take(self, index: Array) -> Detections:
+        kp = None if self.keypoints is None else self.keypoints[index]
+        return Detections(self.boxes[index], self.scores[index], self.classes[index], kp)
+
+
+def _float(arr: Array, info: dict[str, Any]) -> Array:
+    return np.asarray(dequantize(arr, info), dtype=np.float32)
+
+
+# --- SSD: MediaPipe's TensorsToDetectionsCalculator ------------------------------------------------
+
+
+def anchor_array(options: dict[str, Any]) -> Array:
+    """[N, 4] float32 x_center, y_center, w, h."""
+    return np.asarray(ssd_anchors(options), dtype=np.float32).reshape(-1, 4)
+
+
+def decode_ssd(
+    raw_boxes: Array, raw_scores: Array, anchors: Array, opts: dict[str, Any], min_score: float | None
+) -> Detections:
+    """Boxes and scores of the boxes that pass, in box order (before NMS), as MediaPipe decodes them."""
+    n, coords = opts["num_boxes"], opts["num_coords"]
+    raw = raw_boxes.reshape(n, coords)
+    b = raw[:, opts["box_coord_offset"] : opts["box_coord_offset"] + 4]
+    fmt = opts["box_format"]
+    if fmt == "yxhw":
+        yc, xc, h, w = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    elif fmt == "xywh":
+        xc, yc, w, h = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    else:  # xyxy: distances to the anchor's centre, as MediaPipe reads them
+        xc, yc = (b[:, 2] - b[:, 0]) / 2, (b[:, 3] - b[:, 1]) / 2
+        w, h = b[:, 2] + b[:, 0], b[:, 3] + b[:, 1]
+    ax, ay, aw, ah = anchors[:, 0], anchors[:, 1], anchors[:, 2], anchors[:, 3]
+    xc = xc / np.float32(opts["x_scale"]) * aw + ax
+    yc = yc / np.float32(opts["y_scale"]) * ah + ay
+    if opts["apply_exponential_on_box_size"]:
+        h = np.exp(h / np.float32(opts["h_scale"])) * ah
+        w = np.exp(w / np.float32(opts["w_scale"])) * aw
+    else:
+        h = h / np.float32(opts["h_scale"]) * ah
+        w = w / np.float32(opts["w_scale"]) * aw
+    boxes = np.stack([xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2], axis=1)
+
+    scores = raw_scores.reshape(n, opts["num_classes"])
+    if opts["sigmoid_score"]:
+        if opts["score_clipping_thresh"] is not None:
+            limit = np.float32(opts["score_clipping_thresh"])
+            scores = np.clip(scores, -limit, limit)
+        scores = np.float32(1) / (np.float32(1) + np.exp(-scores))
+    allowed = _allowed_classes(opts, scores.shape[1])
+    if allowed is not None:
+        scores = np.where(allowed, scores, -np.inf)
+    classes = np.argmax(scores, axis=1)  # the first of equal maxima, as MediaPipe's strict '<'
+    best = scores[np.arange(n), classes]
+
+    keep = np.isfinite(best)  # every class ignored: no detection
+    if min_score is not None:
+        keep &= best >= np.float32(min_score)
+    keep &= ((boxes[:, 2] - boxes[:, 0]) >= 0) & ((boxes[:, 3] - boxes[:, 1]) >= 0)  # NaN fails too
+    index = np.flatnonzero(keep)
+    if opts["max_results"] > 0:  # the first N that pass, in box order (MediaPipe's behaviour)
+        index = index[: opts["max_results"]]
+
+    keypoints = None
+    if opts["num_keypoints"]:
+        start, step = opts["keypoint_coord_offset"], opts["num_values_per_keypoint"]
+        kp = raw[index][:, start : start + opts["num_keypoints"] * step].reshape(len(index), -1, step)
+        kx, ky = (kp[:, :, 1], kp[:, :, 0]) if fmt == "yxhw" else (kp[:, :, 0], kp[:, :, 1])
+        sel = anchors[index]
+        kx = kx / np.float32(opts["x_scale"]) * sel[:, 2:3] + sel[:, 0:1]
+        ky = ky / np.float32(opts["y_scale"]) * sel[:, 3:4] + sel[:, 1:2]
+        keypoints = np.stack([kx, ky], axis=2)
+    out = Detections(boxes[index], best[index], classes[index], keypoints)
+    if opts["flip_vertically"]:
+        out = _flip(out)
+    return out
+
+
+def _allowed_classes(opts: dict[str, Any], count: int) -> Array | None:
+    if opts["allow_classes"]:
+        mask = np.zeros(count, dtype=bool)
+        mask[[c for c in opts["allow_classes"] if 0 <= c < count]] = True
+        return mask
+    if opts["ignore_classes"]:
+        mask = np.ones(count, dtype=bool)
+        mask[[c for c in opts["ignore_classes"] if 0 <= c < count]] = False
+        return mask
+    return None
+
+
+def _flip(d: Detections) -> Detections:
+    boxes = d.boxes.copy()
+    boxes[:, 1], boxes[:, 3] = 1 - d.boxes[:, 3], 1 - d.boxes[:, 1]
+    kp = None
+    if d.keypoints is not None:
+        kp = d.keypoints.copy()
+        kp[:, :, 1] = 1 - kp[:, :, 1]
+    return Detections(boxes, d.scores, d.classes, kp)
+
+
+# --- MediaPipe's NonMaxSuppressionCalculator -------------------------------------------------------
+
+
+def similarity(rect1: Array, rect2: Array, overlap_type: str) -> Array:
+    """MediaPipe's OverlapSimilarity, broadcast over [..., 4] xmin, ymin, xmax, ymax boxes. Its
+    "jaccard" divides by the area of the box enclosing both (Rectangle::Union), "modified-jaccard" by
+    ``rect2``'s area, "intersection-over-union" by the union's area."""
+    x0 = np.maximum(rect1[..., 0], rect2[..., 0])
+    y0 = np.maximum(rect1[..., 1], rect2[..., 1])
+    iw = np.minimum(rect1[..., 2], rect2[..., 2]) - x0
+    ih = np.minimum(rect1[..., 3], rect2[..., 3]) - y0
+    inter = iw * ih
+    area2 = (rect2[..., 2] - rect2[..., 0]) * (rect2[..., 3] - rect2[..., 1])
+    if overlap_type == "jaccard":
+        norm = (np.maximum(rect1[..., 2], rect2[..., 2]) - np.minimum(rect1[..., 0], rect2[..., 0])) * (
+            np.maximum(rect1[..., 3], rect2[..., 3]) - np.minimum(rect1[..., 1], rect2[..., 1])
+        )
+    elif overlap_type == "modified-jaccard":
+        norm = area2
+    else:
+        area1 = (rect1[..., 2] - rect1[..., 0]) * (rect1[..., 3] - rect1[..., 1])
+        norm = area1 + area2 - inter
+    ok = (iw >= 0) & (ih >= 0) & (norm > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ok, inter / np.where(ok, norm, 1), np.float32(0))
+
+
+def _by_score(scores: Array) -> Array:
+    return np.argsort(-scores, kind="stable")
+
+
+def nms_mediapipe(d: Detections, opts: dict[str, Any]) -> Detections:
+    order = _by_score(d.scores)
+    if opts["min_score_threshold"] > 0:  # the loop stops at the first score under it
+        order = order[d.scores[order] >= np.float32(opts["min_score_threshold"])]
+    limit = opts["max_num_detections"] if opts["max_num_detections"] > -1 else len(order)
+    threshold = opts["min_suppression_threshold"]
+    if opts["algorithm"] == "weighted":
+        return _weighted(d, order, opts["overlap_type"], threshold, limit)
+    return d.take(greedy(d.boxes, order, threshold, opts["overlap_type"], None, limit))
+
+
+def greedy(
+    boxes: Array, order: Array, threshold: float, overlap_type: str, classes: Array | None, limit: int
+) -> Array:
+    """Greedy NMS over ``order`` (best first): keep the first, drop every later box whose overlap
+    with it (the kept box as rect1) is ``> threshold`` (of the same class when ``classes`` is given),
+    repeat; at most ``limit`` kept. Both MediaPipe's default NMS and torchvision's ``nms`` do this."""
+    kept: list[int] = []
+    while order.size and len(kept) < limit:
+        i = order[0]
+        kept.append(int(i))
+        rest = order[1:]
+        suppress = similarity(boxes[i], boxes[rest], overlap_type) > threshold
+        if classes is not None:
+            suppress &= classes[rest] == classes[i]
+        order = rest[~suppress]
+    return np.asarray(kept, dtype=np.int64)
+
+
+def _weighted(d: Detections, order: Array, overlap_type: str, threshold: float, limit: int) -> Detections:
+    boxes, scores, classes, kps = [], [], [], []
+    remaining = order
+    while remaining.size:
+        top = remaining[0]
+        # every remaining box (rect1) against the top one (rect2); this includes the top box itself
+        close = similarity(d.boxes[remaining], d.boxes[top], overlap_type) > threshold
+        box = d.boxes[top]
+        kp = None if d.keypoints is None else d.keypoints[top]
+        if close.any():
+            members = remaining[close]
+            weights = d.scores[members]
+            total = weights.sum(dtype=np.float32)
+            box = (d.boxes[members] * weights[:, None]).sum(axis=0) / total
+            if d.keypoints is not None:
+                kp = (d.keypoints[members] * weights[:, None, None]).sum(axis=0) / total
+        boxes.append(box)
+        scores.append(d.scores[top])
+        classes.append(d.classes[top])
+        kps.append(kp)
+        if not close.any():  # MediaPipe stops when an iteration removes nothing
+            break
+        remaining = remaining[~close]
+    # MediaPipe's weighted NMS ignores max_num_detections; the output is capped here like the default's.
+    boxes, scores, classes, kps = boxes[:limit], scores[:limit], classes[:limit], kps[:limit]
+    return Detections(
+        np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+        np.asarray(scores, dtype=np.float32),
+        np.asarray(classes, dtype=np.int64),
+        None if d.keypoints is None else np.asarray(kps, dtype=np.float32).reshape(len(kps), -1, 2),
+    )
+
+
+# --- YOLO: Ultralytics' non_max_suppression -------------------------------------------------------
+
+
+def decode_yolo(
+    pred: Array, opts: dict[str, Any], input_w: int, input_h: int, score_threshold: float
+) -> Detections:
+    rows = pred.reshape(pred.shape[-2], pred.shape[-1])
+    if opts["layout"] == "v8":  # [4+C, N]
+        rows = rows.T
+    normalized = _normalized(rows[:, :4], opts["boxes"])
+    if opts["layout"] == "v8":
+        conf_all = rows[:, 4:]
+    else:  # v5 [N, 5+C]: class scores times objectness, for the boxes whose objectness passes
+        rows = rows[rows[:, 4] > np.float32(score_threshold)]
+        conf_all = rows[:, 5:] * rows[:, 4:5]
+    classes = np.argmax(conf_all, axis=1) if conf_all.shape[1] else np.zeros(len(rows), dtype=np.int64)
+    scores = conf_all[np.arange(len(rows)), classes] if conf_all.shape[1] else np.zeros(len(rows))
+    keep = np.flatnonzero(scores > np.float32(score_threshold))
+    xywh = rows[keep, :4]
+    scores, classes = scores[keep], classes[keep]
+    if len(scores) > YOLO_MAX_NMS:
+        best = _by_score(scores)[:YOLO_MAX_NMS]
+        xywh, scores, classes = xywh[best], scores[best], classes[best]
+    half = xywh[:, 2:4] / 2
+    boxes = np.concatenate([xywh[:, :2] - half, xywh[:, :2] + half], axis=1)
+    classes_or_none = None if opts["class_agnostic"] else classes
+    order = _by_score(scores)
+    kept = greedy(
+        boxes,
+        order,
+        opts["iou_threshold"],
+        "intersection-over-union",
+        classes_or_none,
+        opts["max_detections"],
+    )
+    boxes = boxes[kept]
+    if not normalized:
+        boxes = boxes / np.asarray([input_w, input_h, input_w, input_h], dtype=np.float32)
+    return Detections(boxes, scores[kept], classes[kept], None)
+
+
+def _normalized(xywh: Array, mode: str) -> bool:
+    if mode != "auto":
+        return mode == "normalized"
+    # Exports that normalise (Ultralytics' TFLite) give centres and sizes within 0..1 (a little past
+    # it at the edges); pixel boxes of any real input reach far beyond.
+    return not xywh.size or float(np.abs(xywh).max()) <= 2.0
+
+
+# --- TFLite_Detection_PostProcess -----------------------------------------------------------------
+
+
+def decode_postprocess(
+    boxes: Array, classes: Array, scores: Array, count: Array, opts: dict[str, Any], min_score: float | None
+) -> Detections:
+    """The op's boxes ([ymin, xmin, ymax, xmax], relative), classes, scores and count: the first
+    ``count`` rows that pass the class filter, the threshold and a non-negative size."""
+    n = max(0, min(int(count.reshape(-1)[0]), boxes.reshape(-1, 4).shape[0]))
+    yxyx = boxes.reshape(-1, 4)[:n]
+    cls = classes.reshape(-1)[:n].astype(np.int64)  # float class ids, truncated as MediaPipe does
+    sc = scores.reshape(-1)[:n]
+    keep = np.ones(n, dtype=bool)
+    allowed = _allowed_classes(opts, int(cls.max()) + 1 if n else 0)
+    if allowed is not None:
+        keep &= np.isin(cls, np.flatnonzero(allowed))
+    if min_score is not None:
+        keep &= sc >= np.float32(min_score)
+    xyxy = yxyx[:, [1, 0, 3, 2]]
+    keep &= ((xyxy[:, 2] - xyxy[:, 0]) >= 0) & ((xyxy[:, 3] - xyxy[:, 1]) >= 0)
+    index = np.flatnonzero(keep)
+    if opts["max_results"] > 0:
+        index = index[: opts["max_results"]]
+    return Detections(xyxy[index], sc[index], cls[index], None)
+
+
+# --- the session's decoder ------------------------------------------------------------------------
+
+
+class Detector:
+    """The recipe's decoder for one session: tensor indices and anchors resolved once."""
+
+    def __init__(
+        self, spec: dict[str, Any], outputs: list[dict[str, Any]], input_size: tuple[int, int], labels: Any
+    ) -> None:
+        self.kind: str = spec["decoder"]
+        self.spec = spec
+        self.outputs = outputs
+        self.input_w, self.input_h = input_size
+        self.labels: list[str] | None = labels
+        names = [t["name"] for t in outputs]
+        if self.kind == "ssd":
+            det = spec["detections"]
+            self.tensors = [names.index(det["boxes"]), names.index(det["scores"])]
+            self.anchors = anchor_array(spec["anchors"])
+        elif self.kind == "yolo":
+            self.tensors = [names.index(spec["tensor"]) if spec.get("tensor") else 0]
+        else:
+            det = spec["detections"]
+            self.tensors = [names.index(det[key]) for key in ("boxes", "classes", "scores", "count")]
+
+    def threshold(self, override: float | None) -> float | None:
+        if override is not None:
+            return override
+        if self.kind == "yolo":
+            return float(self.spec["yolo"]["score_threshold"])
+        value = self.spec["detections"]["min_score_thresh"]
+        return None if value is None else float(value)
+
+    def detect(self, values: list[Array], score_threshold: float | None = None) -> Detections:
+        """Detections relative to the model input, best first."""
+        raw = [_float(values[i], self.outputs[i]) for i in self.tensors]
+        threshold = self.threshold(score_threshold)
+        if self.kind == "ssd":
+            found = decode_ssd(raw[0], raw[1], self.anchors, self.spec["detections"], threshold)
+            found = nms_mediapipe(found, self.spec["nms"])
+        elif self.kind == "yolo":
+            assert threshold is not None
+            found = decode_yolo(raw[0], self.spec["yolo"], self.input_w, self.input_h, threshold)
+        else:
+            boxes, classes, scores, count = raw
+            found = decode_postprocess(boxes, classes, scores, count, self.spec["detections"], threshold)
+        return found.take(_by_score(found.scores))
+
+    def answer(self, values: list[Array], frame: Frame, score_threshold: float | None = None) -> list[Any]:
+        """The JSON-able detections, in the original image's pixels."""
+        found = self.detect(values, score_threshold)
+        boxes = to_image(found.boxes.reshape(-1, 2, 2), frame, self.input_w, self.input_h).reshape(-1, 4)
+        kps = (
+            None if found.keypoints is None else to_image(found.keypoints, frame, self.input_w, self.input_h)
+        )
+        out = []
+        for i in range(len(found.scores)):
+            index = int(found.classes[i])
+            item: dict[str, Any] = {"index": index}
+            if self.labels is not None and 0 <= index < len(self.labels):
+                item["label"] = self.labels[index]
+            item["score"] = round(float(found.scores[i]), 6)
+            item["box"] = [round(float(v), 2) for v in boxes[i]]
+            if kps is not None:
+                item["keypoints"] = [[round(float(x), 2), round(float(y), 2)] for x, y in kps[i]]
+            out.append(item)
+        return out
+
+
+def to_image(points: Array, frame: Frame, input_w: int, input_h: int) -> Array:
+    """[..., 2] x, y relative to the model input -> pixels of the original image, clipped to it."""
+    place = frame.place
+    x = (points[..., 0].astype(np.float64) * input_w - place.left) * (frame.width / place.width)
+    y = (points[..., 1].astype(np.float64) * input_h - place.top) * (frame.height / place.height)
+    return np.stack([np.clip(x, 0, frame.width), np.clip(y, 0, frame.height)], axis=-1)
