@@ -164,13 +164,12 @@ def parse(output: Table, top_k: int | None, softmax: bool) -> DecoderSpec:
 
     tables: dict[str, dict[str, Any]] = {}
     if decoder == "ssd":
-        for name in ("anchors", "detections"):
+        for name, read in (("anchors", _anchors), ("detections", _ssd_detections)):
             if name not in output.data:
                 raise output.error(
                     name, 'missing table: decoder "ssd" needs [output.anchors] and [output.detections]'
                 )
-        tables["anchors"] = _anchors(output.sub("anchors"))
-        tables["detections"] = _ssd_detections(output.sub("detections"))
+            tables[name] = read(output.sub(name))
         tables["nms"] = _nms(output.sub("nms"))
     elif decoder == "yolo":
         tables["yolo"] = _yolo(output.sub("yolo"))
