@@ -145,28 +145,34 @@ def similarity(rect1: Array, rect2: Array, overlap_type: str) -> Array:
     """MediaPipe's OverlapSimilarity, broadcast over [..., 4] xmin, ymin, xmax, ymax boxes. Its
     "jaccard" divides by the area of the box enclosing both (Rectangle::Union), "modified-jaccard" by
     ``rect2``'s area, "intersection-over-union" by the union's area."""
-    x0 = np.maximum(rect1[..., 0], rect2[..., 0])
-    y0 = np.maximum(rect1[..., 1], rect2[..., 1])
-    iw = np.minimum(rect1[..., 2], rect2[..., 2]) - x0
-    ih = np.minimum(rect1[..., 3], rect2[..., 3]) - y0
+    return _similarity(*np.moveaxis(rect1, -1, 0), *np.moveaxis(rect2, -1, 0), overlap_type)
+
+
+def _similarity(
+    ax0: Array, ay0: Array, ax1: Array, ay1: Array, bx0: Array, by0: Array, bx1: Array, by1: Array, kind: str
+) -> Array:
+    iw = np.minimum(ax1, bx1) - np.maximum(ax0, bx0)
+    ih = np.minimum(ay1, by1) - np.maximum(ay0, by0)
     inter = iw * ih
-    area2 = (rect2[..., 2] - rect2[..., 0]) * (rect2[..., 3] - rect2[..., 1])
-    if overlap_type == "jaccard":
-        norm = (np.maximum(rect1[..., 2], rect2[..., 2]) - np.minimum(rect1[..., 0], rect2[..., 0])) * (
-            np.maximum(rect1[..., 3], rect2[..., 3]) - np.minimum(rect1[..., 1], rect2[..., 1])
-        )
-    elif overlap_type == "modified-jaccard":
-        norm = area2
+    if kind == "jaccard":
+        norm = (np.maximum(ax1, bx1) - np.minimum(ax0, bx0)) * (np.maximum(ay1, by1) - np.minimum(ay0, by0))
+    elif kind == "modified-jaccard":
+        norm = (bx1 - bx0) * (by1 - by0)
     else:
-        area1 = (rect1[..., 2] - rect1[..., 0]) * (rect1[..., 3] - rect1[..., 1])
-        norm = area1 + area2 - inter
+        norm = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
     ok = (iw >= 0) & (ih >= 0) & (norm > 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(ok, inter / np.where(ok, norm, 1), np.float32(0))
+    out: Array = np.zeros(ok.shape, dtype=np.result_type(inter, norm))
+    np.divide(inter, norm, out=out, where=ok)
+    return out
 
 
 def _by_score(scores: Array) -> Array:
     return np.argsort(-scores, kind="stable")
+
+
+# Up to this many candidates, NMS compares them all at once (n x n temporaries, 1 MB each at the
+# limit); past it, one kept box against the rest at a time, which needs no n x n memory.
+MATRIX_MAX = 512
 
 
 def nms_mediapipe(d: Detections, opts: dict[str, Any]) -> Detections:
@@ -180,6 +186,42 @@ def nms_mediapipe(d: Detections, opts: dict[str, Any]) -> Detections:
     return d.take(greedy(d.boxes, order, threshold, opts["overlap_type"], None, limit))
 
 
+def _overlaps(boxes: Array, overlap_type: str, threshold: float, classes: Array | None) -> Array:
+    """[n, n] booleans: box i (rect1) overlaps box j (rect2) more than ``threshold``; the same
+    arithmetic as ``similarity``, in place (n x n temporaries are what this costs)."""
+    x0, y0, x1, y1 = (np.ascontiguousarray(boxes[:, k]) for k in range(4))
+    area = (x1 - x0) * (y1 - y0)
+    iw = np.minimum(x1[:, None], x1[None, :])
+    tmp = np.maximum(x0[:, None], x0[None, :])
+    iw -= tmp
+    ih = np.minimum(y1[:, None], y1[None, :])
+    np.maximum(y0[:, None], y0[None, :], out=tmp)
+    ih -= tmp
+    ok = iw >= 0
+    ok &= ih >= 0
+    inter = np.multiply(iw, ih, out=tmp)
+    norm = iw
+    if overlap_type == "jaccard":
+        np.maximum(x1[:, None], x1[None, :], out=norm)
+        norm -= np.minimum(x0[:, None], x0[None, :])
+        np.maximum(y1[:, None], y1[None, :], out=ih)
+        ih -= np.minimum(y0[:, None], y0[None, :])
+        norm *= ih
+    elif overlap_type == "modified-jaccard":
+        norm[:] = area[None, :]
+    else:
+        np.add(area[:, None], area[None, :], out=norm)
+        norm -= inter
+    ok &= norm > 0
+    sim = ih
+    sim.fill(0)
+    np.divide(inter, norm, out=sim, where=ok)
+    over: Array = sim > threshold
+    if classes is not None:
+        over &= classes[:, None] == classes[None, :]
+    return over
+
+
 def greedy(
     boxes: Array, order: Array, threshold: float, overlap_type: str, classes: Array | None, limit: int
 ) -> Array:
@@ -187,6 +229,16 @@ def greedy(
     with it (the kept box as rect1) is ``> threshold`` (of the same class when ``classes`` is given),
     repeat; at most ``limit`` kept. Both MediaPipe's default NMS and torchvision's ``nms`` do this."""
     kept: list[int] = []
+    if len(order) <= MATRIX_MAX:
+        over = _overlaps(boxes[order], overlap_type, threshold, None if classes is None else classes[order])
+        alive = np.ones(len(order), dtype=bool)
+        for i in range(len(order)):
+            if len(kept) >= limit:
+                break
+            if alive[i]:
+                kept.append(i)
+                alive &= ~over[i]
+        return order[np.asarray(kept, dtype=np.int64)]
     while order.size and len(kept) < limit:
         i = order[0]
         kept.append(int(i))
@@ -199,36 +251,39 @@ def greedy(
 
 
 def _weighted(d: Detections, order: Array, overlap_type: str, threshold: float, limit: int) -> Detections:
-    boxes, scores, classes, kps = [], [], [], []
-    remaining = order
+    """MediaPipe's WeightedNonMaxSuppression: the best remaining box and every remaining box that
+    overlaps it (each as rect1, the best as rect2) become one detection, their boxes and keypoints
+    averaged with the scores as weights; the score and class stay the best box's."""
+    over = _overlaps(d.boxes[order], overlap_type, threshold, None) if len(order) <= MATRIX_MAX else None
+    remaining = np.arange(len(order))
+    clusters: list[Array] = []
     while remaining.size:
         top = remaining[0]
-        # every remaining box (rect1) against the top one (rect2); this includes the top box itself
-        close = similarity(d.boxes[remaining], d.boxes[top], overlap_type) > threshold
-        box = d.boxes[top]
-        kp = None if d.keypoints is None else d.keypoints[top]
-        if close.any():
-            members = remaining[close]
-            weights = d.scores[members]
-            total = weights.sum(dtype=np.float32)
-            box = (d.boxes[members] * weights[:, None]).sum(axis=0) / total
-            if d.keypoints is not None:
-                kp = (d.keypoints[members] * weights[:, None, None]).sum(axis=0) / total
-        boxes.append(box)
-        scores.append(d.scores[top])
-        classes.append(d.classes[top])
-        kps.append(kp)
-        if not close.any():  # MediaPipe stops when an iteration removes nothing
+        if over is not None:
+            close = over[remaining, top]
+        else:
+            close = similarity(d.boxes[order[remaining]], d.boxes[order[top]], overlap_type) > threshold
+        members = remaining[close]
+        clusters.append(members if members.size else remaining[:1])
+        if not members.size:  # MediaPipe stops when an iteration removes nothing
             break
         remaining = remaining[~close]
     # MediaPipe's weighted NMS ignores max_num_detections; the output is capped here like the default's.
-    boxes, scores, classes, kps = boxes[:limit], scores[:limit], classes[:limit], kps[:limit]
-    return Detections(
-        np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-        np.asarray(scores, dtype=np.float32),
-        np.asarray(classes, dtype=np.int64),
-        None if d.keypoints is None else np.asarray(kps, dtype=np.float32).reshape(len(kps), -1, 2),
-    )
+    clusters = clusters[:limit]
+    tops = order[[c[0] for c in clusters]] if clusters else order[:0]
+    if not clusters:
+        return d.take(tops)
+    members = order[np.concatenate(clusters)]
+    starts = np.cumsum([0] + [len(c) for c in clusters[:-1]])
+    weights = d.scores[members]
+    total = np.add.reduceat(weights, starts)
+    boxes = np.add.reduceat(d.boxes[members] * weights[:, None], starts) / total[:, None]
+    keypoints = None
+    if d.keypoints is not None:
+        keypoints = (
+            np.add.reduceat(d.keypoints[members] * weights[:, None, None], starts) / total[:, None, None]
+        )
+    return Detections(boxes.astype(np.float32), d.scores[tops], d.classes[tops], keypoints)
 
 
 # --- YOLO: Ultralytics' non_max_suppression -------------------------------------------------------
