@@ -145,18 +145,14 @@ def similarity(rect1: Array, rect2: Array, overlap_type: str) -> Array:
     """MediaPipe's OverlapSimilarity, broadcast over [..., 4] xmin, ymin, xmax, ymax boxes. Its
     "jaccard" divides by the area of the box enclosing both (Rectangle::Union), "modified-jaccard" by
     ``rect2``'s area, "intersection-over-union" by the union's area."""
-    return _similarity(*np.moveaxis(rect1, -1, 0), *np.moveaxis(rect2, -1, 0), overlap_type)
-
-
-def _similarity(
-    ax0: Array, ay0: Array, ax1: Array, ay1: Array, bx0: Array, by0: Array, bx1: Array, by1: Array, kind: str
-) -> Array:
+    ax0, ay0, ax1, ay1 = rect1[..., 0], rect1[..., 1], rect1[..., 2], rect1[..., 3]
+    bx0, by0, bx1, by1 = rect2[..., 0], rect2[..., 1], rect2[..., 2], rect2[..., 3]
     iw = np.minimum(ax1, bx1) - np.maximum(ax0, bx0)
     ih = np.minimum(ay1, by1) - np.maximum(ay0, by0)
     inter = iw * ih
-    if kind == "jaccard":
+    if overlap_type == "jaccard":
         norm = (np.maximum(ax1, bx1) - np.minimum(ax0, bx0)) * (np.maximum(ay1, by1) - np.minimum(ay0, by0))
-    elif kind == "modified-jaccard":
+    elif overlap_type == "modified-jaccard":
         norm = (bx1 - bx0) * (by1 - by0)
     else:
         norm = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edgebundle.runtime import detection
 from edgebundle.runtime.anchors import ssd_anchors
 from edgebundle.runtime.detection import (
     Detector,
@@ -425,6 +426,24 @@ def test_ssd_options_match_the_reference(over: dict[str, Any]) -> None:
     )
     assert want
     compare(got, want, keypoints=opts["num_keypoints"] > 0)
+
+
+@pytest.mark.parametrize("algorithm", ["default", "weighted"])
+@pytest.mark.parametrize("overlap", ["jaccard", "modified-jaccard", "intersection-over-union"])
+def test_nms_without_the_candidate_matrix_is_the_same(
+    algorithm: str, overlap: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(5)
+    opts = detections_opts()
+    anchors = anchor_array(BLAZEFACE_ANCHORS)
+    raw, scores = ssd_raw(rng, opts, anchors)
+    found = decode_ssd(raw, scores, anchors, opts, 0.5)
+    nms = nms_opts(algorithm=algorithm, overlap_type=overlap)
+    with_matrix = nms_mediapipe(found, nms)
+    monkeypatch.setattr(detection, "MATRIX_MAX", 0)
+    without = nms_mediapipe(found, nms)
+    np.testing.assert_allclose(without.boxes, with_matrix.boxes, atol=1e-6)
+    np.testing.assert_array_equal(without.scores, with_matrix.scores)
 
 
 def test_weighted_nms_with_the_default_threshold_stops_after_one_as_mediapipe() -> None:
