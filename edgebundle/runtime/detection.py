@@ -104,7 +104,9 @@ def decode_ssd(
     keypoints = None
     if opts["num_keypoints"]:
         start, step = opts["keypoint_coord_offset"], opts["num_values_per_keypoint"]
-        kp = raw[index][:, start : start + opts["num_keypoints"] * step].reshape(len(index), -1, step)
+        kp = raw[index][:, start : start + opts["num_keypoints"] * step].reshape(
+            len(index), opts["num_keypoints"], step
+        )
         kx, ky = (kp[:, :, 1], kp[:, :, 0]) if fmt == "yxhw" else (kp[:, :, 0], kp[:, :, 1])
         sel = anchors[index]
         kx = kx / np.float32(opts["x_scale"]) * sel[:, 2:3] + sel[:, 0:1]

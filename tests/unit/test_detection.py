@@ -446,6 +446,17 @@ def test_nms_without_the_candidate_matrix_is_the_same(
     np.testing.assert_array_equal(without.scores, with_matrix.scores)
 
 
+@pytest.mark.parametrize("algorithm", ["default", "weighted"])
+def test_nothing_over_the_threshold_is_no_detection(algorithm: str) -> None:
+    opts = detections_opts()
+    anchors = anchor_array(BLAZEFACE_ANCHORS)
+    raw, scores = ssd_raw(np.random.default_rng(1), opts, anchors)
+    found = nms_mediapipe(decode_ssd(raw, scores, anchors, opts, 1.0), nms_opts(algorithm=algorithm))
+    assert found.boxes.shape == (0, 4)
+    assert found.keypoints is not None
+    assert found.keypoints.shape == (0, 6, 2)
+
+
 def test_weighted_nms_with_the_default_threshold_stops_after_one_as_mediapipe() -> None:
     # a box is never more than 1.0 similar to itself: nothing is merged, so MediaPipe's loop ends
     rng = np.random.default_rng(3)
