@@ -121,6 +121,7 @@ def _build_in(
         sig = _probe_signature(toolchain, pins.module, pins.distribution, plan.model, model_file, stage)
         resolved = validate(plan.recipe, sig, labels)
         manifest = _manifest(plan, sig, resolved.image_input, labels, model_file)
+        manifest["recipe"]["output"].update(resolved.output)
         (stage.app / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
         toolchain.run(
             [toolchain.python, "-m", f"{RUNTIME_PACKAGE}.buildtime", "reference", str(stage.app)],

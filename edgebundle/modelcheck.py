@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .decoders import DETECTION, resolve
 from .errors import ConfigError, ModelError, did_you_mean
 from .recipe import Recipe
 from .runtime.geometry import Geometry, image_geometry
@@ -69,10 +70,12 @@ def load_signature(text: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Resolved:
-    """What validation decides: which input the image feeds and its geometry."""
+    """What validation decides: which input the image feeds, its geometry, and the resolved
+    ``[output]`` fields (the decoder and its options as the model settles them)."""
 
     image_input: str
     geometry: Geometry
+    output: dict[str, Any] = field(default_factory=dict)
 
 
 def validate(recipe: Recipe, sig: dict[str, Any], labels: list[str] | None) -> Resolved:
@@ -141,6 +144,20 @@ def validate(recipe: Recipe, sig: dict[str, Any], labels: list[str] | None) -> R
     if chosen is None:
         raise ModelError(f"{recipe.path}: model has no outputs")
     size = math.prod(chosen["shape"])
+    decoded = resolve(
+        recipe.output.decoder,
+        recipe_path=where,
+        output_tensor=recipe.output.tensor,
+        top_k=recipe.output.top_k,
+        softmax=recipe.output.softmax,
+        chosen_size=size,
+        sig=sig,
+        input_size=(geo.width, geo.height),
+        labels=labels,
+        labels_path=recipe.output.labels,
+    )
+    if decoded["decoder"] in DETECTION:
+        return Resolved(image_input=image["name"], geometry=geo, output=decoded)
     if recipe.output.top_k is not None and recipe.output.top_k > size:
         raise ConfigError(
             f"{where}: [output].top_k: {recipe.output.top_k} is more than the "
@@ -152,4 +169,4 @@ def validate(recipe: Recipe, sig: dict[str, Any], labels: list[str] | None) -> R
             f"{source}: labels file has {len(labels)} lines but output {chosen['name']!r} "
             f"{chosen['shape']} has {size} values ([output].labels in {where})"
         )
-    return Resolved(image_input=image["name"], geometry=geo)
+    return Resolved(image_input=image["name"], geometry=geo, output=decoded)

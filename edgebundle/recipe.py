@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from .decoders import TABLES, DecoderSpec
+from .decoders import parse as parse_decoder
 from .errors import ConfigError, did_you_mean
 from .resources import bundled
 from .tomlcheck import Table, read_toml
@@ -48,6 +50,7 @@ class OutputSpec:
     softmax: bool = False
     top_k: int | None = None
     labels: Path | None = None
+    decoder: DecoderSpec = field(default_factory=DecoderSpec)  # how outputs become the answer
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +83,7 @@ class Recipe:
                 "softmax": o.softmax,
                 "top_k": o.top_k,
                 "labels": o.labels.name if o.labels else None,
+                **o.decoder.to_manifest(),
             },
             "constants": dict(self.constants),
         }
@@ -138,10 +142,12 @@ def load_recipe(name_or_path: str | Path, labels_override: Path | None = None) -
     )
 
     t = top.sub("output")
-    t.check_keys(["tensor", "dequantize", "softmax", "top_k", "labels"])
+    t.check_keys(["tensor", "dequantize", "softmax", "top_k", "labels", "decoder", *TABLES])
     top_k = t.optional("top_k", int)
     if top_k is not None and top_k < 1:
         raise t.error("top_k", f"must be at least 1, got {top_k}")
+    softmax = t.get("softmax", bool, False)
+    decoder = parse_decoder(t, top_k, softmax)
     labels: Path | None = None
     if labels_override is not None:
         labels = labels_override
@@ -154,9 +160,10 @@ def load_recipe(name_or_path: str | Path, labels_override: Path | None = None) -
     out = OutputSpec(
         tensor=t.optional("tensor", str),
         dequantize=t.get("dequantize", bool, True),
-        softmax=t.get("softmax", bool, False),
+        softmax=softmax,
         top_k=top_k,
         labels=labels,
+        decoder=decoder,
     )
 
     t = top.sub("constants")

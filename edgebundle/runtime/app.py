@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import os
 import sys
 from typing import Any
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--self-test", action="store_true", help="check the embedded sample (health check)")
     parser.add_argument("--version", action="store_true", help="what this binary is and was built with")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads (at most the CPUs)")
+    parser.add_argument(
+        "--score-threshold", type=float, metavar="S", help="detection models: the recipe's score threshold"
+    )
     parser.add_argument(
         "--max-megapixels",
         type=float,
@@ -120,6 +124,16 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_SELFTEST_FAILED
         if args.info:
             return 0
+    if args.score_threshold is not None:
+        from .session import is_detection
+
+        if not is_detection(manifest) or not math.isfinite(args.score_threshold):
+            print(
+                f"{prog}: error: --score-threshold takes a number, for detection models only", file=sys.stderr
+            )
+            return EXIT_BAD_INPUT
+        if args.serve:
+            parser.error("--serve takes ?score_threshold= per request, not --score-threshold")
     from .session import cap_threads, default_threads
 
     # More interpreter threads than CPUs only thrash (and --threads 100000 never finished starting).
@@ -168,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             return _bench(prog, session, args.images, args.eb_bench)
         if args.self_test:
             return _self_test(prog, session)
+        session.score_threshold = args.score_threshold
         return _run_images(prog, session, args.images, output)
     finally:
         if output is not None:
@@ -188,7 +203,6 @@ def _own_files(root: Any) -> set[tuple[int, int]]:
 
 
 def _run_images(prog: str, session: Any, images: list[str], output: Any) -> int:
-    from .postprocess import summarize
     from .preprocess import ImageError
 
     status = 0
@@ -209,7 +223,7 @@ def _run_images(prog: str, session: Any, images: list[str], output: Any) -> int:
                 print(f"{prog}: error: {exc}", file=sys.stderr)
                 return EXIT_BAD_INPUT
         result = {"image": path}
-        result.update(summarize(values, session.outputs, session.recipe["output"], session.labels))
+        result.update(session.result(values))
         result["latency_ms"] = round(ms, 3)
         _print_json(result)
     return status

@@ -47,6 +47,8 @@ def main(prog: str, root: Bundle, manifest: dict[str, Any], opts: argparse.Names
     except ModelLoadError as exc:
         print(f"{prog}: error: cannot load the bundled model: {exc}", file=sys.stderr)
         return EXIT_MODEL
+    for session in sessions:
+        session.score_threshold = opts.score_threshold
     pool = Pool(sessions, budget=DecodeBudget(opts.max_decode_mb))
     # Bounded: reading stops while the writer is behind, so memory stays flat on endless input.
     pending: Pending = queue.Queue(maxsize=workers * 4)

@@ -32,8 +32,15 @@ def _signature(module: str, distribution: str, model: str) -> None:
     ops: list[str] = []
     get_ops = getattr(interpreter, "_get_ops_details", None)
     if get_ops is not None:
+        details = get_ops()
         # DELEGATE nodes are XNNPACK taking over builtin ops at load time, not ops of the model.
-        ops = sorted({str(op["op_name"]) for op in get_ops()} - {"DELEGATE"})
+        ops = sorted({str(op["op_name"]) for op in details} - {"DELEGATE"})
+        # The detection op's outputs in its own order (boxes, classes, scores, count), by name: a
+        # model's output list may order them differently.
+        names = {t["index"]: t["name"] for t in sig["outputs"]}
+        for op in details:
+            if op["op_name"] == "TFLite_Detection_PostProcess":
+                sig["detection_postprocess"] = [names.get(int(i)) for i in op["outputs"]]
     sig.update(
         distributions=_bundled_distributions(),
         ops=ops,

@@ -3,6 +3,7 @@ uses it too, to validate a recipe against a model before anything is built."""
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 
@@ -44,3 +45,38 @@ def _channels_last(first: int, last: int, layout: str | None) -> bool:
     # Infer: channels are the small axis (1, 3 or 4); ambiguous shapes default to channels last,
     # which is what TFLite converters produce.
     return not (first in (1, 3, 4) and last not in (1, 3, 4))
+
+
+class Placement(NamedTuple):
+    """Where a resized image lands in the model's input: scaled to ``width`` x ``height`` pixels
+    with its top-left corner at (``left``, ``top``) of the tensor (negative when center-crop cuts it)."""
+
+    width: int
+    height: int
+    left: int
+    top: int
+
+
+def placement(src_w: int, src_h: int, dst_w: int, dst_h: int, mode: str) -> Placement:
+    """How the recipe's resize (stretch, letterbox, center-crop) places a ``src_w`` x ``src_h`` image
+    in a ``dst_w`` x ``dst_h`` input. The preprocessing resizes with it and the detection decoders map
+    boxes back through it, so both always agree."""
+    if (src_w, src_h) == (dst_w, dst_h) or mode == "stretch":
+        return Placement(dst_w, dst_h, 0, 0)
+    if mode == "letterbox":
+        scale = min(dst_w / src_w, dst_h / src_h)
+        nw, nh = max(1, round(src_w * scale)), max(1, round(src_h * scale))
+        return Placement(nw, nh, (dst_w - nw) // 2, (dst_h - nh) // 2)
+    # center-crop: scale so the image covers the target, then cut the middle out.
+    scale = max(dst_w / src_w, dst_h / src_h)
+    nw, nh = max(dst_w, math.ceil(src_w * scale - 1e-6)), max(dst_h, math.ceil(src_h * scale - 1e-6))
+    return Placement(nw, nh, -((nw - dst_w) // 2), -((nh - dst_h) // 2))
+
+
+class Frame(NamedTuple):
+    """One image as it was fed: its size (after EXIF orientation) and where the resize placed it in
+    the model's input, to map detections back to it."""
+
+    width: int
+    height: int
+    place: Placement

@@ -11,7 +11,6 @@ model wants (NHWC/NCHW) and add the batch dimension.
 from __future__ import annotations
 
 import io
-import math
 import struct
 import sys
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from .geometry import image_geometry
+from .geometry import image_geometry, placement
 
 FILTERS = {
     "nearest": Image.Resampling.NEAREST,
@@ -27,6 +26,17 @@ FILTERS = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
+
+
+# img.info key: the size an image's header declares, before a JPEG draft and EXIF orientation.
+HEADER_SIZE = "edgebundle_header_size"
+
+
+def oriented_size(img: Image.Image) -> tuple[int, int]:
+    """The image's full size as a viewer shows it (its header's, turned by its EXIF orientation),
+    whatever scale it was decoded at: what detections are reported in. Call before ``load``."""
+    width, height = img.info.get(HEADER_SIZE, img.size)
+    return (height, width) if img.getexif().get(0x0112) in (5, 6, 7, 8) else (width, height)
 
 
 class ImageError(Exception):
@@ -70,6 +80,7 @@ def open_image(
             f"image too large: {width}x{height} is {width * height / 1e6:.1f} megapixels, "
             f"over the limit of {limit / 1e6:g} (--max-megapixels)"
         )
+    img.info[HEADER_SIZE] = (width, height)  # a draft shrinks img.size: detections map to this one
     if spec is not None and tensor is not None and img.format == "JPEG":
         geo = image_geometry(tensor["shape"], spec.get("layout"))
         # EXIF orientation is applied after decoding: 90-degree turns swap what the resize needs.
@@ -218,15 +229,8 @@ def _high_byte_lut() -> list[int]:
 
 def _resized_size(size: tuple[int, int], width: int, height: int, spec: dict[str, Any]) -> tuple[int, int]:
     """The size ``_resize`` scales an image of ``size`` to before padding or cropping."""
-    w, h = size
-    mode = spec["resize"]
-    if mode == "stretch":
-        return width, height
-    if mode == "letterbox":
-        scale = min(width / w, height / h)
-        return max(1, round(w * scale)), max(1, round(h * scale))
-    scale = max(width / w, height / h)
-    return max(width, math.ceil(w * scale - 1e-6)), max(height, math.ceil(h * scale - 1e-6))
+    place = placement(size[0], size[1], width, height, spec["resize"])
+    return place.width, place.height
 
 
 def quantize(arr: np.ndarray[Any, Any], tensor: dict[str, Any]) -> np.ndarray[Any, Any]:
@@ -245,14 +249,13 @@ def _resize(img: Image.Image, width: int, height: int, spec: dict[str, Any]) -> 
     mode = spec["resize"]
     if img.size == (width, height):
         return img
-    nw, nh = _resized_size(img.size, width, height, spec)
-    if mode == "stretch":
-        return img.resize((width, height), resample)
+    place = placement(img.width, img.height, width, height, mode)
+    resized = img.resize((place.width, place.height), resample)
     if mode == "letterbox":
         pad = round(spec.get("pad_value", 0.0))
         canvas = Image.new(img.mode, (width, height), pad if img.mode == "L" else (pad,) * 3)
-        canvas.paste(img.resize((nw, nh), resample), ((width - nw) // 2, (height - nh) // 2))
+        canvas.paste(resized, (place.left, place.top))
         return canvas
-    # center-crop: scale so the image covers the target, then cut the middle out.
-    left, top = (nw - width) // 2, (nh - height) // 2
-    return img.resize((nw, nh), resample).crop((left, top, left + width, top + height))
+    if mode == "center-crop":
+        return resized.crop((-place.left, -place.top, -place.left + width, -place.top + height))
+    return resized

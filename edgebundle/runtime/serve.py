@@ -42,6 +42,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -55,6 +56,7 @@ from .memory import DecodeBudget
 from .model import ModelLoadError
 from .payload import Bundle
 from .preprocess import max_pixels
+from .session import is_detection
 from .workers import (
     Job,
     Pool,
@@ -282,11 +284,11 @@ def http_date(now: float) -> str:
 
 
 class Request:
-    __slots__ = ("body", "chunked", "headers", "keep_alive", "length", "method", "path", "started")
+    __slots__ = ("body", "chunked", "headers", "keep_alive", "length", "method", "path", "query", "started")
 
     def __init__(self, method: str, path: str, headers: dict[str, str], keep_alive: bool) -> None:
         self.method = method
-        self.path = path
+        self.path, _, self.query = path.partition("?")
         self.headers = headers
         self.keep_alive = keep_alive
         self.length = 0
@@ -316,7 +318,7 @@ def parse_head(head: bytes) -> Request:
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     connection = headers.get("connection", "").lower()
     keep = "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection
-    return Request(method, target.split("?", 1)[0], headers, keep)
+    return Request(method, target, headers, keep)
 
 
 def frame(req: Request, max_body: int) -> None:
@@ -871,9 +873,10 @@ class Server:
                     delay = float(req.headers[TEST_DELAY_HEADER]) / 1000.0
                 except ValueError:
                     raise RequestError(400, "bad_request", "bad test delay") from None
+            threshold = score_threshold(req.query, self.manifest)
         except RequestError as exc:
             return exc.status, exc.body(), "", False
-        job = Job(data, delay)
+        job = Job(data, delay, threshold)
         job.waiter = waiter = self.loop.create_future()
         timer = self.loop.call_at(req.started + self.timeout, _expire, waiter)
         self.metrics.add_in_flight(1)
@@ -893,6 +896,24 @@ class Server:
             return job.error.status, job.error.body(), "", False
         assert job.result is not None
         return 200, job.result, "", False
+
+
+def score_threshold(query: str, manifest: dict[str, Any]) -> float | None:
+    """``?score_threshold=S`` (detection models): S, or None when the query does not give it."""
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if name != "score_threshold":
+            continue
+        if not is_detection(manifest):
+            raise RequestError(400, "bad_request", "score_threshold is for detection models only")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise RequestError(400, "bad_request", f"score_threshold must be a number, got {value[:40]!r}")
+        return number
+    return None
 
 
 def _resolve(waiter: asyncio.Future[None] | None) -> None:

@@ -13,10 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from .geometry import Frame, Placement, image_geometry, placement
 from .model import load_interpreter, run, signature
 from .payload import Bundle, DirBundle
 from .payload import read_manifest as _read_manifest
-from .preprocess import ImageError, decode_cost, load, open_image, quantize, to_tensor
+from .postprocess import summarize
+from .preprocess import ImageError, decode_cost, load, open_image, oriented_size, quantize, to_tensor
 
 # Holds a decode's memory (its bytes, see decode_cost) while it runs: the serving modes' budget.
 Admit = Callable[[int], AbstractContextManager[object]]
@@ -26,6 +28,14 @@ def bundle_dir() -> Path:
     """Where bundled files are when no payload was passed: next to this package (a build's staging
     directory, or a plain ``python script.py`` next to its model)."""
     return Path(__file__).resolve().parent.parent
+
+
+DETECTION_DECODERS = ("ssd", "yolo", "tflite-detection")
+
+
+def is_detection(manifest: dict[str, Any]) -> bool:
+    """Whether the bundle answers with detections (older manifests have no decoder: not)."""
+    return manifest["recipe"]["output"].get("decoder") in DETECTION_DECODERS
 
 
 def read_manifest(root: Bundle | Path) -> dict[str, Any]:
@@ -62,6 +72,17 @@ class Session:
             for t in self.inputs
             if t["name"] != image_name
         }
+        geo = image_geometry(self.image_input["shape"], self.recipe["input"]["layout"])
+        self.input_size = (geo.width, geo.height)
+        # The last image fed (its size and where the resize put it), to map detections back to it;
+        # raw tensors are their own image.
+        self.frame = Frame(geo.width, geo.height, Placement(geo.width, geo.height, 0, 0))
+        self.score_threshold: float | None = None  # --score-threshold: overrides the recipe's
+        self.detector: Any = None
+        if is_detection(manifest):
+            from .detection import Detector  # only detection binaries load the decoders
+
+            self.detector = Detector(self.recipe["output"], self.outputs, self.input_size, self.labels)
 
     def feeds_for_image(
         self, data: bytes | str, admit: Admit | None = None
@@ -69,8 +90,16 @@ class Session:
         spec = self.recipe["input"]
         img = open_image(data, self.max_pixels, spec, self.image_input)
         try:
+            # Detections are reported in the full image's pixels, also when a JPEG was decoded
+            # at a fraction of its size (open_image's draft).
+            full_w, full_h = oriented_size(img)
             with admit(decode_cost(img)) if admit else contextlib.nullcontext():
-                tensor = to_tensor(load(img), spec, self.image_input)
+                loaded = load(img)
+                w, h = self.input_size
+                self.frame = Frame(
+                    full_w, full_h, placement(loaded.width, loaded.height, w, h, spec["resize"])
+                )
+                tensor = to_tensor(loaded, spec, self.image_input)
         finally:
             img.close()  # the decoded pixels go now, not whenever the last reference does
         return {self.image_input["index"]: tensor, **self.constant_feeds}
@@ -82,6 +111,8 @@ class Session:
     def feeds_for_file(self, path: str, admit: Admit | None = None) -> dict[int, np.ndarray[Any, Any]]:
         """An image, or raw tensors: ``.npy`` for a one-input model, ``.npz`` keyed by input name."""
         if path.endswith((".npy", ".npz")):
+            w, h = self.input_size
+            self.frame = Frame(w, h, Placement(w, h, 0, 0))
             return self._raw_feeds(path)
         return self.feeds_for_image(path, admit)
 
@@ -89,6 +120,17 @@ class Session:
         start = time.perf_counter()
         values = run(self.interpreter, feeds)
         return values, (time.perf_counter() - start) * 1000.0
+
+    def result(
+        self, values: list[np.ndarray[Any, Any]], score_threshold: float | None = None
+    ) -> dict[str, Any]:
+        """The answer for the outputs of the last input fed: detections in the image's pixels, or
+        top-k / the outputs as the recipe says. ``score_threshold`` overrides the session's and the
+        recipe's threshold."""
+        if self.detector is None:
+            return summarize(values, self.outputs, self.recipe["output"], self.labels)
+        threshold = score_threshold if score_threshold is not None else self.score_threshold
+        return {"detections": self.detector.answer(values, self.frame, threshold)}
 
     def _raw_feeds(self, path: str) -> dict[int, np.ndarray[Any, Any]]:
         try:

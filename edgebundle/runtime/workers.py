@@ -22,7 +22,6 @@ from typing import Any
 from .memory import Cancelled, DecodeBudget, tune_malloc
 from .model import ModelLoadError
 from .payload import Bundle
-from .postprocess import summarize
 from .preprocess import ImageError, ImageTooLarge
 from .session import Session
 
@@ -64,11 +63,22 @@ def classify(exc: Exception) -> RequestError:
 class Job:
     """One inference: ``data`` is image bytes, or a path (str) read by the worker."""
 
-    __slots__ = ("cancelled", "data", "delay_s", "done", "error", "infer_ms", "result", "waiter")
+    __slots__ = (
+        "cancelled",
+        "data",
+        "delay_s",
+        "done",
+        "error",
+        "infer_ms",
+        "result",
+        "score_threshold",
+        "waiter",
+    )
 
-    def __init__(self, data: bytes | str, delay_s: float = 0.0) -> None:
+    def __init__(self, data: bytes | str, delay_s: float = 0.0, score_threshold: float | None = None) -> None:
         self.data = data
         self.delay_s = delay_s
+        self.score_threshold = score_threshold  # detection models: overrides the session's threshold
         self.done = threading.Event()
         self.cancelled = False  # the requester gave up (timeout): skip it if it has not started
         self.result: dict[str, Any] | None = None
@@ -103,7 +113,7 @@ def run_job(session: Session, job: Job, budget: DecodeBudget | None = None) -> N
         if job.delay_s:  # nothing was decoded under the budget (raw tensors), or there is none
             time.sleep(job.delay_s)
         values, ms = session.infer(feeds)
-        result = summarize(values, session.outputs, session.recipe["output"], session.labels)
+        result = session.result(values, job.score_threshold)
         result["latency_ms"] = round(ms, 3)
         job.result, job.infer_ms = result, ms
     except Cancelled:

@@ -54,6 +54,9 @@ def test_importing_the_runtime_as_shipped_loads_no_builder_module(tmp_path: Path
     assert not [m for m in modules if m == "edgebundle" or m.startswith("edgebundle.")]
     assert "numpy" in modules
     assert "PIL.Image" in modules
+    # the detection decoders are imported by detection binaries only (Session, when the decoder is one)
+    assert "ebrt.detection" not in modules
+    assert "ebrt.anchors" not in modules
 
 
 def test_importing_edgebundle_runtime_from_the_builder_package_loads_no_click() -> None:
