@@ -511,9 +511,9 @@ def rerender(path: Path) -> None:
 
 def _qemu_env(target: str) -> dict[str, str]:
     """Where a foreign-arch binary finds glibc under QEMU: the build root's libraries."""
+    from edgebundle.buildenv import for_plan
     from edgebundle.plan import make_plan
     from edgebundle.recipe import load_recipe
-    from edgebundle.toolchains import for_plan
 
     plan = make_plan(
         model=ROOT / "tests/fixtures/models/digits_float.tflite",

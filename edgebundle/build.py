@@ -24,6 +24,7 @@ from . import __version__, outputs, workspace
 from .backends import RUNTIME_PACKAGE, Stage, stage_runtime
 from .backends.bundle import assemble
 from .backends.runners import ensure_runner
+from .buildenv import for_plan
 from .errors import BuildError, ModelError, OutputError
 from .modelcheck import check_file, parse_probe_error, validate
 from .plan import BuildPlan
@@ -31,7 +32,7 @@ from .recipe import read_labels
 from .runner import Echo, stream
 from .runtime.payload import check_digest
 from .target import interpreters
-from .toolchains import Toolchain, cache_dir, for_plan
+from .toolchains import Toolchain, cache_dir
 from .toolchains.binfmt import registered as binfmt_registered
 
 # A self-test that hangs (a device-specific deadlock, QEMU stuck) must not block a build forever; a

@@ -363,8 +363,8 @@ _BACKEND_OPTION = click.option(
 def toolchain_install(target_name: str, backend: str) -> None:
     """Create TARGET's build root now (builds create it on first use) and print its root filesystem,
     e.g. for QEMU_LD_PREFIX. Does nothing but print when it exists already."""
+    from .buildenv import debian_root as DebRoot
     from .plan import check_backend
-    from .toolchains.debroot import DebRoot
 
     check_backend(backend)
     root = DebRoot(load_target(target_name), backend)
@@ -378,7 +378,8 @@ def toolchain_install(target_name: str, backend: str) -> None:
 def toolchain_list(as_json: bool) -> None:
     """List the cached build roots: ready, stale (the pins changed since) or interrupted (rebuilt on
     next use)."""
-    from .toolchains.debroot import current_root_names, list_roots
+    from .buildenv import current_root_names
+    from .toolchains.debroot import list_roots
 
     roots = list_roots(current_root_names())
     if as_json:

@@ -47,6 +47,11 @@ from .pyinstaller import SOURCES as PYINSTALLER_SOURCES
 if TYPE_CHECKING:
     from . import Stage
 
+# What a Debian build root needs for Nuitka: it compiles against Python's headers (gcc is there for the
+# launcher already); ccache: a repeat build in the root recompiles nothing (its cache stays inside the
+# root, which is kept).
+APT_PACKAGES: tuple[str, ...] = ("python3-dev", "ccache")
+
 # What PyInstaller leaves out, Nuitka does not compile either (numpy.random included: the same
 # run-time hook gives it a stand-in, see prepare), except multiprocessing (Nuitka's always-on plugin of
 # that name insists on deciding about it; it costs nothing unless imported).

@@ -26,7 +26,7 @@ from ..elf import GLIBC_ABI_MARKERS, version_key
 from ..errors import BuildError
 from ..runner import Echo, run
 from ..runtime.payload import FORMAT_VERSION
-from ..target import Pins, Target
+from ..target import BackendName, Pins, Target
 from ..toolchains import (
     Toolchain,
     cache_dir,
@@ -75,7 +75,7 @@ class Runner:
 COMMON_SOURCES = ("__init__.py", "bundle.py", "launcher.py", "runners.py")
 
 
-def sources_digest(backend: str) -> str:
+def sources_digest(backend: BackendName) -> str:
     """The hash of every source file whose change changes ``backend``'s runners: the runtime, the
     launcher, the common backend modules and the files that backend lists (another backend's do not:
     a Nuitka change leaves the PyInstaller runners cached)."""
@@ -84,7 +84,7 @@ def sources_digest(backend: str) -> str:
         *sorted(RUNTIME_SRC.glob("*.py")),
         *(launcher.SOURCE_DIR / name for name in launcher.SOURCES),
     ]
-    for name in (*COMMON_SOURCES, *BACKENDS[backend].SOURCES):  # type: ignore[index]
+    for name in (*COMMON_SOURCES, *BACKENDS[backend].SOURCES):
         path = _BACKENDS_DIR / name
         if path.is_dir():
             paths += sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
@@ -95,7 +95,7 @@ def sources_digest(backend: str) -> str:
     return h.hexdigest()
 
 
-def runner_inputs(toolchain: Toolchain, target: Target, backend: str, pins: Pins) -> dict[str, Any]:
+def runner_inputs(toolchain: Toolchain, target: Target, backend: BackendName, pins: Pins) -> dict[str, Any]:
     """What a runner is made of, in full: its cache key is the hash of this."""
     return {
         "layout": LAYOUT_VERSION,
@@ -113,7 +113,7 @@ def runner_inputs(toolchain: Toolchain, target: Target, backend: str, pins: Pins
     }
 
 
-def runner_path(target: Target, backend: str, inputs: dict[str, Any]) -> Path:
+def runner_path(target: Target, backend: BackendName, inputs: dict[str, Any]) -> Path:
     return cache_dir() / "runners" / f"{target.name}-{backend}-{content_key(inputs)}"
 
 
@@ -133,7 +133,7 @@ def load(path: Path) -> Runner:
 def ensure_runner(
     toolchain: Toolchain,
     target: Target,
-    backend: str,
+    backend: BackendName,
     pins: Pins,
     echo: Echo,
     *,
@@ -198,13 +198,13 @@ def _make_runner(
     log: Path,
     toolchain: Toolchain,
     target: Target,
-    backend_name: str,
+    backend_name: BackendName,
     pins: Pins,
     echo: Echo,
     *,
     keep_build_dir: bool,
 ) -> None:
-    backend = BACKENDS[backend_name]  # type: ignore[index]
+    backend = BACKENDS[backend_name]
     # A fixed path per runner (paths end up in the frozen code), private to this user.
     name = f"runner-{out.name.strip('.').removesuffix('.partial')}"
     with workspace.scratch(name, keep=keep_build_dir) as workdir:

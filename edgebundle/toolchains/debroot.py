@@ -40,10 +40,9 @@ from pathlib import Path, PurePosixPath
 from typing import Final
 from urllib.parse import unquote, urlparse
 
-from ..backends.launcher import APT_PACKAGES as LAUNCHER_APT_PACKAGES
 from ..errors import BuildError, ConfigError, ToolMissingError
 from ..runner import Echo, LineHandler, run
-from ..target import Arch, DebianPin, Target, host_arch, interpreters
+from ..target import Arch, BackendName, DebianPin, Target, host_arch, interpreters
 from . import (
     Invocation,
     cache_dir,
@@ -69,7 +68,8 @@ SUITE_PYTHON: Final[dict[str, str]] = {"bookworm": "3.11"}  # Debian's python3 o
 DEBIAN_ARCH: Final[dict[Arch, str]] = {"x86_64": "amd64", "aarch64": "arm64"}
 # What every root gets from Debian; pip installs the rest into the venv. libpython3.11: PyInstaller
 # bundles the shared library; binutils/patchelf: PyInstaller (objdump, strip) and Nuitka (patchelf);
-# ca-certificates: pip over HTTPS; and what the C launcher at the front of every binary compiles with.
+# ca-certificates: pip over HTTPS. What a backend and the C launcher need besides is theirs to say:
+# the layers above pass it in (``apt_packages`` of DebRoot; backends.apt_packages).
 APT_PACKAGES: Final = (
     "python3",
     "python3-venv",
@@ -77,14 +77,7 @@ APT_PACKAGES: Final = (
     "binutils",
     "patchelf",
     "ca-certificates",
-    *LAUNCHER_APT_PACKAGES,
 )
-BACKEND_APT_PACKAGES: Final[dict[str, tuple[str, ...]]] = {
-    "pyinstaller": (),
-    # it compiles against Python's headers (gcc is there already); ccache: a repeat build in the
-    # root recompiles nothing (its cache stays inside the root, which is kept)
-    "nuitka": ("python3-dev", "ccache"),
-}
 # Documentation is never used in a build root; leaving it out saves dpkg work under QEMU.
 DPKG_OPTIONS: Final = (
     "path-exclude=/usr/share/man/*",
@@ -459,9 +452,11 @@ def _stderr_echo(line: str) -> None:
 
 
 class DebRoot:
-    """A cached Debian root for one target and backend; see the module docstring."""
+    """A cached Debian root for one target and backend; see the module docstring. ``apt_packages``
+    are what the backend and the launcher need from Debian besides the root's own APT_PACKAGES (they
+    are part of the root's key: another list is another root)."""
 
-    def __init__(self, target: Target, backend: str) -> None:
+    def __init__(self, target: Target, backend: BackendName, *, apt_packages: Iterable[str]) -> None:
         self.target = target
         self.backend = backend
         self.arch: Arch = target.arch
@@ -478,9 +473,7 @@ class DebRoot:
         self.requires = debian_requirements(
             pinned_requirements(target, backend), self.from_debian, where="edgebundle/pins.toml"
         )
-        self.packages = sorted(
-            {*APT_PACKAGES, *BACKEND_APT_PACKAGES.get(backend, ()), *(p.package for p in self.from_debian)}
-        )
+        self.packages = sorted({*APT_PACKAGES, *apt_packages, *(p.package for p in self.from_debian)})
         self.key = content_key(
             LAYOUT_VERSION, SUITE, self.debian_arch, target.python, self.packages, self.requires
         )
@@ -794,21 +787,6 @@ class RootInfo:
             "target": self.target,
             "backend": self.backend,
         }
-
-
-def current_root_names() -> list[str]:
-    """The directory names the current pins give each bundled target and backend."""
-    from ..plan import BACKENDS
-    from ..target import bundled_targets, load_target
-
-    names = []
-    for name in sorted(bundled_targets()):
-        for backend in BACKENDS:
-            try:
-                names.append(DebRoot(load_target(name), backend).path.name)
-            except ConfigError:
-                continue  # a target no root can build (its Python is not Debian's)
-    return names
 
 
 def list_roots(current_keys: Iterable[str] = ()) -> list[RootInfo]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import BuildError, ConfigError, ToolMissingError
 from ..runner import Echo, LineHandler, counted_progress, run, which
-from ..target import Target, interpreters, source_build_settings
+from ..target import BackendName, Target, interpreters, source_build_settings
 from . import (
     Invocation,
     cache_dir,
@@ -49,7 +49,7 @@ def pinned_version(requires: list[str], name: str) -> str:
 
 
 class HostVenv:
-    def __init__(self, target: Target, backend: str) -> None:
+    def __init__(self, target: Target, backend: BackendName) -> None:
         self.target = target
         self.backend = backend
         self.requires = pinned_requirements(target, backend)

@@ -8,11 +8,12 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from edgebundle.buildenv import debian_root, for_plan
 from edgebundle.errors import BuildError, ConfigError
-from edgebundle.plan import make_plan
+from edgebundle.plan import BuildPlan, make_plan
 from edgebundle.recipe import load_recipe
 from edgebundle.target import DebianPin, interpreters, load_target
-from edgebundle.toolchains import for_plan, requirements
+from edgebundle.toolchains import requirements
 from edgebundle.toolchains.debroot import (
     DEFAULT_SOURCES,
     ENV_PIP_CONF,
@@ -166,7 +167,7 @@ def test_extra_ca_certificates_go_in_before_ca_certificates_is_configured() -> N
 def test_every_root_can_build_a_runner_and_its_launcher() -> None:
     from edgebundle.backends.launcher import APT_PACKAGES as LAUNCHER
 
-    root = DebRoot(load_target("x86_64"), "pyinstaller")
+    root = debian_root(load_target("x86_64"), "pyinstaller")
     assert set(LAUNCHER) <= set(root.packages)
     assert {"python3", "python3-venv", "libpython3.11", "binutils", "ca-certificates"} <= set(root.packages)
 
@@ -176,7 +177,7 @@ def test_every_root_can_build_a_runner_and_its_launcher() -> None:
 
 def test_root_holds_the_host_venv_pins_but_numpy_from_debian(on_x86_64: None) -> None:
     target = load_target("arm64")
-    root = DebRoot(target, "pyinstaller")
+    root = debian_root(target, "pyinstaller")
     pins = requirements(target, "pyinstaller")
     assert HostVenv(target, "pyinstaller").requires == pins
     (debian,) = interpreters()["tflite-runtime"].debian_root
@@ -195,7 +196,7 @@ def test_root_holds_the_host_venv_pins_but_numpy_from_debian(on_x86_64: None) ->
 
 def test_a_root_for_numpy_2_takes_every_pin_from_pypi(on_x86_64: None) -> None:
     target = load_target("x86_64-litert")
-    root = DebRoot(target, "pyinstaller")
+    root = debian_root(target, "pyinstaller")
     assert root.from_debian == ()
     assert root.requires == requirements(target, "pyinstaller")
     assert "python3-numpy" not in root.packages
@@ -223,7 +224,7 @@ def test_a_root_refuses_numpy_that_is_not_debians() -> None:
 
 def test_root_path_is_target_and_hash_of_its_pinned_contents(cache: Path, on_x86_64: None) -> None:
     target = load_target("arm64")
-    root = DebRoot(target, "pyinstaller")
+    root = debian_root(target, "pyinstaller")
     assert root.path.parent == cache / "roots"
     name, key = root.path.name.rsplit("-", 1)
     assert name == "arm64"
@@ -232,10 +233,10 @@ def test_root_path_is_target_and_hash_of_its_pinned_contents(cache: Path, on_x86
     assert root.rootfs == root.path / "rootfs"
     assert root.library_root == root.rootfs
     # Same pins, same root; another pin, another root.
-    assert DebRoot(load_target("aarch64"), "pyinstaller").path == root.path
+    assert debian_root(load_target("aarch64"), "pyinstaller").path == root.path
     more = dataclasses.replace(target, extra_requires=("scipy==1.14.1",))
-    assert DebRoot(more, "pyinstaller").path != root.path
-    assert DebRoot(target, "nuitka").path != root.path
+    assert debian_root(more, "pyinstaller").path != root.path
+    assert debian_root(target, "nuitka").path != root.path
 
 
 def test_host_venv_keeps_its_cache_key() -> None:
@@ -257,10 +258,10 @@ def test_root_refuses_a_python_debian_does_not_have(on_x86_64: None) -> None:
     with pytest.raises(
         ConfigError, match=r"python = '3\.10', but a build root \(Debian bookworm\) has Python 3\.11"
     ):
-        DebRoot(target, "pyinstaller")
+        debian_root(target, "pyinstaller")
 
 
-def _plan(target: str, isolated: bool = False) -> object:
+def _plan(target: str, isolated: bool = False) -> BuildPlan:
     return make_plan(
         model=MODELS / "digits_float.tflite",
         recipe=load_recipe("digits"),
@@ -276,18 +277,18 @@ def test_for_plan_picks_host_venv_root_or_isolated_root(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     native = _plan("x86_64")
-    assert isinstance(for_plan(native), HostVenv)  # type: ignore[arg-type]
-    assert "managed venv" in native.summary()  # type: ignore[attr-defined]
+    assert isinstance(for_plan(native), HostVenv)
+    assert "managed venv" in native.summary()
     isolated = _plan("x86_64", isolated=True)
-    chosen = for_plan(isolated)  # type: ignore[arg-type]
+    chosen = for_plan(isolated)
     assert isinstance(chosen, DebRoot)
     assert not chosen.emulated
     assert chosen.library_root is None
     foreign = _plan("arm64")
-    chosen = for_plan(foreign)  # type: ignore[arg-type]
+    chosen = for_plan(foreign)
     assert isinstance(chosen, DebRoot)
     assert chosen.emulated
-    assert "emulated aarch64 Debian root" in foreign.summary()  # type: ignore[attr-defined]
+    assert "emulated aarch64 Debian root" in foreign.summary()
 
 
 # --- apt sources -------------------------------------------------------------------------------
