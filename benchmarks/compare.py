@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edgebundle.backends import bundle  # noqa: E402
-from edgebundle.runner import run as run_cmd  # noqa: E402
+from edgebundle.proc import run as run_cmd  # noqa: E402
 from edgebundle.target import load_target  # noqa: E402
 from edgebundle.toolchains import cache_dir, content_key, pip_install_argv, requirements  # noqa: E402
 

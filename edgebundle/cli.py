@@ -265,7 +265,7 @@ def inspect_command(path: Path, as_json: bool) -> None:
     """Show what is inside a built binary (manifest, arch, size by component, glibc floor, bundled
     libraries) or a .tflite model (tensors, quantization, ops), without running it. Exits 10 when a
     binary's model does not match its manifest."""
-    from .inspect import check_integrity, format_report, inspect_path
+    from .inspection import check_integrity, format_report, inspect_path
 
     report = inspect_path(path)
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))

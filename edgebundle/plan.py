@@ -16,9 +16,10 @@ from .target import BACKENDS, Arch, BackendName, Target, host_arch
 
 # Backends that compile C for the target: under QEMU that takes far too long (an arm64 Nuitka build
 # was still compiling after 30 min on a 2-core x86_64), so they build on a host of the target's arch.
-NATIVE_ONLY: frozenset[str] = frozenset({"nuitka"})
-# GitHub-hosted runners that build each arch natively (.github/workflows/ci.yml runs the matrix).
-NATIVE_RUNNERS: dict[Arch, str] = {"x86_64": "ubuntu-24.04", "aarch64": "ubuntu-24.04-arm"}
+NATIVE_ONLY: frozenset[BackendName] = frozenset({"nuitka"})
+# The CI machines (GitHub-hosted "runners", not the cached frozen program of backends/runners.py) that
+# build each arch natively (.github/workflows/ci.yml runs the matrix).
+CI_RUNNERS: dict[Arch, str] = {"x86_64": "ubuntu-24.04", "aarch64": "ubuntu-24.04-arm"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,7 +90,7 @@ def check_native(backend: str, target: Target) -> None:
     if backend in NATIVE_ONLY and target.arch != host_arch():
         raise ConfigError(
             f"--backend {backend} --target {target.name}: {backend} builds for {target.arch} need a native "
-            f"{target.arch} host or CI runner ({NATIVE_RUNNERS[target.arch]}); compiling C under QEMU "
+            f"{target.arch} host or CI runner ({CI_RUNNERS[target.arch]}); compiling C under QEMU "
             f"here takes 30+ min (or use --backend pyinstaller)"
         )
 
@@ -135,7 +136,7 @@ def ci_matrix(targets: list[Target], backends: tuple[str, ...] = BACKENDS) -> di
                 "target": t.name,
                 "arch": t.arch,
                 "backend": backend,
-                "runner": NATIVE_RUNNERS[t.arch],
+                "runner": CI_RUNNERS[t.arch],
             }
             for t in sorted(targets, key=lambda t: t.name)
             for backend in backends

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
-from ..runner import Echo, LineHandler
+from ..proc import Echo, LineHandler
 from ..target import BackendName
 from . import launcher, nuitka, pyinstaller
 

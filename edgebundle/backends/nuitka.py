@@ -39,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..runner import Echo, LineHandler, which
+from ..proc import Echo, LineHandler, which
 from ..toolchains import cache_dir
 from .pyinstaller import EXCLUDES as PYINSTALLER_EXCLUDES
 from .pyinstaller import SOURCES as PYINSTALLER_SOURCES

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..runner import Echo, LineHandler
+    from ..proc import Echo, LineHandler
     from . import Stage
 
 HOOKS = Path(__file__).resolve().parent / "pyinstaller_hooks"

@@ -24,7 +24,7 @@ from typing import Any
 from .. import __version__, workspace
 from ..elf import GLIBC_ABI_MARKERS, version_key
 from ..errors import BuildError
-from ..runner import Echo, run
+from ..proc import TIMEOUT_S, Echo, run
 from ..runtime.payload import FORMAT_VERSION
 from ..target import BackendName, Pins, Target
 from ..toolchains import (
@@ -189,6 +189,7 @@ def _numpy_bundles_openblas(toolchain: Toolchain, log: Path) -> bool:
         [toolchain.python, "-c", OPENBLAS_PROBE],
         log=log,
         what="checking the environment's NumPy for OpenBLAS",
+        timeout=TIMEOUT_S["model probe"],  # a Python start, under QEMU for a foreign root
     )
     return out.strip().splitlines()[-1:] == ["True"]
 
@@ -227,6 +228,7 @@ def _make_runner(
             backend.command(toolchain.python, stage),
             log=log,
             what=backend_name,
+            timeout=TIMEOUT_S["backend build"],
             cwd=workdir,
             on_line=backend.progress(stage, echo),
         )
@@ -244,6 +246,7 @@ def _make_runner(
             log=log,
             echo=echo,
             what="compressing the runner",
+            timeout=TIMEOUT_S["compile"],  # zstd -19 of ~30 MB: seconds
         )
         exe = launcher.build(toolchain, workdir, log)
         launcher_bytes = exe.stat().st_size

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import BuildError, ConfigError, EdgeBundleError
-from ..runner import Echo, LineHandler
+from ..proc import Echo, LineHandler
 from ..target import BackendName, Target, backend_requires, common_requires, interpreters
 
 COMPLETE = ".complete"  # written last, inside the directory, just before it is renamed into place
@@ -69,11 +69,13 @@ class Toolchain(Protocol):
         *,
         log: Path | None,
         what: str,
+        timeout: float,
         cwd: Path | None = None,
         on_line: LineHandler | None = None,
     ) -> str:
-        """Run a command inside the environment (argv[0] may be ``self.python``) through the runner;
-        ``on_line`` gets each line of its output as it arrives (progress)."""
+        """Run a command inside the environment (argv[0] may be ``self.python``) through
+        edgebundle/proc.py; ``on_line`` gets each line of its output as it arrives (progress). Past
+        ``timeout`` seconds (proc.TIMEOUT_S has one per kind of command) it is ended."""
         ...
 
 

@@ -41,7 +41,7 @@ from typing import Final
 from urllib.parse import unquote, urlparse
 
 from ..errors import BuildError, ConfigError, ToolMissingError
-from ..runner import Echo, LineHandler, run
+from ..proc import TIMEOUT_S, Echo, LineHandler, run, stderr_echo
 from ..target import Arch, BackendName, DebianPin, Target, host_arch, interpreters
 from . import (
     Invocation,
@@ -447,10 +447,6 @@ def check_debian_pins(pins: Iterable[DebianPin], found: Mapping[str, list[str]])
             )
 
 
-def _stderr_echo(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
 class DebRoot:
     """A cached Debian root for one target and backend; see the module docstring. ``apt_packages``
     are what the backend and the launcher need from Debian besides the root's own APT_PACKAGES (they
@@ -478,7 +474,7 @@ class DebRoot:
             LAYOUT_VERSION, SUITE, self.debian_arch, target.python, self.packages, self.requires
         )
         self.path = roots_dir() / f"{target.name}-{self.key}"
-        self.echo: Echo = _stderr_echo
+        self.echo: Echo = stderr_echo
         self.privileged = os.geteuid() == 0
 
     @property
@@ -584,6 +580,7 @@ class DebRoot:
             log=log,
             echo=self.echo,
             what="mmdebstrap",
+            timeout=TIMEOUT_S["build root"],
         )
         self._step(2, total, "the host's pip configuration")
         config_files = self._copy_pip_config(rootfs)
@@ -592,7 +589,11 @@ class DebRoot:
         # Pins taken from Debian live in the system's site-packages, which the venv then sees.
         system = ["--system-site-packages"] if self.from_debian else []
         self._inside(
-            rootfs, ["/usr/bin/python3", "-m", "venv", *system, str(VENV)], log=log, what="python3 -m venv"
+            rootfs,
+            ["/usr/bin/python3", "-m", "venv", *system, str(VENV)],
+            log=log,
+            what="python3 -m venv",
+            timeout=TIMEOUT_S["pip install"],  # venv runs ensurepip
         )
         self._step(4, total, f"pip install {' '.join(self.requires)}")
         binds = self._pip_binds(rootfs, config_files)
@@ -605,6 +606,7 @@ class DebRoot:
                     pip_install_argv(self.python, self.requires),
                     log=log,
                     what=f"pip install in the {self.target.name} build root",
+                    timeout=TIMEOUT_S["pip install"],
                     binds=binds,
                     env={**pip_environment(os.environ), "HOME": "/root"},
                 ),
@@ -618,6 +620,7 @@ class DebRoot:
             [self.python, "-c", CHECK_SCRIPT, *(p.distribution for p in self.from_debian)],
             log=log,
             what="python in the build root",
+            timeout=TIMEOUT_S["model probe"],  # a Python start under QEMU
         )
         try:
             found = json.loads(out.strip().splitlines()[-1])
@@ -718,12 +721,22 @@ class DebRoot:
         *,
         log: Path | None,
         what: str,
+        timeout: float,
         cwd: Path | None = None,
         on_line: LineHandler | None = None,
     ) -> str:
         self.echo(f"+ [{self.path.name}] {shlex.join(argv)}")
         inv = self.invocation(argv, cwd=cwd)
-        return run(inv.argv, log=log, env=inv.env, cwd=inv.cwd, what=what, echo=None, on_line=on_line)
+        return run(
+            inv.argv,
+            log=log,
+            env=inv.env,
+            cwd=inv.cwd,
+            what=what,
+            timeout=timeout,
+            echo=None,
+            on_line=on_line,
+        )
 
     def _inside(
         self,
@@ -732,12 +745,13 @@ class DebRoot:
         *,
         log: Path,
         what: str,
+        timeout: float,
         binds: list[Bind] | None = None,
         env: Mapping[str, str] | None = None,
     ) -> str:
         self.echo(f"+ [{self.path.name}] {shlex.join(argv)}")
         inv = self._invocation(rootfs, argv, binds=binds, env=env)
-        return run(inv.argv, log=log, env=inv.env, what=what, echo=None)
+        return run(inv.argv, log=log, env=inv.env, what=what, timeout=timeout, echo=None)
 
 
 def _self_command() -> str:

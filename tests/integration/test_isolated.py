@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from edgebundle.buildenv import debian_root
-from edgebundle.inspect import inspect_binary
+from edgebundle.inspection import inspect_binary
 from edgebundle.target import load_target
 from tests.conftest import DIGITS, in_ci
 from tests.integration.conftest import Built, assert_outputs_equal, binary_outputs, build
