@@ -80,7 +80,7 @@ def entries(kinds: tuple[Kind, ...] = KINDS) -> list[Entry]:
             continue
         if kind == "roots":
             from .buildenv import current_root_names
-            from .toolchains.debroot import list_roots
+            from .toolchains.roots import list_roots
 
             found += [
                 Entry(kind="roots", path=r.path, size_bytes=r.size_bytes, state=r.state)

@@ -379,7 +379,7 @@ def toolchain_list(as_json: bool) -> None:
     """List the cached build roots: ready, stale (the pins changed since) or interrupted (rebuilt on
     next use)."""
     from .buildenv import current_root_names
-    from .toolchains.debroot import list_roots
+    from .toolchains.roots import list_roots
 
     roots = list_roots(current_root_names())
     if as_json:
@@ -395,7 +395,7 @@ def toolchain_list(as_json: bool) -> None:
 @click.argument("target_name", metavar="TARGET")
 def toolchain_remove(target_name: str) -> None:
     """Delete every build root of TARGET (any backend, stale and interrupted ones included)."""
-    from .toolchains.debroot import remove_roots
+    from .toolchains.roots import remove_roots
 
     try:
         name = load_target(target_name).name

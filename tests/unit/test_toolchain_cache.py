@@ -22,7 +22,7 @@ from edgebundle.toolchains import (
     read_metadata,
 )
 from edgebundle.toolchains.binfmt import ensure_registered, entry_name, entry_state, registration_line
-from edgebundle.toolchains.debroot import list_roots, remove_roots
+from edgebundle.toolchains.roots import list_roots, remove_roots
 
 DEBIAN_CONF = (
     "# comment\n"

@@ -4,6 +4,8 @@ pip configuration carried into a root."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -14,23 +16,16 @@ from edgebundle.plan import BuildPlan, make_plan
 from edgebundle.recipe import load_recipe
 from edgebundle.target import DebianPin, interpreters, load_target
 from edgebundle.toolchains import requirements
-from edgebundle.toolchains.debroot import (
-    DEFAULT_SOURCES,
+from edgebundle.toolchains.aptsources import default_sources, select_sources
+from edgebundle.toolchains.bootstrap import ca_certificates_hook, mmdebstrap_argv
+from edgebundle.toolchains.debroot import VENV, DebRoot, check_debian_pins, debian_requirements
+from edgebundle.toolchains.namespace import MOUNT_SCRIPT, Bind, namespace_argv
+from edgebundle.toolchains.pipconfig import (
     ENV_PIP_CONF,
-    MOUNT_SCRIPT,
-    VENV,
-    Bind,
-    DebRoot,
-    ca_certificates_hook,
-    check_debian_pins,
-    debian_requirements,
-    mmdebstrap_argv,
-    namespace_argv,
     pip_config_files,
     pip_environment,
     pip_local_paths,
     pip_settings,
-    select_sources,
 )
 from edgebundle.toolchains.venv import HostVenv
 from tests.conftest import MODELS
@@ -125,6 +120,7 @@ def test_mmdebstrap_argv() -> None:
         packages=["python3", "binutils"],
         rootfs=Path("/c/.arm64-k.partial/rootfs"),
         sources=Path("/c/.arm64-k.partial/apt.sources"),
+        suite="bookworm",
     )
     assert argv[: argv.index("mmdebstrap")] == [
         "unshare",
@@ -158,7 +154,12 @@ def test_extra_ca_certificates_go_in_before_ca_certificates_is_configured() -> N
     )
     assert ca_certificates_hook([]) is None
     argv = mmdebstrap_argv(
-        debian_arch="arm64", packages=["python3"], rootfs=Path("/r"), sources=Path("/s"), setup_hooks=[hook]
+        debian_arch="arm64",
+        packages=["python3"],
+        rootfs=Path("/r"),
+        sources=Path("/s"),
+        setup_hooks=[hook],
+        suite="bookworm",
     )
     assert f"--setup-hook={hook}" in argv
     assert argv.index(f"--setup-hook={hook}") < argv.index("bookworm")
@@ -322,7 +323,9 @@ Enabled: no
 
 
 def test_select_sources_keeps_the_hosts_bookworm_mirror() -> None:
-    text = select_sources([("debian.sources", HOST_DEB822), ("nodesource.sources", "Types: deb\nURIs: x\n")])
+    text = select_sources(
+        [("debian.sources", HOST_DEB822), ("nodesource.sources", "Types: deb\nURIs: x\n")], "bookworm"
+    )
     assert text == (
         "Types: deb\n"
         "Suites: bookworm bookworm-updates\n"
@@ -347,7 +350,8 @@ def test_select_sources_converts_one_line_entries() -> None:
                 "deb-src http://mirror.local/debian bookworm main\n"
                 "deb http://archive.ubuntu.com/ubuntu noble main\n",
             )
-        ]
+        ],
+        "bookworm",
     )
     assert text == (
         "Types: deb\nSuites: bookworm\nURIs: http://mirror.local/debian\nComponents: main contrib\n"
@@ -356,8 +360,11 @@ def test_select_sources_converts_one_line_entries() -> None:
 
 
 def test_select_sources_none_on_a_host_without_debian() -> None:
-    assert select_sources([("ubuntu.sources", "Types: deb\nURIs: http://a/ubuntu\nSuites: noble\n")]) is None
-    assert "Suites: bookworm bookworm-updates" in DEFAULT_SOURCES
+    assert (
+        select_sources([("ubuntu.sources", "Types: deb\nURIs: http://a/ubuntu\nSuites: noble\n")], "bookworm")
+        is None
+    )
+    assert "Suites: bookworm bookworm-updates" in default_sources("bookworm")
 
 
 # --- pip configuration -------------------------------------------------------------------------
@@ -383,6 +390,52 @@ def test_pip_environment_passes_pip_and_proxy_settings_only() -> None:
         "https_proxy": "http://proxy:3128",
         "NO_PROXY": "localhost",
     }
+
+
+def _pips_own_files(environ: dict[str, str]) -> set[Path]:
+    """The configuration files pip itself reads (``pip config debug``), but the site file of the
+    Python that runs it (a root's venv has its own)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "debug"],
+        env={"PATH": "/usr/bin:/bin", **environ},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found, variant = set(), ""
+    for line in out.splitlines():
+        if not line.startswith(" "):
+            variant = line.rstrip(":")
+        elif variant != "site" and line.endswith(", exists: True"):
+            found.add(Path(line.strip().removesuffix(", exists: True")))
+    return found
+
+
+@pytest.mark.parametrize("with_env_file", [False, True])
+def test_pip_config_files_agree_with_pips_own_list(tmp_path: Path, with_env_file: bool) -> None:
+    """Discovery is hand-written (pip is not guaranteed on the host); pip is the reference."""
+    for conf in (
+        "xdg1/pip/pip.conf",
+        "xdg2/pip/pip.conf",
+        "cfg/pip/pip.conf",
+        "home/.pip/pip.conf",
+        "e.conf",
+    ):
+        (tmp_path / conf).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / conf).write_text("[global]\ntimeout = 60\n")
+    environ = {
+        "HOME": str(tmp_path / "home"),
+        "XDG_CONFIG_DIRS": f"{tmp_path / 'xdg1'}:{tmp_path / 'xdg2'}",
+        "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+        **({"PIP_CONFIG_FILE": str(tmp_path / "e.conf")} if with_env_file else {}),
+    }
+    ours = {host for host, _ in pip_config_files(environ, tmp_path / "home")}
+    pips = _pips_own_files(environ)
+    assert pips <= ours
+    # With $PIP_CONFIG_FILE pip skips the user's files; copied all the same, the root's pip skips them
+    # too (the copy of $PIP_CONFIG_FILE is there as well).
+    skipped = {tmp_path / "cfg/pip/pip.conf", tmp_path / "home/.pip/pip.conf"} if with_env_file else set()
+    assert ours - pips == skipped
 
 
 def test_pip_config_files_site_user_and_env(tmp_path: Path) -> None:
