@@ -30,7 +30,7 @@ from .plan import BuildPlan
 from .proc import TIMEOUT_S, Echo, stream
 from .recipe import read_labels
 from .runtime.payload import check_digest
-from .target import interpreters
+from .target import Arch, BackendName, interpreters
 from .toolchains import Toolchain, cache_dir
 from .toolchains.binfmt import registered as binfmt_registered
 
@@ -45,8 +45,8 @@ class BuildReport:
     sha256: str
     build_seconds: float
     target: str
-    arch: str
-    backend: str
+    arch: Arch
+    backend: BackendName
     interpreter: str
 
     def to_json(self) -> dict[str, Any]:
