@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edgebundle.backends import bundle  # noqa: E402
-from edgebundle.runner import run as run_cmd  # noqa: E402
+from edgebundle.proc import run as run_cmd  # noqa: E402
 from edgebundle.target import load_target  # noqa: E402
 from edgebundle.toolchains import cache_dir, content_key, pip_install_argv, requirements  # noqa: E402
 
@@ -659,9 +659,9 @@ def _chart_value(cell: dict[str, Any], key: str) -> tuple[float | None, str, str
 
 def _qemu_env(target: str) -> dict[str, str]:
     """Where a foreign-arch binary finds glibc under QEMU: the build root's libraries."""
+    from edgebundle.buildenv import for_plan
     from edgebundle.plan import make_plan
     from edgebundle.recipe import load_recipe
-    from edgebundle.toolchains import for_plan
 
     plan = make_plan(
         model=ROOT / "tests/fixtures/models/digits_float.tflite",

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,19 +23,17 @@ from . import __version__, outputs, ui, workspace
 from .backends import RUNTIME_PACKAGE, Stage, stage_runtime
 from .backends.bundle import assemble
 from .backends.runners import ensure_runner
+from .buildenv import for_plan
 from .errors import BuildError, ModelError, OutputError
 from .modelcheck import check_file, parse_probe_error, validate
 from .plan import BuildPlan
+from .proc import TIMEOUT_S, Echo, stream
 from .recipe import read_labels
-from .runner import Echo, stream
 from .runtime.payload import check_digest
-from .target import interpreters
-from .toolchains import Toolchain, cache_dir, for_plan
+from .target import Arch, BackendName, interpreters
+from .toolchains import Toolchain, cache_dir
 from .toolchains.binfmt import registered as binfmt_registered
 
-# A self-test that hangs (a device-specific deadlock, QEMU stuck) must not block a build forever; a
-# MobileNet-sized model under QEMU takes ~20 s.
-SELF_TEST_TIMEOUT_S = 300.0
 # build logs kept in the cache (one per output name and inputs; a few KB each)
 KEEP_LOGS = 32
 
@@ -48,8 +45,8 @@ class BuildReport:
     sha256: str
     build_seconds: float
     target: str
-    arch: str
-    backend: str
+    arch: Arch
+    backend: BackendName
     interpreter: str
 
     def to_json(self) -> dict[str, Any]:
@@ -127,6 +124,7 @@ def _build_in(
             [toolchain.python, "-m", f"{RUNTIME_PACKAGE}.buildtime", "reference", str(stage.app)],
             log=stage.log,
             what="computing the self-test reference",
+            timeout=TIMEOUT_S["model probe"],
             cwd=stage.app,
         )
         step.summary = (
@@ -178,7 +176,7 @@ def _probe_signature(
 ) -> dict[str, Any]:
     """Load the staged copy of ``model`` with the target's interpreter inside the toolchain (under
     QEMU for a foreign arch); messages name ``model``, the user's file."""
-    # Not through the runner because a refusal here is the user's model error, reported as such,
+    # Not through Toolchain.run because a refusal here is the user's model error, reported as such,
     # not a build failure. ``python -m`` from stage.app finds the runtime package there.
     inv = toolchain.invocation(
         [
@@ -194,14 +192,13 @@ def _probe_signature(
     )
     env = {k: v for k, v in inv.env.items() if not k.startswith("PYTHON")}
     env["PYTHONPATH"] = str(stage.app)
-    proc = subprocess.run(
+    proc = stream(
         inv.argv,
-        capture_output=True,
-        text=True,
+        echo=None,
         env=env,
         cwd=inv.cwd,
-        stdin=subprocess.DEVNULL,
-        check=False,
+        what=f"loading {model} with {distribution}",
+        timeout=TIMEOUT_S["model probe"],
     )
     with open(stage.log, "a", encoding="utf-8") as log:
         log.write(f"signature probe: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}\n")
@@ -306,7 +303,7 @@ def _check_glibc_floor(plan: BuildPlan, binary: Path, echo: Echo) -> str:
     """The target promises its devices a glibc version; refuse a binary that needs a newer one
     (it would fail on the device with "version `GLIBC_2.38' not found")."""
     from .elf import version_key
-    from .inspect import inspect_binary
+    from .inspection import inspect_binary
 
     report = inspect_binary(binary)
     floor, culprit = report["glibc_floor"], report["glibc_floor_set_by"]
@@ -330,7 +327,8 @@ def _self_test(binary: Path, workdir: Path, echo: Echo, extra_env: dict[str, str
         echo=None,
         cwd=empty,
         env={"PATH": "/usr/bin:/bin", "HOME": str(empty), "TMPDIR": str(empty), **(extra_env or {})},
-        timeout=SELF_TEST_TIMEOUT_S,
+        what=f"{binary.name} --self-test",
+        timeout=TIMEOUT_S["self-test"],
     )
     if proc.returncode != 0:
         tail = " | ".join((proc.stderr.strip() or proc.stdout.strip()).splitlines()[-5:])

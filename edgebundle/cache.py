@@ -79,7 +79,8 @@ def entries(kinds: tuple[Kind, ...] = KINDS) -> list[Entry]:
         if base is None or not base.is_dir():
             continue
         if kind == "roots":
-            from .toolchains.debroot import current_root_names, list_roots
+            from .buildenv import current_root_names
+            from .toolchains.roots import list_roots
 
             found += [
                 Entry(kind="roots", path=r.path, size_bytes=r.size_bytes, state=r.state)

@@ -57,7 +57,7 @@ def _ui() -> Reporter:
     ctx = click.get_current_context()
     root = ctx.find_root()
     if "edgebundle.reporter" not in root.meta:
-        from .runner import set_default_echo
+        from .proc import set_default_echo
 
         root.meta["edgebundle.reporter"] = Reporter(root.meta.get(_LEVEL_KEY, "normal"))
         set_default_echo(root.meta["edgebundle.reporter"])
@@ -361,7 +361,7 @@ def inspect_command(path: Path, as_json: bool) -> None:
     """Show what is inside a built binary (manifest, arch, size by component, glibc floor, bundled
     libraries) or a .tflite model (tensors, quantization, ops), without running it. Exits 10 when a
     binary's model does not match its manifest."""
-    from .inspect import check_integrity, format_report, inspect_path
+    from .inspection import check_integrity, format_report, inspect_path
 
     report = inspect_path(path)
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
@@ -465,11 +465,11 @@ _BACKEND_OPTION = click.option(
 def toolchain_install(target_name: str, backend: str) -> None:
     """Create TARGET's build root now (builds create it on first use) and print its root filesystem,
     e.g. for QEMU_LD_PREFIX. Does nothing but print when it exists already."""
+    from .buildenv import debian_root
     from .plan import check_backend
-    from .toolchains.debroot import DebRoot
 
     check_backend(backend)
-    root = DebRoot(load_target(target_name), backend)
+    root = debian_root(load_target(target_name), backend)
     root.ensure(_echo)
     _echo(f"{root.describe()}: ready")
     click.echo(root.rootfs)
@@ -481,7 +481,8 @@ def toolchain_install(target_name: str, backend: str) -> None:
 def toolchain_list(as_json: bool) -> None:
     """List the cached build roots: ready, stale (the pins changed since) or interrupted (rebuilt on
     next use)."""
-    from .toolchains.debroot import current_root_names, list_roots
+    from .buildenv import current_root_names
+    from .toolchains.roots import list_roots
 
     roots = list_roots(current_root_names())
     if as_json:
@@ -498,7 +499,7 @@ def toolchain_list(as_json: bool) -> None:
 @click.argument("target_name", metavar="TARGET")
 def toolchain_remove(target_name: str) -> None:
     """Delete every build root of TARGET (any backend, stale and interrupted ones included)."""
-    from .toolchains.debroot import remove_roots
+    from .toolchains.roots import remove_roots
 
     try:
         name = load_target(target_name).name

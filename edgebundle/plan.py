@@ -1,24 +1,25 @@
 """BuildPlan = recipe x target x backend x command-line overrides: everything a build needs, resolved
-before anything runs, and printed so the user sees what will happen."""
+before anything runs, and printed so the user sees what will happen.
+
+It sits in the build layer, beside build.py, its only consumer: backends and toolchains never see a
+plan, they receive its pieces (a Target, a BackendName, the Debian packages to install) as data."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from . import outputs
 from .errors import ConfigError
 from .recipe import Recipe
-from .target import Arch, Target, host_arch
+from .target import BACKENDS, Arch, BackendName, Target, host_arch
 
-BackendName = Literal["pyinstaller", "nuitka"]
-BACKENDS: tuple[BackendName, ...] = ("pyinstaller", "nuitka")
 # Backends that compile C for the target: under QEMU that takes far too long (an arm64 Nuitka build
 # was still compiling after 30 min on a 2-core x86_64), so they build on a host of the target's arch.
-NATIVE_ONLY: frozenset[str] = frozenset({"nuitka"})
-# GitHub-hosted runners that build each arch natively (.github/workflows/ci.yml runs the matrix).
-NATIVE_RUNNERS: dict[Arch, str] = {"x86_64": "ubuntu-24.04", "aarch64": "ubuntu-24.04-arm"}
+NATIVE_ONLY: frozenset[BackendName] = frozenset({"nuitka"})
+# The CI machines (GitHub-hosted "runners", not the cached frozen program of backends/runners.py) that
+# build each arch natively (.github/workflows/ci.yml runs the matrix).
+CI_RUNNERS: dict[Arch, str] = {"x86_64": "ubuntu-24.04", "aarch64": "ubuntu-24.04-arm"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,7 +50,7 @@ class BuildPlan:
 
     @property
     def build_env(self) -> str:
-        """Where the build runs, in words (toolchains.for_plan makes the same choice)."""
+        """Where the build runs, in words (buildenv.for_plan makes the same choice)."""
         if not self.native:
             return f"emulated {self.target.arch} Debian root (QEMU user mode)"
         if self.isolated:
@@ -79,10 +80,17 @@ class BuildPlan:
         return "\n".join(lines)
 
 
+def backend_name(value: str) -> BackendName:
+    """``value`` (as typed after --backend) as one of BACKENDS, or a ConfigError."""
+    for name in BACKENDS:
+        if value == name:
+            return name
+    raise ConfigError(f"--backend: unknown backend {value!r}; choose {', '.join(BACKENDS)}")
+
+
 def check_backend(backend: str) -> None:
     """ConfigError unless ``backend`` is one of BACKENDS (for --backend of every command)."""
-    if backend not in BACKENDS:
-        raise ConfigError(f"--backend: unknown backend {backend!r}; choose {', '.join(BACKENDS)}")
+    backend_name(backend)
 
 
 def check_native(backend: str, target: Target) -> None:
@@ -90,7 +98,7 @@ def check_native(backend: str, target: Target) -> None:
     if backend in NATIVE_ONLY and target.arch != host_arch():
         raise ConfigError(
             f"--backend {backend} --target {target.name}: {backend} builds for {target.arch} need a native "
-            f"{target.arch} host or CI runner ({NATIVE_RUNNERS[target.arch]}); compiling C under QEMU "
+            f"{target.arch} host or CI runner ({CI_RUNNERS[target.arch]}); compiling C under QEMU "
             f"here takes 30+ min (or use --backend pyinstaller)"
         )
 
@@ -105,8 +113,8 @@ def make_plan(
     keep_build_dir: bool = False,
     isolated: bool = False,
 ) -> BuildPlan:
-    check_backend(backend)
-    check_native(backend, target)
+    name = backend_name(backend)
+    check_native(name, target)
     if not model.is_file():
         raise ConfigError(f"{model}: model file not found")
     if output is None:
@@ -117,7 +125,7 @@ def make_plan(
         model=model,
         recipe=recipe,
         target=target,
-        backend=backend,  # type: ignore[arg-type,unused-ignore]
+        backend=name,
         output=output,
         keep_build_dir=keep_build_dir,
         isolated=isolated,
@@ -136,7 +144,7 @@ def ci_matrix(targets: list[Target], backends: tuple[str, ...] = BACKENDS) -> di
                 "target": t.name,
                 "arch": t.arch,
                 "backend": backend,
-                "runner": NATIVE_RUNNERS[t.arch],
+                "runner": CI_RUNNERS[t.arch],
             }
             for t in sorted(targets, key=lambda t: t.name)
             for backend in backends

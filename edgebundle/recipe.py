@@ -27,6 +27,11 @@ INTERPOLATIONS: tuple[Interpolation, ...] = ("nearest", "bilinear", "bicubic", "
 LAYOUTS: tuple[Layout, ...] = ("NHWC", "NCHW")
 
 
+def color_channels(color: Color) -> int:
+    """The channels of an image in ``color`` mode: 1 for L, 3 for RGB and BGR."""
+    return 1 if color == "L" else 3
+
+
 @dataclass(frozen=True, kw_only=True)
 class InputSpec:
     tensor: str | None = None  # which model input the image feeds; None = the only image input
@@ -40,7 +45,7 @@ class InputSpec:
 
     @property
     def channels(self) -> int:
-        return 1 if self.color == "L" else 3
+        return color_channels(self.color)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,7 +122,7 @@ def load_recipe(name_or_path: str | Path, labels_override: Path | None = None) -
     t = top.sub("input")
     t.check_keys(["tensor", "color", "resize", "interpolation", "mean", "std", "layout", "pad_value"])
     color = cast(Color, t.choice("color", COLORS, "RGB"))
-    channels = 1 if color == "L" else 3
+    channels = color_channels(color)
     default_mean = (0.0,)
     default_std = (1.0,)
     mean = t.numbers("mean", default_mean)

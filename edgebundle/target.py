@@ -17,6 +17,11 @@ from .resources import bundled
 from .tomlcheck import Table, read_toml
 
 Arch = Literal["x86_64", "aarch64"]
+# The backends a target can be built with (pins.toml has a [backends.NAME] table for each). Defined
+# here, the lowest layer that knows of backends as data, so that toolchains can name one without
+# importing the backends themselves (pyproject.toml's import-linter contracts).
+BackendName = Literal["pyinstaller", "nuitka"]
+BACKENDS: tuple[BackendName, ...] = ("pyinstaller", "nuitka")
 
 ARCH_SYNONYMS: dict[str, Arch] = {
     "x86_64": "x86_64",
@@ -150,7 +155,7 @@ def source_build_settings(name: str) -> list[str]:
     return settings
 
 
-def backend_requires(backend: str) -> tuple[str, ...]:
+def backend_requires(backend: BackendName) -> tuple[str, ...]:
     return tuple(_pins_table().sub("backends").sub(backend).require("requires", list))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .errors import ConfigError, did_you_mean
 
@@ -104,9 +104,9 @@ class Table:
     def _typed(self, key: str, value: Any, kind: type[T]) -> T:
         ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)  # type: ignore[return-value]
+            return cast(T, float(value))  # an integer where a float is asked: TOML's 1 for 1.0
         if not ok:
             names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
             expected = names.get(kind, kind.__name__)
             raise self.error(key, f"expected {expected}, got {value!r}")
-        return value  # type: ignore[no-any-return]
+        return cast(T, value)  # checked by isinstance above

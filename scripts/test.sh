@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up and run everything CI runs: ruff (lint + format), mypy --strict, and the whole pytest suite
+# Set up and run everything CI runs: ruff (lint + format), mypy --strict, the import contracts of
+# pyproject.toml (lint-imports: the layers of ARCHITECTURE.md), and the whole pytest suite
 # including the real tier (PyInstaller builds, QEMU runs, an sshd on loopback).
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not build and not device"` for the fast tier.
 set -euo pipefail
@@ -15,4 +16,5 @@ fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+.venv/bin/lint-imports
 exec .venv/bin/pytest "$@"

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
-from ..plan import BackendName
-from ..runner import Echo, LineHandler
-from . import nuitka, pyinstaller
+from ..proc import Echo, LineHandler
+from ..target import BackendName
+from . import launcher, nuitka, pyinstaller
 
 RUNTIME_SRC = Path(__file__).resolve().parent.parent / "runtime"
 RUNTIME_PACKAGE = "ebrt"  # the runtime's name inside binaries
@@ -64,6 +64,8 @@ def stage_runtime(stage: Stage) -> None:
 class Backend(Protocol):
     # files and folders of edgebundle/backends/ its runners are made with (runners.sources_digest)
     SOURCES: tuple[str, ...]
+    # Debian packages a build root needs for this backend (the toolchain receives them as data)
+    APT_PACKAGES: tuple[str, ...]
 
     def prepare(self, stage: Stage) -> None: ...
 
@@ -79,3 +81,9 @@ class Backend(Protocol):
 
 
 BACKENDS: Final[dict[BackendName, Backend]] = {"pyinstaller": pyinstaller, "nuitka": nuitka}
+
+
+def apt_packages(backend: BackendName) -> tuple[str, ...]:
+    """The Debian packages a build root needs to build ``backend``'s runners: the backend's own and
+    what the launcher at the front of every binary compiles with."""
+    return tuple(sorted({*launcher.APT_PACKAGES, *BACKENDS[backend].APT_PACKAGES}))

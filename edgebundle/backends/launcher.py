@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import BuildError, ToolMissingError
+from ..proc import TIMEOUT_S
 from ..toolchains import Toolchain
 
 SOURCE_DIR = Path(__file__).resolve().parent.parent / "launcher"
@@ -44,7 +45,13 @@ def build(toolchain: Toolchain, workdir: Path, log: Path) -> Path:
         shutil.copyfile(SOURCE_DIR / name, src / name)
     out = workdir / "launcher"
     try:
-        toolchain.run(command("gcc", src, out), log=log, what="compiling the launcher", cwd=workdir)
+        toolchain.run(
+            command("gcc", src, out),
+            log=log,
+            what="compiling the launcher",
+            timeout=TIMEOUT_S["compile"],
+            cwd=workdir,
+        )
     except BuildError as exc:
         if "zstd" in str(exc):
             raise ToolMissingError(

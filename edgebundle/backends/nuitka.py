@@ -5,7 +5,7 @@ launcher in front of it makes one file; see runners.py).
 Not ``--onefile``: Nuitka's onefile launcher decompresses its whole payload in memory on every start
 (161 MB RSS, 3.9x the plain script's start-up measured here; 2.5x even with a cached temp dir, since
 it still checks every file). Our launcher unpacks the folder once per content hash and execs it, so a
-warm start is the standalone folder's own (0.89x the plain script measured here).
+warm start is the standalone folder's own (the figures: benchmarks/results/compare.md).
 
 Memory: Nuitka keeps every constant, and the bytecode of every module it does not compile, in one blob
 inside the executable (``.rodata``, by ``incbin`` on Linux). Nothing checksums it, but at start-up
@@ -23,7 +23,7 @@ of inspect, dis and opcode that the image modes never need) to inspect's first i
 benchmarks/results/nuitka-rss.md.
 
 Compiling C under QEMU is far too slow (an arm64 build was still compiling after 30 minutes), so an
-arm64 runner is built on a native arm64 host only (plan.check_native_only, and ``edgebundle matrix``).
+arm64 runner is built on a native arm64 host only (plan.check_native, and ``edgebundle matrix``).
 
 Nuitka's caches (bytecode, DLL dependencies) and ccache's live under edgebundle's cache directory:
 a repeat build of the same runtime recompiles nothing.
@@ -39,13 +39,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..runner import Echo, LineHandler, which
+from ..proc import Echo, LineHandler, which
 from ..toolchains import cache_dir
 from .pyinstaller import EXCLUDES as PYINSTALLER_EXCLUDES
 from .pyinstaller import SOURCES as PYINSTALLER_SOURCES
 
 if TYPE_CHECKING:
     from . import Stage
+
+# What a Debian build root needs for Nuitka: it compiles against Python's headers (gcc is there for the
+# launcher already); ccache: a repeat build in the root recompiles nothing (its cache stays inside the
+# root, which is kept).
+APT_PACKAGES: tuple[str, ...] = ("python3-dev", "ccache")
 
 # What PyInstaller leaves out, Nuitka does not compile either (numpy.random included: the same
 # run-time hook gives it a stand-in, see prepare), except multiprocessing (Nuitka's always-on plugin of

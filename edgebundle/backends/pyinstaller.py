@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..runner import Echo, LineHandler
+    from ..proc import Echo, LineHandler
     from . import Stage
 
 HOOKS = Path(__file__).resolve().parent / "pyinstaller_hooks"
 # What a runner of this backend is made with, besides the common modules (runners.sources_digest).
 SOURCES: tuple[str, ...] = ("pyinstaller.py", HOOKS.name)
+# What a Debian build root needs besides its Python, binutils and patchelf (toolchains/debroot.py):
+# nothing; PyInstaller arrives by pip.
+APT_PACKAGES: tuple[str, ...] = ()
 # The frozen program's first sys.path entry, which PyInstaller leaves absent with --debug noarchive.
 LIBRARY_ZIP = "_internal/base_library.zip"
 # Pure-Python packages that stay files: the runtime finds its bundle directory next to its package.

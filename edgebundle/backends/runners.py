@@ -24,9 +24,9 @@ from typing import Any
 from .. import __version__, workspace
 from ..elf import GLIBC_ABI_MARKERS, version_key
 from ..errors import BuildError
-from ..runner import Echo, run
+from ..proc import TIMEOUT_S, Echo, run
 from ..runtime.payload import FORMAT_VERSION
-from ..target import Pins, Target
+from ..target import BackendName, Pins, Target
 from ..toolchains import (
     Toolchain,
     cache_dir,
@@ -76,7 +76,7 @@ class Runner:
 COMMON_SOURCES = ("__init__.py", "bundle.py", "launcher.py", "runners.py")
 
 
-def sources_digest(backend: str) -> str:
+def sources_digest(backend: BackendName) -> str:
     """The hash of every source file whose change changes ``backend``'s runners: the runtime, the
     launcher, the common backend modules and the files that backend lists (another backend's do not:
     a Nuitka change leaves the PyInstaller runners cached)."""
@@ -85,7 +85,7 @@ def sources_digest(backend: str) -> str:
         *sorted(RUNTIME_SRC.glob("*.py")),
         *(launcher.SOURCE_DIR / name for name in launcher.SOURCES),
     ]
-    for name in (*COMMON_SOURCES, *BACKENDS[backend].SOURCES):  # type: ignore[index]
+    for name in (*COMMON_SOURCES, *BACKENDS[backend].SOURCES):
         path = _BACKENDS_DIR / name
         if path.is_dir():
             paths += sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
@@ -96,7 +96,7 @@ def sources_digest(backend: str) -> str:
     return h.hexdigest()
 
 
-def runner_inputs(toolchain: Toolchain, target: Target, backend: str, pins: Pins) -> dict[str, Any]:
+def runner_inputs(toolchain: Toolchain, target: Target, backend: BackendName, pins: Pins) -> dict[str, Any]:
     """What a runner is made of, in full: its cache key is the hash of this."""
     return {
         "layout": LAYOUT_VERSION,
@@ -114,7 +114,7 @@ def runner_inputs(toolchain: Toolchain, target: Target, backend: str, pins: Pins
     }
 
 
-def runner_path(target: Target, backend: str, inputs: dict[str, Any]) -> Path:
+def runner_path(target: Target, backend: BackendName, inputs: dict[str, Any]) -> Path:
     return cache_dir() / "runners" / f"{target.name}-{backend}-{content_key(inputs)}"
 
 
@@ -134,7 +134,7 @@ def load(path: Path) -> Runner:
 def ensure_runner(
     toolchain: Toolchain,
     target: Target,
-    backend: str,
+    backend: BackendName,
     pins: Pins,
     echo: Echo,
     *,
@@ -190,6 +190,7 @@ def _numpy_bundles_openblas(toolchain: Toolchain, log: Path) -> bool:
         [toolchain.python, "-c", OPENBLAS_PROBE],
         log=log,
         what="checking the environment's NumPy for OpenBLAS",
+        timeout=TIMEOUT_S["model probe"],  # a Python start, under QEMU for a foreign root
     )
     return out.strip().splitlines()[-1:] == ["True"]
 
@@ -199,13 +200,13 @@ def _make_runner(
     log: Path,
     toolchain: Toolchain,
     target: Target,
-    backend_name: str,
+    backend_name: BackendName,
     pins: Pins,
     echo: Echo,
     *,
     keep_build_dir: bool,
 ) -> None:
-    backend = BACKENDS[backend_name]  # type: ignore[index]
+    backend = BACKENDS[backend_name]
     # A fixed path per runner (paths end up in the frozen code), private to this user.
     name = f"runner-{out.name.strip('.').removesuffix('.partial')}"
     with workspace.scratch(name, keep=keep_build_dir) as workdir:
@@ -228,6 +229,7 @@ def _make_runner(
             backend.command(toolchain.python, stage),
             log=log,
             what=backend_name,
+            timeout=TIMEOUT_S["backend build"],
             cwd=workdir,
             on_line=backend.progress(stage, progress_of(echo)),
         )
@@ -245,6 +247,7 @@ def _make_runner(
             log=log,
             echo=echo,
             what="compressing the runner",
+            timeout=TIMEOUT_S["compile"],  # zstd -19 of ~30 MB: seconds
         )
         exe = launcher.build(toolchain, workdir, log)
         launcher_bytes = exe.stat().st_size

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import ConfigError
-from ..runner import Completed, Echo, LineHandler
+from ..proc import TIMEOUT_S, Completed, Echo, LineHandler
 from ..target import Arch
 from .scripts import Script
 
@@ -50,7 +50,7 @@ class Transport(Protocol):
         *,
         stdin: Path | None = None,
         on_line: LineHandler | None = None,
-        timeout: float | None = None,
+        timeout: float = TIMEOUT_S["device step"],
         detach: bool = False,
     ) -> Completed:
         """Run ``sh -c SCRIPT sh ARGS...`` on the device; ARGS reach it as they are, never parsed."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DeviceError
-from ..runner import Completed, Echo, LineHandler, stream
+from ..proc import TIMEOUT_S, Completed, Echo, LineHandler, stream
 from ..target import Arch, normalize_arch
 from . import Launch
 from .scripts import Script
@@ -38,7 +38,7 @@ class LocalTransport:
         *,
         stdin: Path | None = None,
         on_line: LineHandler | None = None,
-        timeout: float | None = None,
+        timeout: float = TIMEOUT_S["device step"],
         detach: bool = False,
     ) -> Completed:
         return stream(

@@ -30,7 +30,7 @@ from typing import Any
 from .. import ui
 from ..elf import NotElfError, read_elf
 from ..errors import ConfigError, DeviceError, EdgeBundleError, IntegrityError
-from ..runner import Completed, Echo, tail
+from ..proc import TIMEOUT_S, Completed, Echo, tail
 from ..target import Arch, Budgets, host_arch, load_target, normalize_arch
 from . import Launch, Transport, open_transport, scripts
 from .budgets import check_budgets
@@ -39,7 +39,7 @@ from .report import EMULATED_NOTE, DeviceReport, LatencyMs, Samples, StartupMs, 
 
 NOT_OURS = "is not an edgebundle binary"
 BUILD_HINT = "build one with: edgebundle build MODEL.tflite --recipe RECIPE"
-STEP_TIMEOUT_S = 600.0
+STEP_TIMEOUT_S = TIMEOUT_S["device step"]
 RUN_TIMEOUT_S = 300.0
 INPUT_DIR = "input"
 

@@ -44,14 +44,14 @@ def build_root_of(binary: Path, arch: Arch) -> Path | None:
     """The root filesystem of the cached build root that made ``binary`` (the target and backend of
     its manifest), when it is still in the cache: it holds the C library and zlib that QEMU needs
     (QEMU_LD_PREFIX), so that the user need not find it."""
+    from ..buildenv import debian_root
     from ..errors import EdgeBundleError
-    from ..inspect import inspect_binary
+    from ..inspection import inspect_binary
     from ..target import load_target
-    from ..toolchains.debroot import DebRoot
 
     try:
         manifest = inspect_binary(binary)["manifest"]
-        root = DebRoot(load_target(str(manifest["target"]["name"])), str(manifest["backend"]))
+        root = debian_root(load_target(str(manifest["target"]["name"])), str(manifest["backend"]))
     except (EdgeBundleError, OSError, KeyError, TypeError, ValueError):
         return None  # not ours, or its target is not one this edgebundle knows by name
     if root.target.arch != arch or not root.exists():

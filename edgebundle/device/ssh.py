@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, DeviceError, ToolMissingError
-from ..runner import Completed, Echo, LineHandler, stream, tail
+from ..proc import TIMEOUT_S, Completed, Echo, LineHandler, stream, tail
 from ..target import Arch
 from . import Launch
 from .local import native_launch
@@ -101,7 +101,7 @@ class SshTransport:
         *,
         stdin: Path | None = None,
         on_line: LineHandler | None = None,
-        timeout: float | None = None,
+        timeout: float = TIMEOUT_S["device step"],
         detach: bool = False,
     ) -> Completed:
         remote = shlex.join(["sh", "-c", script.text, "sh", *args])

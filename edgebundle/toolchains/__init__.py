@@ -2,6 +2,9 @@
 target's architecture, emulated by QEMU when it is foreign (``debroot``). Both satisfy ``Toolchain``,
 so a backend never knows which: it gets ``python`` and its argv runs through ``run``.
 
+Toolchains sit below the backends: what a backend needs of one (its pins, its Debian packages) is
+passed in as data, and which one a build uses is the build's choice (edgebundle/buildenv.py).
+
 What goes into either is computed once, here (``requirements``), so that a host venv and a build root
 for the same target and backend hold exactly the same pins.
 """
@@ -18,14 +21,11 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from ..errors import BuildError, ConfigError, EdgeBundleError
-from ..runner import Echo, LineHandler
-from ..target import Target, backend_requires, common_requires, interpreters
-
-if TYPE_CHECKING:
-    from ..plan import BuildPlan
+from ..proc import Echo, LineHandler
+from ..target import BackendName, Target, backend_requires, common_requires, interpreters
 
 COMPLETE = ".complete"  # written last, inside the directory, just before it is renamed into place
 
@@ -69,11 +69,13 @@ class Toolchain(Protocol):
         *,
         log: Path | None,
         what: str,
+        timeout: float,
         cwd: Path | None = None,
         on_line: LineHandler | None = None,
     ) -> str:
-        """Run a command inside the environment (argv[0] may be ``self.python``) through the runner;
-        ``on_line`` gets each line of its output as it arrives (progress)."""
+        """Run a command inside the environment (argv[0] may be ``self.python``) through
+        edgebundle/proc.py; ``on_line`` gets each line of its output as it arrives (progress). Past
+        ``timeout`` seconds (proc.TIMEOUT_S has one per kind of command) it is ended."""
         ...
 
 
@@ -100,7 +102,7 @@ def cache_dir() -> Path:
     return Path(base) / "edgebundle"
 
 
-def requirements(target: Target, backend: str) -> list[str]:
+def requirements(target: Target, backend: BackendName) -> list[str]:
     """Every pip requirement of a build environment for ``target`` and ``backend``, sorted."""
     pins = interpreters()[target.interpreter]
     return sorted({*common_requires(), *pins.requires, *backend_requires(backend), *target.extra_requires})
@@ -278,14 +280,3 @@ def du(path: Path) -> int:
             seen.add((st.st_dev, st.st_ino))
             total += st.st_blocks * 512
     return total
-
-
-def for_plan(plan: BuildPlan) -> Toolchain:
-    """The host venv for a native build; a Debian root for a foreign arch or ``--isolated``."""
-    if plan.native and not plan.isolated:
-        from .venv import HostVenv
-
-        return HostVenv(plan.target, plan.backend)
-    from .debroot import DebRoot
-
-    return DebRoot(plan.target, plan.backend)

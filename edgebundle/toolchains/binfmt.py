@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from ..errors import ToolMissingError
-from ..runner import Echo, run
+from ..proc import TIMEOUT_S, Echo, run
 
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 # Debian names the file qemu-ARCH.conf, Ubuntu qemu-ARCH-static.conf; both come with qemu-user-static.
@@ -111,6 +111,7 @@ def ensure_registered(
                 ["mount", "-t", "binfmt_misc", "binfmt_misc", str(binfmt_dir)],
                 echo=echo,
                 what="mounting binfmt_misc",
+                timeout=TIMEOUT_S["quick"],
                 error=ToolMissingError,
             )
         echo(f"+ grep -v '^#' {conf} | head -n 1 > {binfmt_dir / 'register'}")

@@ -19,15 +19,13 @@ Layout of the cache (``cache_dir()/roots``)::
     .arm64-<hash>.lock         flock: a second build waits, then reuses
     arm64-<hash>.log           everything the creation ran, with its output
 
-Every command runs in a private mount namespace (``unshare --mount --propagation private``) where
-proc, sys, dev and a tmpfs /tmp are mounted into the root and the command's working directory is
-bind-mounted at the same absolute path, then ``chroot``: the backend's argv (absolute paths into the
-build directory) works unchanged, and nothing stays mounted once the command exits.
+The root is made by mmdebstrap (bootstrap.py) from the host's own apt mirror (aptsources.py); every
+command runs in a private mount namespace, then ``chroot`` (namespace.py); pip inside uses the host's
+pip settings (pipconfig.py); roots.py lists and removes what the cache holds.
 """
 
 from __future__ import annotations
 
-import configparser
 import json
 import os
 import shlex
@@ -35,15 +33,12 @@ import shutil
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Final
-from urllib.parse import unquote, urlparse
 
-from ..backends.launcher import APT_PACKAGES as LAUNCHER_APT_PACKAGES
 from ..errors import BuildError, ConfigError, ToolMissingError
-from ..runner import Echo, LineHandler, run
-from ..target import Arch, DebianPin, Target, host_arch, interpreters
+from ..proc import TIMEOUT_S, Echo, LineHandler, run, stderr_echo
+from ..target import Arch, BackendName, DebianPin, Target, host_arch, interpreters
 from . import (
     Invocation,
     cache_dir,
@@ -51,17 +46,18 @@ from . import (
     create_cached,
     du,
     is_complete,
-    lock_path,
-    locked,
     log_path,
     pip_install,
     pip_install_argv,
-    read_metadata,
-    remove_tree,
     reproducible_env,
 )
 from . import requirements as pinned_requirements
+from .aptsources import DEFAULT_KEYRING, default_sources, host_sources, select_sources
 from .binfmt import ensure_registered
+from .bootstrap import ca_certificates_hook, mmdebstrap_argv
+from .namespace import Bind, namespace_argv, remove_mount_point
+from .pipconfig import pip_config_files, pip_environment, pip_local_paths, pip_settings
+from .roots import roots_dir
 
 LAYOUT_VERSION = "1"  # bump when the way roots are made changes: every cached root is then rebuilt
 SUITE: Final = "bookworm"
@@ -69,7 +65,8 @@ SUITE_PYTHON: Final[dict[str, str]] = {"bookworm": "3.11"}  # Debian's python3 o
 DEBIAN_ARCH: Final[dict[Arch, str]] = {"x86_64": "amd64", "aarch64": "arm64"}
 # What every root gets from Debian; pip installs the rest into the venv. libpython3.11: PyInstaller
 # bundles the shared library; binutils/patchelf: PyInstaller (objdump, strip) and Nuitka (patchelf);
-# ca-certificates: pip over HTTPS; and what the C launcher at the front of every binary compiles with.
+# ca-certificates: pip over HTTPS. What a backend and the C launcher need besides is theirs to say:
+# the layers above pass it in (``apt_packages`` of DebRoot; backends.apt_packages).
 APT_PACKAGES: Final = (
     "python3",
     "python3-venv",
@@ -77,342 +74,11 @@ APT_PACKAGES: Final = (
     "binutils",
     "patchelf",
     "ca-certificates",
-    *LAUNCHER_APT_PACKAGES,
-)
-BACKEND_APT_PACKAGES: Final[dict[str, tuple[str, ...]]] = {
-    "pyinstaller": (),
-    # it compiles against Python's headers (gcc is there already); ccache: a repeat build in the
-    # root recompiles nothing (its cache stays inside the root, which is kept)
-    "nuitka": ("python3-dev", "ccache"),
-}
-# Documentation is never used in a build root; leaving it out saves dpkg work under QEMU.
-DPKG_OPTIONS: Final = (
-    "path-exclude=/usr/share/man/*",
-    "path-exclude=/usr/share/doc/*",
-    "path-include=/usr/share/doc/*/copyright",
-    "path-exclude=/usr/share/info/*",
-    "path-exclude=/usr/share/locale/*",
 )
 VENV: Final = PurePosixPath("/opt/edgebundle/venv")
 INSIDE_PATH: Final = f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 APT_INSTALL: Final = "apt-get install mmdebstrap arch-test qemu-user-static"
-DEFAULT_KEYRING: Final = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
-# When the host's own apt sources have no Debian bookworm (an Ubuntu CI runner, say).
-DEFAULT_SOURCES: Final = f"""\
-Types: deb
-URIs: http://deb.debian.org/debian
-Suites: {SUITE} {SUITE}-updates
-Components: main
-Signed-By: {DEFAULT_KEYRING}
-
-Types: deb
-URIs: http://deb.debian.org/debian-security
-Suites: {SUITE}-security
-Components: main
-Signed-By: {DEFAULT_KEYRING}
-"""
 EXTRA_CA_DIR: Final = Path("/usr/local/share/ca-certificates")
-HOST_SOURCES: Final = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
-
-# Runs on the host side, inside the new mount namespace, before chroot. Arguments:
-#   ROOTFS EMULATED(0|1) USERNS(0|1) [MODE:PATH ...] -- COMMAND...
-# MODE:PATH binds the host's directory PATH at the same path inside the root, read-write (rw) or
-# read-only (ro).
-# The empty tmpfs over /sys/devices/system/cpu works around ai-edge-litert 2.2/2.3 crashing under
-# Debian's qemu 7.2 after reading the host's CPU cache topology there (we pin 2.1.6, which does
-# not, but a user's --interpreter pin may). In a user namespace (an unprivileged user running an
-# existing root) proc and sysfs cannot be mounted afresh without new PID and network namespaces, so
-# the host's are bound; no PID namespace also means the command's own exit status or signal (a
-# crash of the interpreter on a bad model) reaches the caller unchanged.
-MOUNT_SCRIPT: Final = """\
-set -eu
-root=$1 emulated=$2 userns=$3
-shift 3
-if [ "$userns" = 1 ]; then
-    mount --rbind /proc "$root/proc"
-    mount --rbind /sys "$root/sys"
-else
-    mount -t proc proc "$root/proc"
-    mount -t sysfs sysfs "$root/sys"
-fi
-if [ "$emulated" = 1 ]; then mount -t tmpfs -o size=64k,mode=755 nocpuinfo "$root/sys/devices/system/cpu"; fi
-mount --rbind /dev "$root/dev"
-mount -t tmpfs -o mode=1777 tmp "$root/tmp"
-while [ "$1" != -- ]; do
-    mode=${1%%:*} path=${1#*:}
-    mkdir -p "$root$path"
-    mount --bind "$path" "$root$path"
-    if [ "$mode" = ro ]; then mount -o remount,bind,ro "$root$path"; fi
-    shift
-done
-shift
-exec "$@"
-"""
-
-
-# A private mount namespace: what is mounted in it is gone when its last process exits.
-PRIVATE_MOUNTS: Final = ("unshare", "--mount", "--propagation", "private", "--fork")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Bind:
-    """A host path made visible at the same absolute path inside the root."""
-
-    path: str
-    read_only: bool = False
-
-    def arg(self) -> str:
-        return f"{'ro' if self.read_only else 'rw'}:{self.path}"
-
-
-def namespace_argv(
-    *,
-    rootfs: Path,
-    argv: list[str],
-    cwd: str | None,
-    env: Mapping[str, str],
-    binds: Iterable[Bind] = (),
-    emulated: bool,
-    privileged: bool,
-) -> list[str]:
-    """The host command that runs ``argv`` inside ``rootfs``: unshare, mount, chroot, ``env -i``."""
-    unshare = [*PRIVATE_MOUNTS, "--kill-child"]  # an interrupted build leaves no emulated processes
-    if not privileged:
-        unshare[1:1] = ["--user", "--map-root-user"]
-    inside = ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in sorted(env.items()))]
-    if cwd is not None:
-        inside.insert(2, f"--chdir={cwd}")
-    return [
-        *unshare,
-        "--",
-        "/bin/sh",
-        "-c",
-        MOUNT_SCRIPT,
-        "edgebundle-root",
-        str(rootfs),
-        "1" if emulated else "0",
-        "0" if privileged else "1",
-        *(b.arg() for b in binds),
-        "--",
-        "chroot",
-        str(rootfs),
-        *inside,
-        *argv,
-    ]
-
-
-def ca_certificates_hook(certificates: Iterable[Path]) -> str | None:
-    """An mmdebstrap setup hook copying the host's extra CA certificates into the new root before
-    any package is installed: ca-certificates' own postinst then runs update-ca-certificates with
-    them (a second run under QEMU costs ~40 s)."""
-    commands = []
-    for cert in certificates:
-        inside = PurePosixPath("/") / cert.relative_to("/")
-        dest = '"$1"' + shlex.quote(str(inside))
-        commands.append(
-            f'mkdir -p "$1"{shlex.quote(str(inside.parent))} && cp {shlex.quote(str(cert))} {dest}'
-        )
-    return " && ".join(commands) if commands else None
-
-
-def mmdebstrap_argv(
-    *,
-    debian_arch: str,
-    packages: Iterable[str],
-    rootfs: Path,
-    sources: Path,
-    setup_hooks: Iterable[str] = (),
-    suite: str = SUITE,
-) -> list[str]:
-    """mmdebstrap in its own private mount namespace, so that whatever it mounts inside the root
-    while installing goes away with it, even when it is killed.
-
-    The ``essential`` variant: Essential:yes packages plus ours, installed by the host's apt; no apt
-    inside (nothing in a build runs it), so fewer packages to configure under QEMU."""
-    return [
-        *PRIVATE_MOUNTS,
-        "--kill-child",
-        "--",
-        "mmdebstrap",
-        "--mode=root",
-        "--variant=essential",
-        "--format=directory",
-        f"--arch={debian_arch}",
-        f"--include={','.join(sorted(packages))}",
-        *(f"--dpkgopt={opt}" for opt in DPKG_OPTIONS),
-        "--aptopt=Acquire::Retries 3",
-        *(f"--setup-hook={hook}" for hook in setup_hooks),
-        suite,
-        str(rootfs),
-        str(sources),
-    ]
-
-
-# --- apt sources -------------------------------------------------------------------------------
-
-
-def _deb822_stanzas(text: str) -> list[dict[str, str]]:
-    stanzas: list[dict[str, str]] = []
-    current: dict[str, str] = {}
-    key = ""
-    for raw in [*text.splitlines(), ""]:
-        if raw.startswith("#"):
-            continue
-        if not raw.strip():
-            if current:
-                stanzas.append(current)
-            current, key = {}, ""
-        elif raw[0] in " \t" and key:
-            current[key] += "\n" + raw
-        elif ":" in raw:
-            key, _, value = raw.partition(":")
-            key = key.strip()
-            current[key] = value.strip()
-    return stanzas
-
-
-def _one_line_stanzas(text: str) -> list[dict[str, str]]:
-    stanzas = []
-    for raw in text.splitlines():
-        words = raw.split("#", 1)[0].split()
-        if len(words) < 3 or words[0] != "deb":
-            continue
-        options: dict[str, str] = {}
-        if words[1].startswith("["):
-            end = next(i for i, w in enumerate(words) if w.endswith("]"))
-            for opt in " ".join(words[1 : end + 1]).strip("[]").split():
-                name, _, value = opt.partition("=")
-                options[name] = value
-            words = [words[0], *words[end + 1 :]]
-        if len(words) < 3:
-            continue
-        stanza = {"Types": "deb", "URIs": words[1], "Suites": words[2], "Components": " ".join(words[3:])}
-        if "signed-by" in options:
-            stanza["Signed-By"] = options["signed-by"]
-        stanzas.append(stanza)
-    return stanzas
-
-
-def select_sources(files: Iterable[tuple[str, str]], suite: str = SUITE) -> str | None:
-    """The host's apt sources for ``suite`` (``bookworm``, ``bookworm-updates``, ...) as deb822, so
-    that the root comes from the same mirror (or snapshot, or proxy) as the host's packages.
-
-    ``files`` are (name, text) of sources.list-style (one-line) and ``.sources`` (deb822) files.
-    Architecture restrictions are dropped (the root's arch is another); disabled stanzas, deb-src and
-    other suites are left out. None when nothing matches.
-    """
-    out = []
-    for name, text in files:
-        stanzas = _deb822_stanzas(text) if name.endswith(".sources") else _one_line_stanzas(text)
-        for stanza in stanzas:
-            if stanza.get("Enabled", "yes").lower() == "no":
-                continue
-            if "deb" not in stanza.get("Types", "").split():
-                continue
-            suites = [s for s in stanza.get("Suites", "").split() if s == suite or s.startswith(suite + "-")]
-            if not suites or not stanza.get("URIs"):
-                continue
-            kept = {
-                k: v for k, v in stanza.items() if k not in ("Architectures", "Types", "Suites", "Enabled")
-            }
-            lines = ["Types: deb", f"Suites: {' '.join(suites)}", *(f"{k}: {v}" for k, v in kept.items())]
-            out.append("\n".join(lines) + "\n")
-    return "\n".join(out) if out else None
-
-
-def host_sources(paths: Iterable[Path] = HOST_SOURCES) -> list[tuple[str, str]]:
-    files: list[tuple[str, str]] = []
-    for path in paths:
-        candidates = sorted(path.iterdir()) if path.is_dir() else [path]
-        for file in candidates:
-            if file.suffix in (".list", ".sources") and file.is_file():
-                files.append((file.name, file.read_text(errors="replace")))
-    return files
-
-
-# --- pip configuration -------------------------------------------------------------------------
-
-# PIP_* variables that would redirect an install away from the venv, or name a file by a host path.
-PIP_ENV_DROPPED: Final = frozenset(
-    {"PIP_TARGET", "PIP_PREFIX", "PIP_ROOT", "PIP_USER", "PIP_PYTHON", "PIP_CONFIG_FILE", "PIP_SRC"}
-)
-PROXY_ENV: Final = ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
-ENV_PIP_CONF: Final = PurePosixPath("/etc/edgebundle/pip-env.conf")  # PIP_CONFIG_FILE, copied in
-
-
-def pip_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """What pip inside the root inherits from the host's environment: PIP_* and proxies."""
-    env = {k: v for k, v in environ.items() if k.startswith("PIP_") and k not in PIP_ENV_DROPPED}
-    for name in PROXY_ENV:
-        for key in (name, name.upper()):
-            if key in environ:
-                env[key] = environ[key]
-    if environ.get("PIP_CONFIG_FILE") and environ["PIP_CONFIG_FILE"] != os.devnull:
-        env["PIP_CONFIG_FILE"] = str(ENV_PIP_CONF)
-    return env
-
-
-def pip_config_files(environ: Mapping[str, str], home: Path) -> list[tuple[Path, PurePosixPath]]:
-    """(host path, path inside the root) of every pip configuration the host's pip reads: site-wide
-    (``$XDG_CONFIG_DIRS/pip/*``, including files they refer to, and /etc/pip.conf), the user's (to
-    /root, the HOME of pip steps inside) and ``$PIP_CONFIG_FILE``."""
-    found: list[tuple[Path, PurePosixPath]] = []
-    for directory in (environ.get("XDG_CONFIG_DIRS") or "/etc/xdg").split(":"):
-        pip_dir = Path(directory) / "pip"
-        if directory and pip_dir.is_dir():
-            found += [(f, PurePosixPath(f)) for f in sorted(pip_dir.iterdir()) if f.is_file()]
-    found.append((Path("/etc/pip.conf"), PurePosixPath("/etc/pip.conf")))
-    config_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
-    found.append((config_home / "pip" / "pip.conf", PurePosixPath("/root/.config/pip/pip.conf")))
-    found.append((home / ".pip" / "pip.conf", PurePosixPath("/root/.pip/pip.conf")))
-    if environ.get("PIP_CONFIG_FILE") and environ["PIP_CONFIG_FILE"] != os.devnull:
-        found.append((Path(environ["PIP_CONFIG_FILE"]), ENV_PIP_CONF))
-    return [(host, inside) for host, inside in found if host.is_file()]
-
-
-def _config_items(path: Path) -> list[tuple[str, str]]:
-    parser = configparser.RawConfigParser()
-    try:
-        parser.read(path)
-    except (configparser.Error, UnicodeDecodeError):
-        return []
-    return [(key, value) for section in parser.sections() for key, value in parser.items(section)]
-
-
-def pip_local_paths(items: Iterable[tuple[str, str]]) -> list[str]:
-    """Host paths that pip settings point at (find-links directories, ``file://`` indexes,
-    constraint files, ...), so that pip inside the root can see them too.
-
-    For a ``file://`` index the parent directory is returned: a PEP 503 page under ``simple/``
-    usually links to files beside it (``../../files/...``).
-    """
-    paths: list[str] = []
-    for key, value in items:
-        for token in value.split():
-            if token.startswith("file://"):
-                path = unquote(urlparse(token).path).rstrip("/")
-                if "index-url" in key and path.count("/") > 1:
-                    path = path.rsplit("/", 1)[0]
-            elif token.startswith("/"):
-                path = token.rstrip("/") or "/"
-            else:
-                continue
-            if path not in paths:
-                paths.append(path)
-    return paths
-
-
-def pip_settings(environ: Mapping[str, str], config_files: Iterable[Path]) -> list[tuple[str, str]]:
-    """(key, value) of every pip setting: from the config files, then PIP_* (``PIP_FIND_LINKS`` ->
-    ``find-links``)."""
-    items = [item for file in config_files for item in _config_items(file)]
-    for key, value in environ.items():
-        if key.startswith("PIP_") and key not in PIP_ENV_DROPPED:
-            items.append((key[4:].lower().replace("_", "-"), value))
-    return items
-
-
-# --- the toolchain -----------------------------------------------------------------------------
 
 
 def debian_requirements(requires: Iterable[str], pins: Iterable[DebianPin], where: str) -> list[str]:
@@ -454,14 +120,12 @@ def check_debian_pins(pins: Iterable[DebianPin], found: Mapping[str, list[str]])
             )
 
 
-def _stderr_echo(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
 class DebRoot:
-    """A cached Debian root for one target and backend; see the module docstring."""
+    """A cached Debian root for one target and backend; see the module docstring. ``apt_packages``
+    are what the backend and the launcher need from Debian besides the root's own APT_PACKAGES (they
+    are part of the root's key: another list is another root)."""
 
-    def __init__(self, target: Target, backend: str) -> None:
+    def __init__(self, target: Target, backend: BackendName, *, apt_packages: Iterable[str]) -> None:
         self.target = target
         self.backend = backend
         self.arch: Arch = target.arch
@@ -478,14 +142,12 @@ class DebRoot:
         self.requires = debian_requirements(
             pinned_requirements(target, backend), self.from_debian, where="edgebundle/pins.toml"
         )
-        self.packages = sorted(
-            {*APT_PACKAGES, *BACKEND_APT_PACKAGES.get(backend, ()), *(p.package for p in self.from_debian)}
-        )
+        self.packages = sorted({*APT_PACKAGES, *apt_packages, *(p.package for p in self.from_debian)})
         self.key = content_key(
             LAYOUT_VERSION, SUITE, self.debian_arch, target.python, self.packages, self.requires
         )
         self.path = roots_dir() / f"{target.name}-{self.key}"
-        self.echo: Echo = _stderr_echo
+        self.echo: Echo = stderr_echo
         self.privileged = os.geteuid() == 0
 
     @property
@@ -562,14 +224,14 @@ class DebRoot:
         started = time.monotonic()
         tmp.mkdir(parents=True)
         rootfs = tmp / "rootfs"
-        sources_text = select_sources(host_sources())
+        sources_text = select_sources(host_sources(), SUITE)
         if sources_text is None:
             if not DEFAULT_KEYRING.is_file():
                 raise ToolMissingError(
                     f"the host's apt sources have no Debian {SUITE} and {DEFAULT_KEYRING} is missing; "
                     "apt-get install debian-archive-keyring"
                 )
-            sources_text = DEFAULT_SOURCES
+            sources_text = default_sources(SUITE)
         sources = tmp / "apt.sources"
         sources.write_text(sources_text)
         total = 5
@@ -587,10 +249,12 @@ class DebRoot:
                 rootfs=rootfs,
                 sources=sources,
                 setup_hooks=[hook] if hook else [],
+                suite=SUITE,
             ),
             log=log,
             echo=self.echo,
             what="mmdebstrap",
+            timeout=TIMEOUT_S["build root"],
         )
         self._step(2, total, "the host's pip configuration")
         config_files = self._copy_pip_config(rootfs)
@@ -599,7 +263,11 @@ class DebRoot:
         # Pins taken from Debian live in the system's site-packages, which the venv then sees.
         system = ["--system-site-packages"] if self.from_debian else []
         self._inside(
-            rootfs, ["/usr/bin/python3", "-m", "venv", *system, str(VENV)], log=log, what="python3 -m venv"
+            rootfs,
+            ["/usr/bin/python3", "-m", "venv", *system, str(VENV)],
+            log=log,
+            what="python3 -m venv",
+            timeout=TIMEOUT_S["pip install"],  # venv runs ensurepip
         )
         self._step(4, total, f"pip install {' '.join(self.requires)}")
         binds = self._pip_binds(rootfs, config_files)
@@ -612,19 +280,21 @@ class DebRoot:
                     pip_install_argv(self.python, self.requires),
                     log=log,
                     what=f"pip install in the {self.target.name} build root",
+                    timeout=TIMEOUT_S["pip install"],
                     binds=binds,
                     env={**pip_environment(os.environ), "HOME": "/root"},
                 ),
             )
         finally:
             for bind in binds:
-                _remove_mount_point(rootfs, bind.path)
+                remove_mount_point(rootfs, bind.path)
         self._step(5, total, "checking the root's Python")
         out = self._inside(
             rootfs,
             [self.python, "-c", CHECK_SCRIPT, *(p.distribution for p in self.from_debian)],
             log=log,
             what="python in the build root",
+            timeout=TIMEOUT_S["model probe"],  # a Python start under QEMU
         )
         try:
             found = json.loads(out.strip().splitlines()[-1])
@@ -725,12 +395,22 @@ class DebRoot:
         *,
         log: Path | None,
         what: str,
+        timeout: float,
         cwd: Path | None = None,
         on_line: LineHandler | None = None,
     ) -> str:
         self.echo(f"+ [{self.path.name}] {shlex.join(argv)}")
         inv = self.invocation(argv, cwd=cwd)
-        return run(inv.argv, log=log, env=inv.env, cwd=inv.cwd, what=what, echo=None, on_line=on_line)
+        return run(
+            inv.argv,
+            log=log,
+            env=inv.env,
+            cwd=inv.cwd,
+            what=what,
+            timeout=timeout,
+            echo=None,
+            on_line=on_line,
+        )
 
     def _inside(
         self,
@@ -739,12 +419,13 @@ class DebRoot:
         *,
         log: Path,
         what: str,
+        timeout: float,
         binds: list[Bind] | None = None,
         env: Mapping[str, str] | None = None,
     ) -> str:
         self.echo(f"+ [{self.path.name}] {shlex.join(argv)}")
         inv = self._invocation(rootfs, argv, binds=binds, env=env)
-        return run(inv.argv, log=log, env=inv.env, what=what, echo=None)
+        return run(inv.argv, log=log, env=inv.env, what=what, timeout=timeout, echo=None)
 
 
 def _self_command() -> str:
@@ -753,105 +434,3 @@ def _self_command() -> str:
     if script is not None and script.name == "edgebundle" and script.exists():
         return shlex.quote(str(script.resolve()))
     return f"{shlex.quote(sys.executable)} -m edgebundle"
-
-
-def _remove_mount_point(rootfs: Path, path: str) -> None:
-    """Remove the empty directories the mount script made for a bind, up to the first one that
-    existed before (or holds anything)."""
-    current = rootfs / path.lstrip("/")
-    while current != rootfs:
-        try:
-            current.rmdir()
-        except OSError:
-            return
-        current = current.parent
-
-
-# --- managing the cache ------------------------------------------------------------------------
-
-
-def roots_dir() -> Path:
-    return cache_dir() / "roots"
-
-
-@dataclass(frozen=True, kw_only=True)
-class RootInfo:
-    """One directory under roots/, as ``edgebundle toolchain list`` shows it."""
-
-    name: str
-    path: Path
-    state: str  # ready | stale (pins changed since) | interrupted (will be rebuilt)
-    size_bytes: int
-    target: str
-    backend: str
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "path": str(self.path),
-            "state": self.state,
-            "size_bytes": self.size_bytes,
-            "target": self.target,
-            "backend": self.backend,
-        }
-
-
-def current_root_names() -> list[str]:
-    """The directory names the current pins give each bundled target and backend."""
-    from ..plan import BACKENDS
-    from ..target import bundled_targets, load_target
-
-    names = []
-    for name in sorted(bundled_targets()):
-        for backend in BACKENDS:
-            try:
-                names.append(DebRoot(load_target(name), backend).path.name)
-            except ConfigError:
-                continue  # a target no root can build (its Python is not Debian's)
-    return names
-
-
-def list_roots(current_keys: Iterable[str] = ()) -> list[RootInfo]:
-    """Every root in the cache; ``current_keys`` are the names the current pins would use."""
-    base = roots_dir()
-    if not base.is_dir():
-        return []
-    current = set(current_keys)
-    found = []
-    for entry in sorted(base.iterdir()):
-        if not entry.is_dir():
-            continue
-        partial = entry.name.startswith(".") and entry.name.endswith(".partial")
-        name = entry.name[1 : -len(".partial")] if partial else entry.name
-        meta = read_metadata(entry)
-        if partial or not is_complete(entry):
-            state = "interrupted"
-        else:
-            state = "ready" if name in current else "stale"
-        found.append(
-            RootInfo(
-                name=name,
-                path=entry,
-                state=state,
-                size_bytes=du(entry),
-                target=str(meta.get("target", name.rsplit("-", 1)[0])),
-                backend=str(meta.get("backend", "?")),
-            )
-        )
-    return found
-
-
-def remove_roots(target_name: str, echo: Echo) -> list[Path]:
-    """Delete every root (any backend, any pins, complete or not) of ``target_name``."""
-    removed = []
-    for info in list_roots():
-        if info.target != target_name:
-            continue
-        final = info.path if not info.path.name.startswith(".") else info.path.with_name(info.name)
-        with locked(lock_path(final)):
-            echo(f"+ rm -r {info.path}")
-            remove_tree(info.path)
-            log_path(final).unlink(missing_ok=True)
-        lock_path(final).unlink(missing_ok=True)
-        removed.append(info.path)
-    return removed

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 from pathlib import Path
 
 from ..errors import BuildError, ConfigError, ToolMissingError
-from ..runner import Echo, LineHandler, counted_progress, run, which
-from ..target import Target, interpreters, source_build_settings
+from ..proc import TIMEOUT_S, Echo, LineHandler, counted_progress, run, stream, which
+from ..target import BackendName, Target, interpreters, source_build_settings
 from ..ui import progress_of
 from . import (
     Invocation,
@@ -50,7 +49,7 @@ def pinned_version(requires: list[str], name: str) -> str:
 
 
 class HostVenv:
-    def __init__(self, target: Target, backend: str) -> None:
+    def __init__(self, target: Target, backend: BackendName) -> None:
         self.target = target
         self.backend = backend
         self.requires = pinned_requirements(target, backend)
@@ -84,6 +83,7 @@ class HostVenv:
                 log=log,
                 echo=echo,
                 what="creating the build venv",
+                timeout=TIMEOUT_S["pip install"],  # venv runs ensurepip
                 error=ToolMissingError,
             )
             python = str(tmp / "bin" / "python")
@@ -99,6 +99,7 @@ class HostVenv:
                     log=log,
                     echo=echo,
                     what="pip install into the build venv",
+                    timeout=TIMEOUT_S["pip install"],
                     error=ToolMissingError,
                 ),
             )
@@ -142,6 +143,7 @@ class HostVenv:
                 log=log,
                 echo=echo,
                 what=f"building {name} {version} from source (once; a C compiler and Python headers needed)",
+                timeout=TIMEOUT_S["source build"],
                 error=ToolMissingError,
                 on_line=counted_progress(f"building {name} {version}", progress_of(echo)),
             )
@@ -170,20 +172,22 @@ class HostVenv:
         *,
         log: Path | None,
         what: str,
+        timeout: float,
         cwd: Path | None = None,
         on_line: LineHandler | None = None,
     ) -> str:
         inv = self.invocation(argv, cwd=cwd)
-        return run(inv.argv, log=log, env=inv.env, cwd=inv.cwd, what=what, on_line=on_line)
+        return run(inv.argv, log=log, env=inv.env, cwd=inv.cwd, what=what, timeout=timeout, on_line=on_line)
 
     def _base_python(self) -> str:
         wanted = self.target.python
         exe = which(f"python{wanted}")
-        out = subprocess.run(
+        out = stream(
             [exe, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True,
-            text=True,
-            check=False,
+            echo=None,
+            what=f"python{wanted} --version",
+            timeout=TIMEOUT_S["quick"],
+            error=ToolMissingError,
         ).stdout.strip()
         if out != wanted:
             raise ToolMissingError(

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edgebundle.buildenv import debian_root
 from edgebundle.target import host_arch, load_target
 from edgebundle.toolchains import is_complete
 from edgebundle.toolchains.binfmt import registered
@@ -53,7 +54,7 @@ class CrossBuild:
 def _missing() -> str | None:
     if host_arch() != "x86_64":
         return "cross-building arm64 is tested from an x86_64 host"
-    root = DebRoot(load_target("arm64"), "pyinstaller")
+    root = debian_root(load_target("arm64"), "pyinstaller")
     if not root.exists():
         if os.geteuid() != 0:
             return "creating the arm64 build root needs root"
@@ -72,7 +73,7 @@ def arm64_root() -> DebRoot:
         if in_ci():
             pytest.fail(f"arm64 cross tests cannot run: {reason}")
         pytest.skip(reason)
-    return DebRoot(load_target("arm64"), "pyinstaller")
+    return debian_root(load_target("arm64"), "pyinstaller")
 
 
 def _run_arm64(root: DebRoot, binary: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from edgebundle.inspect import inspect_binary
+from edgebundle.buildenv import debian_root
+from edgebundle.inspection import inspect_binary
 from edgebundle.target import load_target
-from edgebundle.toolchains.debroot import DebRoot
 from tests.conftest import DIGITS, in_ci
 from tests.integration.conftest import Built, assert_outputs_equal, binary_outputs, build
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.build
 @pytest.fixture(scope="module", autouse=True)
 def can_make_roots() -> None:
     missing = None
-    if not DebRoot(load_target("x86_64"), "pyinstaller").exists() and os.geteuid() != 0:
+    if not debian_root(load_target("x86_64"), "pyinstaller").exists() and os.geteuid() != 0:
         missing = "creating a build root needs root"
     elif shutil.which("mmdebstrap") is None:
         missing = "mmdebstrap not installed (bash scripts/setup.sh as root installs it)"

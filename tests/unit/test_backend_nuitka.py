@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from edgebundle.backends import BACKENDS, RUNTIME_SRC, Stage, nuitka, pyinstaller
 from edgebundle.cli import main
 from edgebundle.errors import ConfigError, ToolMissingError
-from edgebundle.plan import BACKENDS as PLAN_BACKENDS
 from edgebundle.plan import check_native
+from edgebundle.target import BACKENDS as PLAN_BACKENDS
 from edgebundle.target import host_arch, load_target
 from tests.conftest import MODELS
 

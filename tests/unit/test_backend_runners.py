@@ -102,7 +102,9 @@ class EnvToolchain(FakeToolchain):
         if files is not None:  # Debian's NumPy has no RECORD: files() is None
             (dist / "RECORD").write_text("".join(f"{f},,\n" for f in files))
 
-    def run(self, argv: list[str], *, log: Path | None, what: str, cwd: Path | None = None) -> str:
+    def run(
+        self, argv: list[str], *, log: Path | None, what: str, timeout: float, cwd: Path | None = None
+    ) -> str:
         env = {**os.environ, "PYTHONPATH": str(self.site)}
         return subprocess.run(
             [sys.executable, *argv[1:]], capture_output=True, text=True, env=env, check=True

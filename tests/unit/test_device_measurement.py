@@ -10,8 +10,8 @@ import pytest
 
 from edgebundle.device.measurement import Cold, _manifest, _manifest_budgets, _start_failure, binary_arch
 from edgebundle.errors import ConfigError, DeviceError, IntegrityError
-from edgebundle.inspect import check_integrity
-from edgebundle.runner import Completed
+from edgebundle.inspection import check_integrity
+from edgebundle.proc import Completed
 from edgebundle.runtime.measure import guest_rss_kib, tree_peak_bytes
 from edgebundle.target import Budgets
 from tests.conftest import FIXTURES

@@ -16,7 +16,7 @@ import yaml
 from click.testing import CliRunner
 
 from edgebundle.cli import main
-from edgebundle.plan import BACKENDS, NATIVE_RUNNERS, ci_matrix
+from edgebundle.plan import BACKENDS, CI_RUNNERS, ci_matrix
 from edgebundle.target import bundled_targets, load_target
 from tests.conftest import ROOT
 
@@ -39,7 +39,7 @@ def test_matrix_is_every_target_times_every_backend() -> None:
     for entry in entries:
         target = load_target(entry["target"])
         assert entry["arch"] == target.arch
-        assert entry["runner"] == NATIVE_RUNNERS[target.arch]
+        assert entry["runner"] == CI_RUNNERS[target.arch]
         assert entry["name"] == f"{entry['target']}-{entry['backend']}"
     assert {"ubuntu-24.04", "ubuntu-24.04-arm"} <= {e["runner"] for e in entries}
 
@@ -73,7 +73,7 @@ def test_build_jobs_take_the_matrix_edgebundle_prints() -> None:
 
 def test_cross_job_builds_arm64_on_x86_64_and_tests_it_under_qemu() -> None:
     cross = _workflow("ci.yml")["jobs"]["cross-arm64"]
-    assert cross["runs-on"] == NATIVE_RUNNERS["x86_64"]
+    assert cross["runs-on"] == CI_RUNNERS["x86_64"]
     runs = "\n".join(step.get("run", "") for step in cross["steps"])
     assert "--target arm64" in runs
     assert "mmdebstrap" in runs

@@ -15,32 +15,65 @@ RUNTIME = ROOT / "edgebundle" / "runtime"
 ALLOWED_THIRD_PARTY = {"numpy", "PIL", "tflite_runtime", "ai_edge_litert"}
 
 
-def test_runtime_imports_only_stdlib_numpy_pillow_and_interpreters() -> None:
-    for path in RUNTIME.glob("*.py"):
+def _runtime_modules() -> list[Path]:
+    return sorted(RUNTIME.rglob("*.py"))
+
+
+def _absolute(path: Path, node: ast.ImportFrom) -> str:
+    """The absolute name a ``from`` import refers to, relative ones resolved against ``path``'s
+    package (edgebundle.runtime...), so that ``from ..errors import`` is seen as edgebundle.errors."""
+    if not node.level:
+        return node.module or ""
+    package = list(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    if node.level > 1:
+        package = package[: -(node.level - 1)]
+    return ".".join([*package, *([node.module] if node.module else [])])
+
+
+def test_runtime_imports_only_stdlib_numpy_pillow_interpreters_and_itself() -> None:
+    for path in _runtime_modules():
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
-                if node.level:  # relative: inside the runtime
-                    continue
-                names = [node.module or ""]
+                names = [_absolute(path, node)]
             else:
                 continue
             for name in names:
+                if name == "edgebundle.runtime" or name.startswith("edgebundle.runtime."):
+                    continue  # the runtime's own modules
                 top = name.split(".")[0]
                 assert top in ALLOWED_THIRD_PARTY or top in sys.stdlib_module_names, (
-                    f"{path.name}: imports {name}"
+                    f"{path.relative_to(RUNTIME)}: imports {name}"
                 )
 
 
+def test_a_relative_import_out_of_the_runtime_is_resolved() -> None:
+    path = RUNTIME / "app.py"
+    (node,) = ast.parse("from ..errors import ConfigError").body
+    assert isinstance(node, ast.ImportFrom)
+    assert _absolute(path, node) == "edgebundle.errors"
+    (node,) = ast.parse("from .payload import Bundle").body
+    assert isinstance(node, ast.ImportFrom)
+    assert _absolute(path, node) == "edgebundle.runtime.payload"
+
+
+def _module_names(package: str) -> list[str]:
+    """Every module of the runtime, as ``package.name`` (its __init__ as ``package``)."""
+    names = []
+    for path in _runtime_modules():
+        parts = path.relative_to(RUNTIME).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        names.append(".".join([package, *parts]))
+    return names
+
+
 def test_importing_the_runtime_as_shipped_loads_no_builder_module(tmp_path: Path) -> None:
-    # As in a binary: the runtime copied to a top-level package ``ebrt``, everything imported.
+    # As in a binary: the runtime copied to a top-level package ``ebrt``, every module imported.
     shutil.copytree(RUNTIME, tmp_path / "ebrt", ignore=shutil.ignore_patterns("__pycache__"))
-    code = (
-        "import sys, json, ebrt.app, ebrt.session, ebrt.model, ebrt.preprocess, ebrt.postprocess;"
-        "print(json.dumps(sorted(sys.modules)))"
-    )
+    code = f"import sys, json, {', '.join(_module_names('ebrt'))}; print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=tmp_path,
@@ -60,6 +93,6 @@ def test_importing_the_runtime_as_shipped_loads_no_builder_module(tmp_path: Path
 
 
 def test_importing_edgebundle_runtime_from_the_builder_package_loads_no_click() -> None:
-    code = "import sys, edgebundle.runtime.app, edgebundle.runtime.session; print('click' in sys.modules)"
+    code = f"import sys, {', '.join(_module_names('edgebundle.runtime'))}; print('click' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

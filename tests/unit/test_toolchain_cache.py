@@ -22,7 +22,7 @@ from edgebundle.toolchains import (
     read_metadata,
 )
 from edgebundle.toolchains.binfmt import ensure_registered, entry_name, entry_state, registration_line
-from edgebundle.toolchains.debroot import list_roots, remove_roots
+from edgebundle.toolchains.roots import list_roots, remove_roots
 
 DEBIAN_CONF = (
     "# comment\n"
@@ -195,7 +195,7 @@ def invoke(*args: str) -> tuple[int, str, str]:
 
 
 def test_toolchain_list_and_remove(cache: Path) -> None:
-    from edgebundle.toolchains.debroot import current_root_names
+    from edgebundle.buildenv import current_root_names
 
     current = next(n for n in current_root_names() if n.startswith("arm64-"))
     _fake_root(cache, current, complete=True)
@@ -242,11 +242,11 @@ def test_toolchain_install_unknown_target() -> None:
 def test_creating_a_root_without_root_says_exactly_what_to_run(
     cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from edgebundle.toolchains.debroot import DebRoot
+    from edgebundle.buildenv import debian_root
 
     monkeypatch.setattr("edgebundle.toolchains.debroot.host_arch", lambda: "aarch64")  # native: no binfmt
     monkeypatch.setattr("edgebundle.toolchains.debroot.shutil.which", lambda tool: f"/usr/bin/{tool}")
-    root = DebRoot(load_target("arm64"), "pyinstaller")
+    root = debian_root(load_target("arm64"), "pyinstaller")
     root.privileged = False
     with pytest.raises(ToolMissingError) as info:
         root.ensure(_noop)
@@ -259,14 +259,14 @@ def test_creating_a_root_without_root_says_exactly_what_to_run(
 
 
 def test_missing_mmdebstrap_names_the_packages(monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgebundle.toolchains.debroot import DebRoot
+    from edgebundle.buildenv import debian_root
 
     monkeypatch.setattr("edgebundle.toolchains.debroot.host_arch", lambda: "aarch64")
     monkeypatch.setattr("edgebundle.toolchains.debroot.shutil.which", lambda tool: None)
     with pytest.raises(
         ToolMissingError, match=r"mmdebstrap: not found; .*apt-get install mmdebstrap arch-test"
     ):
-        DebRoot(load_target("arm64"), "pyinstaller").ensure(_noop)
+        debian_root(load_target("arm64"), "pyinstaller").ensure(_noop)
 
 
 def test_toolchain_install_unknown_backend() -> None:

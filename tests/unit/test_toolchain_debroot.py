@@ -4,32 +4,28 @@ pip configuration carried into a root."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path, PurePosixPath
 
 import pytest
 
+from edgebundle.buildenv import debian_root, for_plan
 from edgebundle.errors import BuildError, ConfigError
-from edgebundle.plan import make_plan
+from edgebundle.plan import BuildPlan, make_plan
 from edgebundle.recipe import load_recipe
 from edgebundle.target import DebianPin, interpreters, load_target
-from edgebundle.toolchains import for_plan, requirements
-from edgebundle.toolchains.debroot import (
-    DEFAULT_SOURCES,
+from edgebundle.toolchains import requirements
+from edgebundle.toolchains.aptsources import default_sources, select_sources
+from edgebundle.toolchains.bootstrap import ca_certificates_hook, mmdebstrap_argv
+from edgebundle.toolchains.debroot import VENV, DebRoot, check_debian_pins, debian_requirements
+from edgebundle.toolchains.namespace import MOUNT_SCRIPT, Bind, namespace_argv
+from edgebundle.toolchains.pipconfig import (
     ENV_PIP_CONF,
-    MOUNT_SCRIPT,
-    VENV,
-    Bind,
-    DebRoot,
-    ca_certificates_hook,
-    check_debian_pins,
-    debian_requirements,
-    mmdebstrap_argv,
-    namespace_argv,
     pip_config_files,
     pip_environment,
     pip_local_paths,
     pip_settings,
-    select_sources,
 )
 from edgebundle.toolchains.venv import HostVenv
 from tests.conftest import MODELS
@@ -124,6 +120,7 @@ def test_mmdebstrap_argv() -> None:
         packages=["python3", "binutils"],
         rootfs=Path("/c/.arm64-k.partial/rootfs"),
         sources=Path("/c/.arm64-k.partial/apt.sources"),
+        suite="bookworm",
     )
     assert argv[: argv.index("mmdebstrap")] == [
         "unshare",
@@ -157,7 +154,12 @@ def test_extra_ca_certificates_go_in_before_ca_certificates_is_configured() -> N
     )
     assert ca_certificates_hook([]) is None
     argv = mmdebstrap_argv(
-        debian_arch="arm64", packages=["python3"], rootfs=Path("/r"), sources=Path("/s"), setup_hooks=[hook]
+        debian_arch="arm64",
+        packages=["python3"],
+        rootfs=Path("/r"),
+        sources=Path("/s"),
+        setup_hooks=[hook],
+        suite="bookworm",
     )
     assert f"--setup-hook={hook}" in argv
     assert argv.index(f"--setup-hook={hook}") < argv.index("bookworm")
@@ -166,7 +168,7 @@ def test_extra_ca_certificates_go_in_before_ca_certificates_is_configured() -> N
 def test_every_root_can_build_a_runner_and_its_launcher() -> None:
     from edgebundle.backends.launcher import APT_PACKAGES as LAUNCHER
 
-    root = DebRoot(load_target("x86_64"), "pyinstaller")
+    root = debian_root(load_target("x86_64"), "pyinstaller")
     assert set(LAUNCHER) <= set(root.packages)
     assert {"python3", "python3-venv", "libpython3.11", "binutils", "ca-certificates"} <= set(root.packages)
 
@@ -176,7 +178,7 @@ def test_every_root_can_build_a_runner_and_its_launcher() -> None:
 
 def test_root_holds_the_host_venv_pins_but_numpy_from_debian(on_x86_64: None) -> None:
     target = load_target("arm64")
-    root = DebRoot(target, "pyinstaller")
+    root = debian_root(target, "pyinstaller")
     pins = requirements(target, "pyinstaller")
     assert HostVenv(target, "pyinstaller").requires == pins
     (debian,) = interpreters()["tflite-runtime"].debian_root
@@ -195,7 +197,7 @@ def test_root_holds_the_host_venv_pins_but_numpy_from_debian(on_x86_64: None) ->
 
 def test_a_root_for_numpy_2_takes_every_pin_from_pypi(on_x86_64: None) -> None:
     target = load_target("x86_64-litert")
-    root = DebRoot(target, "pyinstaller")
+    root = debian_root(target, "pyinstaller")
     assert root.from_debian == ()
     assert root.requires == requirements(target, "pyinstaller")
     assert "python3-numpy" not in root.packages
@@ -223,7 +225,7 @@ def test_a_root_refuses_numpy_that_is_not_debians() -> None:
 
 def test_root_path_is_target_and_hash_of_its_pinned_contents(cache: Path, on_x86_64: None) -> None:
     target = load_target("arm64")
-    root = DebRoot(target, "pyinstaller")
+    root = debian_root(target, "pyinstaller")
     assert root.path.parent == cache / "roots"
     name, key = root.path.name.rsplit("-", 1)
     assert name == "arm64"
@@ -232,10 +234,10 @@ def test_root_path_is_target_and_hash_of_its_pinned_contents(cache: Path, on_x86
     assert root.rootfs == root.path / "rootfs"
     assert root.library_root == root.rootfs
     # Same pins, same root; another pin, another root.
-    assert DebRoot(load_target("aarch64"), "pyinstaller").path == root.path
+    assert debian_root(load_target("aarch64"), "pyinstaller").path == root.path
     more = dataclasses.replace(target, extra_requires=("scipy==1.14.1",))
-    assert DebRoot(more, "pyinstaller").path != root.path
-    assert DebRoot(target, "nuitka").path != root.path
+    assert debian_root(more, "pyinstaller").path != root.path
+    assert debian_root(target, "nuitka").path != root.path
 
 
 def test_host_venv_keeps_its_cache_key() -> None:
@@ -257,10 +259,10 @@ def test_root_refuses_a_python_debian_does_not_have(on_x86_64: None) -> None:
     with pytest.raises(
         ConfigError, match=r"python = '3\.10', but a build root \(Debian bookworm\) has Python 3\.11"
     ):
-        DebRoot(target, "pyinstaller")
+        debian_root(target, "pyinstaller")
 
 
-def _plan(target: str, isolated: bool = False) -> object:
+def _plan(target: str, isolated: bool = False) -> BuildPlan:
     return make_plan(
         model=MODELS / "digits_float.tflite",
         recipe=load_recipe("digits"),
@@ -276,18 +278,18 @@ def test_for_plan_picks_host_venv_root_or_isolated_root(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     native = _plan("x86_64")
-    assert isinstance(for_plan(native), HostVenv)  # type: ignore[arg-type]
-    assert "managed venv" in native.summary()  # type: ignore[attr-defined]
+    assert isinstance(for_plan(native), HostVenv)
+    assert "managed venv" in native.summary()
     isolated = _plan("x86_64", isolated=True)
-    chosen = for_plan(isolated)  # type: ignore[arg-type]
+    chosen = for_plan(isolated)
     assert isinstance(chosen, DebRoot)
     assert not chosen.emulated
     assert chosen.library_root is None
     foreign = _plan("arm64")
-    chosen = for_plan(foreign)  # type: ignore[arg-type]
+    chosen = for_plan(foreign)
     assert isinstance(chosen, DebRoot)
     assert chosen.emulated
-    assert "emulated aarch64 Debian root" in foreign.summary()  # type: ignore[attr-defined]
+    assert "emulated aarch64 Debian root" in foreign.summary()
 
 
 # --- apt sources -------------------------------------------------------------------------------
@@ -321,7 +323,9 @@ Enabled: no
 
 
 def test_select_sources_keeps_the_hosts_bookworm_mirror() -> None:
-    text = select_sources([("debian.sources", HOST_DEB822), ("nodesource.sources", "Types: deb\nURIs: x\n")])
+    text = select_sources(
+        [("debian.sources", HOST_DEB822), ("nodesource.sources", "Types: deb\nURIs: x\n")], "bookworm"
+    )
     assert text == (
         "Types: deb\n"
         "Suites: bookworm bookworm-updates\n"
@@ -346,7 +350,8 @@ def test_select_sources_converts_one_line_entries() -> None:
                 "deb-src http://mirror.local/debian bookworm main\n"
                 "deb http://archive.ubuntu.com/ubuntu noble main\n",
             )
-        ]
+        ],
+        "bookworm",
     )
     assert text == (
         "Types: deb\nSuites: bookworm\nURIs: http://mirror.local/debian\nComponents: main contrib\n"
@@ -355,8 +360,11 @@ def test_select_sources_converts_one_line_entries() -> None:
 
 
 def test_select_sources_none_on_a_host_without_debian() -> None:
-    assert select_sources([("ubuntu.sources", "Types: deb\nURIs: http://a/ubuntu\nSuites: noble\n")]) is None
-    assert "Suites: bookworm bookworm-updates" in DEFAULT_SOURCES
+    assert (
+        select_sources([("ubuntu.sources", "Types: deb\nURIs: http://a/ubuntu\nSuites: noble\n")], "bookworm")
+        is None
+    )
+    assert "Suites: bookworm bookworm-updates" in default_sources("bookworm")
 
 
 # --- pip configuration -------------------------------------------------------------------------
@@ -382,6 +390,52 @@ def test_pip_environment_passes_pip_and_proxy_settings_only() -> None:
         "https_proxy": "http://proxy:3128",
         "NO_PROXY": "localhost",
     }
+
+
+def _pips_own_files(environ: dict[str, str]) -> set[Path]:
+    """The configuration files pip itself reads (``pip config debug``), but the site file of the
+    Python that runs it (a root's venv has its own)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "debug"],
+        env={"PATH": "/usr/bin:/bin", **environ},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found, variant = set(), ""
+    for line in out.splitlines():
+        if not line.startswith(" "):
+            variant = line.rstrip(":")
+        elif variant != "site" and line.endswith(", exists: True"):
+            found.add(Path(line.strip().removesuffix(", exists: True")))
+    return found
+
+
+@pytest.mark.parametrize("with_env_file", [False, True])
+def test_pip_config_files_agree_with_pips_own_list(tmp_path: Path, with_env_file: bool) -> None:
+    """Discovery is hand-written (pip is not guaranteed on the host); pip is the reference."""
+    for conf in (
+        "xdg1/pip/pip.conf",
+        "xdg2/pip/pip.conf",
+        "cfg/pip/pip.conf",
+        "home/.pip/pip.conf",
+        "e.conf",
+    ):
+        (tmp_path / conf).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / conf).write_text("[global]\ntimeout = 60\n")
+    environ = {
+        "HOME": str(tmp_path / "home"),
+        "XDG_CONFIG_DIRS": f"{tmp_path / 'xdg1'}:{tmp_path / 'xdg2'}",
+        "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+        **({"PIP_CONFIG_FILE": str(tmp_path / "e.conf")} if with_env_file else {}),
+    }
+    ours = {host for host, _ in pip_config_files(environ, tmp_path / "home")}
+    pips = _pips_own_files(environ)
+    assert pips <= ours
+    # With $PIP_CONFIG_FILE pip skips the user's files; copied all the same, the root's pip skips them
+    # too (the copy of $PIP_CONFIG_FILE is there as well).
+    skipped = {tmp_path / "cfg/pip/pip.conf", tmp_path / "home/.pip/pip.conf"} if with_env_file else set()
+    assert ours - pips == skipped
 
 
 def test_pip_config_files_site_user_and_env(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 from .backends.bundle import ARCHIVE_MAGIC, KIND_END, KIND_FILE, RECORD, Trailer, read_app_files, read_trailer
 from .elf import NotElfError, parse_elf, read_elf
 from .errors import ConfigError, IntegrityError
-from .runner import which
+from .proc import TIMEOUT_S, pipe
 from .tflite import TFLiteFormatError, read_model
 
 # Where a bundled file's bytes count, by the first matching path fragment.
@@ -46,8 +45,13 @@ def runner_members(binary: Path, trailer: Trailer) -> Iterator[Member]:
     with open(binary, "rb") as f:
         f.seek(trailer.runner_offset)
         frame = f.read(trailer.runner_size)
-    zstd = which("zstd")
-    proc = subprocess.run([zstd, "-d", "-c", "-q"], input=frame, capture_output=True, check=False)
+    proc = pipe(
+        ["zstd", "-d", "-c", "-q"],
+        frame,
+        what="decompressing the runner archive",
+        timeout=TIMEOUT_S["quick"],
+        error=ConfigError,
+    )
     if proc.returncode != 0:
         raise ConfigError(f"{binary}: the runner archive is damaged ({proc.stderr.decode().strip()})")
     data = proc.stdout

@@ -1,5 +1,6 @@
-"""The one command runner: lines arrive while the command runs, stdin is fed, failures name the
-command, the exit code, the output's tail and the log; timeouts and interrupts end the command."""
+"""The one module for subprocesses (edgebundle/proc.py): lines arrive while the command runs, stdin
+is fed, failures name the command, the exit code, the output's tail and the log; timeouts and
+interrupts end the command."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgebundle.errors import BuildError, DeviceError, ToolMissingError
-from edgebundle.runner import counted_progress, run, stream, tail
+from edgebundle.proc import TIMEOUT_S, counted_progress, pipe, run, stream, tail
 
 PY = sys.executable
 
@@ -98,6 +99,36 @@ def test_a_timeout_ends_the_command_and_raises_the_given_error(tmp_path: Path) -
     assert time.monotonic() - started < 30
     with pytest.raises(ProcessLookupError):
         os.kill(int(pidfile.read_text()), 0)
+
+
+def test_a_timed_out_build_step_names_what_it_was_and_the_command() -> None:
+    with pytest.raises(
+        BuildError, match=r"^pip install into the build venv \(.*sleep.*\): no answer within 1 s"
+    ):
+        run(
+            [PY, "-c", "import time; time.sleep(60)"],
+            echo=None,
+            what="pip install into the build venv",
+            timeout=1,
+        )
+
+
+def test_every_kind_of_command_has_a_timeout() -> None:
+    assert all(0 < seconds <= 7200 for seconds in TIMEOUT_S.values())
+    assert TIMEOUT_S["quick"] < TIMEOUT_S["pip install"] < TIMEOUT_S["backend build"]
+
+
+def test_pipe_feeds_bytes_and_returns_bytes() -> None:
+    script = "import sys; sys.stdout.buffer.write(sys.stdin.buffer.read()[::-1])"
+    done = pipe([PY, "-c", script], bytes(range(256)), what="reversing")
+    assert (done.returncode, done.stdout) == (0, bytes(range(256))[::-1])
+
+
+def test_pipe_ends_a_filter_that_hangs() -> None:
+    started = time.monotonic()
+    with pytest.raises(DeviceError, match=r"^unpacking \(.*\): no answer within 1 s"):
+        pipe([PY, "-c", "import time; time.sleep(60)"], b"", what="unpacking", timeout=1, error=DeviceError)
+    assert time.monotonic() - started < 30
 
 
 def test_an_interrupt_ends_the_command_before_it_propagates(tmp_path: Path) -> None:

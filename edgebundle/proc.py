@@ -1,7 +1,9 @@
-"""Every external command goes through this module: it resolves the executable first (with an install
-hint when missing), echoes ``+ argv`` (like ``set -x``), streams stdout line by line to whoever wants
-progress, feeds a file on stdin, enforces a timeout, and ends the command politely (SIGTERM, a grace
-period, SIGKILL) when it times out or we are interrupted.
+"""Every external command of the builder goes through this module (processes: hence its name; a
+"runner" is the cached frozen program of backends/runners.py): it resolves the executable first (with
+an install hint when missing), echoes ``+ argv`` (like ``set -x``), streams stdout line by line to
+whoever wants progress, feeds a file on stdin, enforces a timeout on every call (TIMEOUT_S: a default
+per kind of command), and ends the command politely (SIGTERM, a grace period, SIGKILL) when it times
+out or we are interrupted.
 
 ``stream`` returns what the command did; ``run`` is ``stream`` for build steps: it keeps the full
 output in a log file and on failure raises with the command, the exit code and the tail of the output.
@@ -22,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Final, Literal
 
 from .errors import BuildError, ToolMissingError
 
@@ -41,18 +43,47 @@ INSTALL_HINTS: dict[str, str] = {
 Echo = Callable[[str], None]
 LineHandler = Callable[[str], None]
 
+Kind = Literal[
+    "quick",
+    "compile",
+    "pip install",
+    "source build",
+    "build root",
+    "backend build",
+    "model probe",
+    "self-test",
+    "device step",
+]
+# How long each kind of command may run before it is ended, in seconds. Generous on purpose: a timeout
+# is there so that a hung pip, compiler, QEMU or binary ends with a message naming it, not to police a
+# slow machine (first builds under QEMU on 2 shared cores are the measure).
+TIMEOUT_S: Final[dict[Kind, float]] = {
+    "quick": 120.0,  # a version probe, zstd, objdump, mount: seconds at most
+    "compile": 600.0,  # the C launcher: about a second
+    "pip install": 3600.0,  # a build environment's pinned wheels (minutes under QEMU)
+    "source build": 3600.0,  # NumPy from its sdist without BLAS: ~10 min on 2 cores
+    "build root": 3600.0,  # mmdebstrap of a foreign Debian root under QEMU: ~10 min
+    "backend build": 7200.0,  # a runner: PyInstaller ~30 s; Nuitka's first build compiles for many minutes
+    "model probe": 600.0,  # loading the model with the target's interpreter, under QEMU too
+    "self-test": 300.0,  # a fresh binary's --self-test: a MobileNet-sized model under QEMU takes ~20 s
+    "device step": 600.0,  # one step of a device test (measurement.py gives runs more)
+}
+# For a call that names no kind: a command of the builder that is not a build step.
+DEFAULT_TIMEOUT_S: Final = TIMEOUT_S["device step"]
+
 # How long a command gets to end on SIGTERM (a measurer ends its own run, a compiler its children)
 # before SIGKILL.
 TERM_GRACE_S = 5.0
 
 
-def _stderr(line: str) -> None:
+def stderr_echo(line: str) -> None:
+    """The builder's default ``Echo``: a line on stderr, flushed (the user sees progress as it comes)."""
     print(line, file=sys.stderr, flush=True)
 
 
 # Where commands echo when their caller passes no echo of its own: the CLI points it at its reporter
 # once (set_default_echo), so that -q/-v hold for the commands that toolchains run too.
-_sink: list[Echo] = [_stderr]
+_sink: list[Echo] = [stderr_echo]
 
 
 def set_default_echo(echo: Echo) -> None:
@@ -86,10 +117,11 @@ def stream(
     argv: Sequence[str],
     *,
     shown: str | None = None,
-    echo: Echo | None = _default_echo,
+    echo: Echo | None = stderr_echo,
     stdin: Path | None = None,
     on_line: LineHandler | None = None,
-    timeout: float | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    what: str | None = None,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     detach: bool = False,
@@ -101,7 +133,7 @@ def stream(
     ``shown`` is what is echoed instead of the full argv (which may hold a whole script). ``detach``
     puts the command in a session of its own, so that a Ctrl-C at the terminal does not reach it (for
     a cleanup, which must run to its end). Past ``timeout`` seconds the command is ended and ``error``
-    raised.
+    raised, naming ``what`` (or the command) and the command.
     """
     argv = [which(argv[0]), *argv[1:]]
     shown = shown if shown is not None else shlex.join(argv)
@@ -127,10 +159,9 @@ def stream(
             expired.set()
             _end(proc)
 
-        timer = threading.Timer(timeout, expire) if timeout is not None else None
-        if timer is not None:
-            timer.daemon = True
-            timer.start()
+        timer = threading.Timer(timeout, expire)
+        timer.daemon = True
+        timer.start()
         lines: list[str] = []
         try:
             assert proc.stdout is not None
@@ -144,16 +175,51 @@ def stream(
             _end(proc)
             raise
         finally:
-            if timer is not None:
-                timer.cancel()
+            timer.cancel()
             if proc.stdout is not None:
                 proc.stdout.close()
         err.seek(0)
         stderr = err.read().decode("utf-8", "replace")
     if expired.is_set():
-        raise error(f"{shown}: no answer within {timeout:.0f} s; the device or the command hangs")
+        raise error(_timed_out(what, shown, timeout))
     stdout = "\n".join(lines) + ("\n" if lines else "")
     return Completed(returncode=code, stdout=stdout, stderr=stderr)
+
+
+def _timed_out(what: str | None, shown: str, timeout: float) -> str:
+    label = f"{what} ({shown})" if what else shown
+    return f"{label}: no answer within {timeout:.0f} s, ended; it hangs, or needs more time here"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Piped:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+def pipe(
+    argv: Sequence[str],
+    data: bytes,
+    *,
+    what: str,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    error: type[Exception] = BuildError,
+) -> Piped:
+    """Feed ``data`` to a filter whose output is bytes, not lines (``zstd -d``), and return what it did,
+    whatever its exit code; quiet (a read-only command such as ``inspect`` echoes nothing)."""
+    argv = [which(argv[0]), *argv[1:]]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(data, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _end(proc)
+        proc.communicate()
+        raise error(_timed_out(what, shlex.join(argv), timeout)) from None
+    except BaseException:
+        _end(proc)
+        raise
+    return Piped(returncode=proc.returncode, stdout=out, stderr=err)
 
 
 def run(
@@ -162,19 +228,20 @@ def run(
     log: Path | None = None,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
-    echo: Echo | None = _default_echo,
+    echo: Echo | None = stderr_echo,
     on_line: LineHandler | None = None,
     what: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
     error: type[Exception] = BuildError,
     tail_lines: int = 15,
 ) -> str:
     """Run a command to completion and return its stdout (stderr goes to the log).
 
     On a non-zero exit raise ``error`` naming ``what`` (or the command), the exit code, the last
-    lines of output and where the full log is.
+    lines of output and where the full log is; past ``timeout`` seconds, the same without the exit.
     """
     argv = [which(argv[0]), *argv[1:]]
-    done = stream(argv, echo=echo, on_line=on_line, env=env, cwd=cwd, error=error)
+    done = stream(argv, echo=echo, on_line=on_line, env=env, cwd=cwd, what=what, timeout=timeout, error=error)
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a", encoding="utf-8") as f:
