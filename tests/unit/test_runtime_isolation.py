@@ -87,7 +87,19 @@ def test_importing_the_runtime_as_shipped_loads_no_builder_module(tmp_path: Path
     assert not [m for m in modules if m == "edgebundle" or m.startswith("edgebundle.")]
     assert "numpy" in modules
     assert "PIL.Image" in modules
-    # the detection decoders are imported by detection binaries only (Session, when the decoder is one)
+
+
+def test_the_detection_decoders_load_only_in_detection_binaries(tmp_path: Path) -> None:
+    # Every other runtime module imported: none of them pulls the decoders in (Session imports them
+    # when the recipe's decoder is a detection one), so classification binaries start as before.
+    shutil.copytree(RUNTIME, tmp_path / "ebrt", ignore=shutil.ignore_patterns("__pycache__"))
+    others = [m for m in _module_names("ebrt") if m not in ("ebrt.detection", "ebrt.anchors")]
+    code = f"import sys, json, {', '.join(others)}; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True, env={}
+    )
+    modules = json.loads(out.stdout)
+    assert "ebrt.session" in modules
     assert "ebrt.detection" not in modules
     assert "ebrt.anchors" not in modules
 
