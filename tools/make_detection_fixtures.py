@@ -124,9 +124,7 @@ def make_images() -> dict[str, Any]:
         meta[name] = {
             "size": [width, height],
             "exif_orientation": orientation,
-            "rectangles": [
-                {"color": color, "box": [x0, y0, x1, y1]} for color, x0, y0, x1, y1 in rects
-            ],
+            "rectangles": [{"color": color, "box": [x0, y0, x1, y1]} for color, x0, y0, x1, y1 in rects],
         }
     return meta
 
@@ -177,9 +175,7 @@ def tf_module() -> Any:
 def find_rectangles(tf: Any, x01: Any, height: int, width: int) -> tuple[Any, Any, Any, Any]:
     """[1,H,W,3] in [0,1] -> per colour (cx, cy, w, h) in input pixels, each [1,3] (0 if absent)."""
     r, g, b = tf.unstack(x01, axis=-1)
-    signal = tf.nn.relu(
-        tf.stack([r - tf.maximum(g, b), g - tf.maximum(r, b), b - tf.maximum(r, g)], axis=-1)
-    )
+    signal = tf.nn.relu(tf.stack([r - tf.maximum(g, b), g - tf.maximum(r, b), b - tf.maximum(r, g)], axis=-1))
     cols = tf.reduce_max(signal, axis=1)  # [1,W,3]
     rows = tf.reduce_max(signal, axis=2)  # [1,H,3]
     w = tf.reduce_sum(cols, axis=1)
