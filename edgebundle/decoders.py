@@ -143,6 +143,16 @@ def _list(t: Table, key: str, kind: type[Any], default: list[Any]) -> list[Any]:
 def parse(output: Table, top_k: int | None, softmax: bool) -> DecoderSpec:
     """``[output].decoder`` and the tables it uses; every value checked that needs no model."""
     decoder = cast("Decoder | None", output.choice("decoder", DECODERS, None))
+    flat = [k for k in FLAT_KEYS if k in output.data]
+    allowed_flat = {"yolo": FLAT_KEYS, "tflite-detection": ("score_threshold",)}.get(str(decoder), ())
+    if [k for k in flat if k not in allowed_flat]:
+        key = next(k for k in flat if k not in allowed_flat)
+        raise output.error(
+            key,
+            f'a detection option: not used by decoder "{decoder}"'
+            if decoder
+            else 'a detection option: set [output].decoder ("yolo", "tflite-detection")',
+        )
     given = [name for name in TABLES if name in output.data]
     for name in given:
         users = [d for d, tables in _USES.items() if name in tables]
@@ -172,10 +182,31 @@ def parse(output: Table, top_k: int | None, softmax: bool) -> DecoderSpec:
             tables[name] = read(output.sub(name))
         tables["nms"] = _nms(output.sub("nms"))
     elif decoder == "yolo":
-        tables["yolo"] = _yolo(output.sub("yolo"))
+        tables["yolo"] = _yolo(_flat_or_table(output, "yolo", tuple(_YOLO)))
     elif decoder == "tflite-detection" or "detections" in output.data:
         tables["detections"] = _op_detections(output.sub("detections"))
+        if "score_threshold" in output.data:  # the op's one option a recipe sets most: in [output] too
+            if "min_score_thresh" in output.sub("detections").data:
+                raise output.error(
+                    "score_threshold", "give it here or as [output.detections].min_score_thresh"
+                )
+            tables["detections"]["min_score_thresh"] = output.get("score_threshold", float, 0.0)
     return DecoderSpec(decoder=decoder, tables=tables)
+
+
+# Options a recipe may also write straight into [output] (as the issue's contract lists them),
+# besides their own table.
+FLAT_KEYS = tuple(_YOLO)
+
+
+def _flat_or_table(output: Table, name: str, keys: tuple[str, ...]) -> Table:
+    """The options of ``[output.NAME]``, or the same keys written straight into ``[output]``."""
+    flat = {k: output.data[k] for k in keys if k in output.data}
+    if not flat:
+        return output.sub(name)
+    if name in output.data:
+        raise output.error(next(iter(flat)), f"give the options in [output] or in [output.{name}], not both")
+    return Table(output.path, output.name, flat)
 
 
 def _anchors(t: Table) -> dict[str, Any]:

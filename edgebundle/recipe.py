@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from .decoders import TABLES, DecoderSpec
+from .decoders import FLAT_KEYS, TABLES, DecoderSpec
 from .decoders import parse as parse_decoder
 from .errors import ConfigError, did_you_mean
 from .resources import bundled
@@ -147,7 +147,7 @@ def load_recipe(name_or_path: str | Path, labels_override: Path | None = None) -
     )
 
     t = top.sub("output")
-    t.check_keys(["tensor", "dequantize", "softmax", "top_k", "labels", "decoder", *TABLES])
+    t.check_keys(["tensor", "dequantize", "softmax", "top_k", "labels", "decoder", *TABLES, *FLAT_KEYS])
     top_k = t.optional("top_k", int)
     if top_k is not None and top_k < 1:
         raise t.error("top_k", f"must be at least 1, got {top_k}")
