@@ -76,6 +76,10 @@ class _Table:
         return _Table(self.buf, at) if at else None
 
 
+# Custom op codes every TFLite interpreter registers with its builtins (BuiltinOpResolver).
+INTERPRETER_CUSTOM_OPS = frozenset({"TFLite_Detection_PostProcess"})
+
+
 @dataclass(frozen=True)
 class Tensor:
     name: str
@@ -115,7 +119,9 @@ class ModelInfo:
 
     @property
     def custom_ops(self) -> list[str]:
-        return [op.name for op in self.ops if op.custom]
+        """Custom ops a runtime must bring; those TFLite's interpreter registers itself (written as
+        custom ops in the file, but builtins of every interpreter) are not among them."""
+        return [op.name for op in self.ops if op.custom and op.name not in INTERPRETER_CUSTOM_OPS]
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -40,6 +40,10 @@ def test_ops_and_versions() -> None:
     custom = read_model(MODELS / "custom_op.tflite")
     assert custom.custom_ops == ["FlexMatrixDeterminant"]
     assert "FlexMatrixDeterminant (custom)" in custom.to_json()["ops"]
+    # written as a custom op, but registered by every interpreter: nothing a runtime must bring
+    detection = read_model(MODELS / "det_postprocess.tflite")
+    assert "TFLite_Detection_PostProcess (custom)" in detection.to_json()["ops"]
+    assert detection.custom_ops == []
 
 
 def test_not_a_model() -> None:
