@@ -372,7 +372,9 @@ def resolve(
                 "set [output].decoder"
             )
         out: dict[str, Any] = {"decoder": decoder}
-        if decoder == "classification" and top_k is None:
+        # Only when asked for by name: a recipe without a decoder answers as it always did (softmax
+        # alone lists every output).
+        if spec.decoder == "classification" and top_k is None:
             out["top_k"] = min(CLASSIFICATION_TOP_K, chosen_size)
         return out
     check = Check(recipe_path, sig, labels, labels_path)

@@ -28,15 +28,9 @@ FILTERS = {
 }
 
 
-# img.info key: the size an image's header declares, before a JPEG draft and EXIF orientation.
-HEADER_SIZE = "edgebundle_header_size"
-
-
-def oriented_size(img: Image.Image) -> tuple[int, int]:
-    """The image's full size as a viewer shows it (its header's, turned by its EXIF orientation),
-    whatever scale it was decoded at: what detections are reported in. Call before ``load``."""
-    width, height = img.info.get(HEADER_SIZE, img.size)
-    return (height, width) if img.getexif().get(0x0112) in (5, 6, 7, 8) else (width, height)
+# img.info key of a JPEG that open_image lets decode at a fraction of its size: its full size as a
+# viewer shows it (EXIF orientation applied), what detections are reported in.
+FULL_SIZE = "edgebundle_full_size"
 
 
 class ImageError(Exception):
@@ -80,11 +74,11 @@ def open_image(
             f"image too large: {width}x{height} is {width * height / 1e6:.1f} megapixels, "
             f"over the limit of {limit / 1e6:g} (--max-megapixels)"
         )
-    img.info[HEADER_SIZE] = (width, height)  # a draft shrinks img.size: detections map to this one
     if spec is not None and tensor is not None and img.format == "JPEG":
         geo = image_geometry(tensor["shape"], spec.get("layout"))
         # EXIF orientation is applied after decoding: 90-degree turns swap what the resize needs.
         turned = img.getexif().get(0x0112) in (5, 6, 7, 8)
+        img.info[FULL_SIZE] = (height, width) if turned else (width, height)
         need = _resized_size((height, width) if turned else (width, height), geo.width, geo.height, spec)
         img.draft(None, (need[1], need[0]) if turned else need)
     return img

@@ -18,7 +18,7 @@ from .model import load_interpreter, run, signature
 from .payload import Bundle, DirBundle
 from .payload import read_manifest as _read_manifest
 from .postprocess import summarize
-from .preprocess import ImageError, decode_cost, load, open_image, oriented_size, quantize, to_tensor
+from .preprocess import FULL_SIZE, ImageError, decode_cost, load, open_image, quantize, to_tensor
 
 # Holds a decode's memory (its bytes, see decode_cost) while it runs: the serving modes' budget.
 Admit = Callable[[int], AbstractContextManager[object]]
@@ -92,9 +92,10 @@ class Session:
         try:
             # Detections are reported in the full image's pixels, also when a JPEG was decoded
             # at a fraction of its size (open_image's draft).
-            full_w, full_h = oriented_size(img)
+            full = img.info.get(FULL_SIZE)
             with admit(decode_cost(img)) if admit else contextlib.nullcontext():
                 loaded = load(img)
+                full_w, full_h = full or loaded.size
                 w, h = self.input_size
                 self.frame = Frame(
                     full_w, full_h, placement(loaded.width, loaded.height, w, h, spec["resize"])
