@@ -90,7 +90,8 @@ def set_default_echo(echo: Echo) -> None:
     _sink[0] = echo
 
 
-def _default_echo(line: str) -> None:
+def default_echo(line: str) -> None:
+    """Where a command echoes when its caller gives no echo: the reporter the CLI set, else stderr."""
     _sink[0](line)
 
 
@@ -117,7 +118,7 @@ def stream(
     argv: Sequence[str],
     *,
     shown: str | None = None,
-    echo: Echo | None = stderr_echo,
+    echo: Echo | None = default_echo,
     stdin: Path | None = None,
     on_line: LineHandler | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
@@ -228,7 +229,7 @@ def run(
     log: Path | None = None,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
-    echo: Echo | None = stderr_echo,
+    echo: Echo | None = default_echo,
     on_line: LineHandler | None = None,
     what: str | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,

@@ -116,6 +116,11 @@ EXCLUDES = (
 
 def command(python: str, stage: Stage) -> list[str]:
     argv = [
+        # PyInstaller's binary cache is per user (~/.cache/pyinstaller) and --clean empties it: two
+        # builds at once (two targets, two CI jobs on one machine) would delete each other's files
+        # ("... is not a valid file!"). Each build gets its own, inside its private staging directory.
+        "env",
+        f"PYINSTALLER_CONFIG_DIR={stage.workdir / 'pyinstaller-config'}",
         python,
         "-m",
         "PyInstaller",

@@ -37,7 +37,7 @@ from pathlib import Path, PurePosixPath
 from typing import Final
 
 from ..errors import BuildError, ConfigError, ToolMissingError
-from ..proc import TIMEOUT_S, Echo, LineHandler, run, stderr_echo
+from ..proc import TIMEOUT_S, Echo, LineHandler, default_echo, run
 from ..target import Arch, BackendName, DebianPin, Target, host_arch, interpreters
 from . import (
     Invocation,
@@ -147,7 +147,7 @@ class DebRoot:
             LAYOUT_VERSION, SUITE, self.debian_arch, target.python, self.packages, self.requires
         )
         self.path = roots_dir() / f"{target.name}-{self.key}"
-        self.echo: Echo = stderr_echo
+        self.echo: Echo = default_echo
         self.privileged = os.geteuid() == 0
 
     @property

@@ -23,7 +23,9 @@ def values(argv: list[str], flag: str) -> list[str]:
 def test_command_is_a_onedir_build_without_the_model(tmp_path: Path) -> None:
     s = stage(tmp_path)
     argv = pyinstaller.command("/env/bin/python", s)
-    assert argv[:3] == ["/env/bin/python", "-m", "PyInstaller"]
+    # its own binary cache, which --clean empties (a shared one broke concurrent builds)
+    assert argv[:2] == ["env", f"PYINSTALLER_CONFIG_DIR={tmp_path / 'pyinstaller-config'}"]
+    assert argv[2:5] == ["/env/bin/python", "-m", "PyInstaller"]
     assert "--onedir" in argv
     assert "--onefile" not in argv
     assert argv[argv.index("--name") + 1] == "run"
