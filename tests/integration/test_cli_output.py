@@ -6,25 +6,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import MODELS
+from tests.integration.conftest import edgebundle
 
 pytestmark = pytest.mark.build
 
 
 def eb(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgebundle", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    return edgebundle(*args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
