@@ -227,3 +227,9 @@ def test_cli_bad_model_is_one_line(tmp_path: Path, model: str, message: str) -> 
     assert len(stderr.splitlines()) == 1
     assert message in stderr
     assert not (tmp_path / "r.toml").exists()
+
+
+def test_help() -> None:
+    code, stdout, _ = _invoke("--help")
+    assert code == 0
+    assert "--force" in stdout
