@@ -240,6 +240,26 @@ def build(
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else result.summary())
 
 
+@main.command(name="init", short_help="Draft a commented recipe for MODEL.")
+@_verbosity
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Where to write the recipe [default: MODEL_STEM.toml here].",
+)
+@click.option("--force", is_flag=True, help="Replace the recipe (and labels file) if they exist.")
+def init_command(model: Path, output: Path | None, force: bool) -> None:
+    """Draft a commented recipe for MODEL (.tflite) from what it says: its input's size, layout,
+    dtype and quantization, its TFLite metadata (normalization; the labels file it carries, written
+    next to the recipe) and a decoder guessed from its outputs. Each guess is one line on stderr."""
+    from .init import write
+
+    recipe_path, labels_path = write(model, output, force=force, echo=_echo)
+    click.echo(f"wrote {recipe_path}" + (f" and {labels_path}" if labels_path else ""))
+
+
 @main.command(name="test", short_help="Measure BINARY on a device against its budgets.")
 @_verbosity
 @click.argument("binary", type=click.Path(path_type=Path))

@@ -111,6 +111,8 @@ EXCLUDES = (
     "PIL._imagingtk",
     "PIL._imagingmath",
     "PIL.ImageMath",
+    # FreeType (libfreetype, harfbuzz): --annotate writes with Pillow's built-in bitmap font
+    "PIL._imagingft",
 )
 
 

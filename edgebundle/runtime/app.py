@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files (.npy/.npz: raw)")
     parser.add_argument("--save-outputs", metavar="OUT.npz", help="write raw output tensors")
+    parser.add_argument(
+        "--annotate", metavar="OUT.png", help="detection models, one IMAGE: draw the detections on it"
+    )
     parser.add_argument("--info", action="store_true", help="print the manifest as JSON")
     parser.add_argument("--self-test", action="store_true", help="check the embedded sample (health check)")
     parser.add_argument("--version", action="store_true", help="what this binary is and was built with")
@@ -142,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: warning: {capped}", file=sys.stderr)
     args.threads_capped = capped
     if args.serve or args.batch:
-        if (args.serve and args.batch) or args.images or args.self_test or args.save_outputs:
+        if (args.serve and args.batch) or args.images or args.self_test or args.save_outputs or args.annotate:
             parser.error("--serve and --batch take no IMAGE and no other mode")
         if args.serve:
             from .serve import main as serve_main
@@ -158,6 +161,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.save_outputs and len(args.images) != 1:
         print(f"{prog}: error: --save-outputs takes exactly one IMAGE", file=sys.stderr)
         return EXIT_BAD_INPUT
+    annotate = None
+    if args.annotate:
+        from .session import is_detection
+
+        if not is_detection(manifest):
+            print(f"{prog}: error: --annotate draws detections: for detection models only", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if len(args.images) != 1 or args.images[0].endswith((".npy", ".npz")):
+            print(f"{prog}: error: --annotate takes exactly one IMAGE (not raw tensors)", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        from .npz import AtomicOutput, OutputError
+
+        others = [args.images[0], *([args.save_outputs] if args.save_outputs else [])]
+        if any(_same_file(args.annotate, other) for other in others):
+            print(f"{prog}: error: {args.annotate}: --annotate names an input or output too", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        try:  # before any work, as --save-outputs
+            annotate = AtomicOutput(args.annotate, refuse=_own_files(root))
+        except OutputError as exc:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     output = None
     if args.save_outputs:
         from .npz import AtomicOutput, OutputError
@@ -183,10 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.self_test:
             return _self_test(prog, session)
         session.score_threshold = args.score_threshold
-        return _run_images(prog, session, args.images, output)
+        return _run_images(prog, session, args.images, output, annotate)
     finally:
-        if output is not None:
-            output.discard()
+        for out in (output, annotate):
+            if out is not None:
+                out.discard()
 
 
 def _own_files(root: Any) -> set[tuple[int, int]]:
@@ -202,7 +227,16 @@ def _own_files(root: Any) -> set[tuple[int, int]]:
     return {(st.st_dev, st.st_ino) for st in stats}
 
 
-def _run_images(prog: str, session: Any, images: list[str], output: Any) -> int:
+def _same_file(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)  # a hard link
+    except OSError:
+        return False
+
+
+def _run_images(prog: str, session: Any, images: list[str], output: Any, annotate: Any = None) -> int:
     from .preprocess import ImageError
 
     status = 0
@@ -222,11 +256,32 @@ def _run_images(prog: str, session: Any, images: list[str], output: Any) -> int:
             except OutputError as exc:
                 print(f"{prog}: error: {exc}", file=sys.stderr)
                 return EXIT_BAD_INPUT
-        result = {"image": path}
+        result: dict[str, Any] = {"image": path}
         result.update(session.result(values))
         result["latency_ms"] = round(ms, 3)
+        if annotate is not None:
+            status = _annotate(prog, session, path, result["detections"], annotate) or status
         _print_json(result)
     return status
+
+
+def _annotate(prog: str, session: Any, path: str, detections: list[Any], out: Any) -> int:
+    """Draw ``detections`` on the image at ``path`` into ``out`` (an AtomicOutput); 0 or the exit
+    code of the failure (said in one line)."""
+    from .annotate import annotate, save
+    from .npz import OutputError
+    from .preprocess import ImageError
+
+    try:
+        img = annotate(path, detections, session.max_pixels)
+        out.commit(lambda f: save(img, f, out.path))
+    except ImageError as exc:
+        print(f"{prog}: error: {path}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OutputError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
 
 
 def _bench(prog: str, session: Any, images: list[str], runs: int) -> int:

@@ -93,7 +93,8 @@ def test_the_detection_decoders_load_only_in_detection_binaries(tmp_path: Path) 
     # Every other runtime module imported: none of them pulls the decoders in (Session imports them
     # when the recipe's decoder is a detection one), so classification binaries start as before.
     shutil.copytree(RUNTIME, tmp_path / "ebrt", ignore=shutil.ignore_patterns("__pycache__"))
-    others = [m for m in _module_names("ebrt") if m not in ("ebrt.detection", "ebrt.anchors")]
+    lazy = ("ebrt.detection", "ebrt.anchors", "ebrt.annotate")
+    others = [m for m in _module_names("ebrt") if m not in lazy]
     code = f"import sys, json, {', '.join(others)}; print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True, env={}
@@ -102,6 +103,9 @@ def test_the_detection_decoders_load_only_in_detection_binaries(tmp_path: Path) 
     assert "ebrt.session" in modules
     assert "ebrt.detection" not in modules
     assert "ebrt.anchors" not in modules
+    # --annotate's drawing too, only when asked for
+    assert "ebrt.annotate" not in modules
+    assert "PIL.ImageDraw" not in modules
 
 
 def test_importing_edgebundle_runtime_from_the_builder_package_loads_no_click() -> None:
