@@ -108,3 +108,30 @@ def test_importing_edgebundle_runtime_from_the_builder_package_loads_no_click() 
     code = f"import sys, {', '.join(_module_names('edgebundle.runtime'))}; print('click' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# The serving modes' own modules: the image modes (APP IMAGE, --self-test, --info) must load none.
+SERVING_MODULES = {"serve", "connection", "http1", "metrics", "jsonlog", "batch", "workers"}
+
+
+def _image_mode_modules() -> list[str]:
+    """What app.py imports, at the top or inside its functions, but for the serving modes' entries."""
+    names = set()
+    for node in ast.walk(ast.parse((RUNTIME / "app.py").read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            names.add(node.module)
+    return sorted(names - {"serve", "batch"})
+
+
+def test_the_image_modes_load_no_serving_module(tmp_path: Path) -> None:
+    # As in a binary: the image modes' whole import path; asyncio alone costs ~50 ms of start-up.
+    shutil.copytree(RUNTIME, tmp_path / "ebrt", ignore=shutil.ignore_patterns("__pycache__"))
+    imported = ["ebrt.app", *(f"ebrt.{name}" for name in _image_mode_modules())]
+    assert "ebrt.session" in imported
+    code = f"import sys, json, {', '.join(imported)}; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True, env={}
+    )
+    modules = set(json.loads(out.stdout))
+    assert not modules & {f"ebrt.{name}" for name in SERVING_MODULES}
+    assert "asyncio" not in modules

@@ -14,17 +14,10 @@ import pytest
 from PIL import Image
 
 from edgebundle.runtime.batch import parse_request
+from edgebundle.runtime.http1 import HTTPError, frame, http_date, multipart_image, parse_head
+from edgebundle.runtime.metrics import Histogram, Metrics
 from edgebundle.runtime.preprocess import ImageError, decode, max_pixels
-from edgebundle.runtime.serve import (
-    Histogram,
-    HTTPError,
-    Metrics,
-    check_options,
-    frame,
-    http_date,
-    multipart_image,
-    parse_head,
-)
+from edgebundle.runtime.serve import ROUTES, check_options
 from edgebundle.runtime.workers import RequestError, classify
 
 
@@ -158,7 +151,7 @@ def test_metrics_render_counts_by_route_and_status_and_labels_the_model() -> Non
         "model": {"sha256": "ab" * 32, "source_name": 'od"d.tflite'},
         "interpreter": {"name": "tflite-runtime", "version": "2.14.0"},
     }
-    m = Metrics(manifest, workers=3)
+    m = Metrics(manifest, workers=3, paths=ROUTES)
     m.count("/v1/infer", 200, 0.01)
     m.count("/v1/infer", 200, 0.02)
     m.count("/../etc", 404, None)
