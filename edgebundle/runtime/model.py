@@ -99,6 +99,13 @@ def output_keys(outputs: list[dict[str, Any]]) -> list[str]:
     return keys
 
 
+def named_outputs(
+    outputs: list[dict[str, Any]], values: list[np.ndarray[Any, Any]]
+) -> dict[str, np.ndarray[Any, Any]]:
+    """Output values keyed by ``output_keys``, as saved (``--save-outputs``, the self-test reference)."""
+    return dict(zip(output_keys(outputs), values, strict=True))
+
+
 def run(interpreter: Any, feeds: dict[int, np.ndarray[Any, Any]]) -> list[np.ndarray[Any, Any]]:
     """Set every input by tensor index, invoke, and return copies of all outputs in order."""
     for index, value in feeds.items():

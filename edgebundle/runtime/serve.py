@@ -49,11 +49,11 @@ import math
 import os
 import signal
 import socket
-import sys
 import threading
 from typing import Any
 
 from .connection import Answer, Connection, expire
+from .exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNAL, EXIT_MODEL, EXIT_OK
 from .http1 import HTTPError, Request, has_body, multipart_image
 from .jsonlog import Log, log_everything_as_json
 from .memory import DecodeBudget
@@ -61,6 +61,7 @@ from .metrics import Metrics
 from .model import ModelLoadError
 from .payload import Bundle
 from .preprocess import max_pixels
+from .selftest import run_self_test
 from .session import is_detection
 from .workers import (
     Job,
@@ -69,12 +70,6 @@ from .workers import (
     load_sessions,
     test_hooks_enabled,
 )
-
-EXIT_OK = 0
-EXIT_FORCED = 1
-EXIT_BAD_ARGS = 2
-EXIT_MODEL = 3
-EXIT_INTERNAL = 70
 
 MAX_CONNECTIONS = 512
 
@@ -165,14 +160,12 @@ class Server:
     def _on_signal(self) -> None:
         self.signals += 1
         if self.signals > 1:
-            self.log("warning", "stopped", reason="second signal during drain", exit_code=EXIT_FORCED)
-            os._exit(EXIT_FORCED)  # the drain is what would otherwise hold the exit up
+            self.log("warning", "stopped", reason="second signal during drain", exit_code=EXIT_FAILED)
+            os._exit(EXIT_FAILED)  # the drain is what would otherwise hold the exit up
         self.stop.set()
 
     def _load(self) -> None:
         """In a thread: the workers' interpreters and the self-test, then ready (or exit 3)."""
-        from .app import run_self_test
-
         try:
             sessions = load_sessions(self.root, self.manifest, self.workers, self.threads, self.max_pixels)
             result = run_self_test(sessions[0])
@@ -361,39 +354,17 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def check_options(opts: argparse.Namespace) -> str | None:
-    """The first problem with the serving options, or None."""
-    if opts.workers is not None and opts.workers < 1:
-        return "--workers must be >= 1"
-    if not 0 <= opts.port <= 65535:
-        return "--port must be 0..65535"
-    for name in (
-        "timeout_ms",
-        "read_timeout_ms",
-        "max_body_mb",
-        "max_inflight_mb",
-        "max_megapixels",
-        "max_decode_mb",
-    ):
-        if getattr(opts, name) <= 0:
-            return f"--{name.replace('_', '-')} must be > 0"
-    if opts.max_inflight_mb < opts.max_body_mb:
-        return "--max-inflight-mb must be >= --max-body-mb (a single largest body must fit)"
-    return None
-
-
 def main(prog: str, root: Bundle, manifest: dict[str, Any], opts: argparse.Namespace) -> int:
+    """``opts`` as checked by app.check_options."""
     log = Log()
-    problem = check_options(opts)
-    if problem:
-        print(f"{prog}: error: {problem}", file=sys.stderr)
-        return EXIT_BAD_ARGS
     log_everything_as_json(log)
     if getattr(opts, "threads_capped", ""):
         log("warning", "threads_capped", message=opts.threads_capped)
     try:
         server = Server(opts, root, manifest, log)
     except OSError as exc:
-        log("error", "listen_failed", host=opts.host, port=opts.port, error=str(exc), exit_code=EXIT_BAD_ARGS)
-        return EXIT_BAD_ARGS
+        log(
+            "error", "listen_failed", host=opts.host, port=opts.port, error=str(exc), exit_code=EXIT_BAD_INPUT
+        )
+        return EXIT_BAD_INPUT
     return server.run()
