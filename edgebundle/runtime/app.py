@@ -20,9 +20,12 @@ import json
 import math
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNAL, EXIT_MODEL
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,7 +274,7 @@ def _self_test(prog: str, session: Any) -> int:
     return 0
 
 
-def _version(prog: str, manifest: dict[str, Any]) -> str:
+def _version(prog: str, manifest: Manifest) -> str:
     model, interp = manifest["model"], manifest["interpreter"]
     return (
         f"{prog}: model {model['source_name']} (sha256 {model['sha256'][:12]}), "

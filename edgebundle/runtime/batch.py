@@ -21,7 +21,7 @@ import os
 import queue
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .exits import EXIT_BAD_INPUT, EXIT_MODEL, EXIT_OK
 from .memory import DecodeBudget
@@ -30,8 +30,11 @@ from .payload import Bundle
 from .preprocess import max_pixels
 from .workers import Job, Pool, RequestError, load_sessions
 
+if TYPE_CHECKING:
+    from .manifest import Manifest
 
-def main(prog: str, root: Bundle, manifest: dict[str, Any], opts: argparse.Namespace) -> int:
+
+def main(prog: str, root: Bundle, manifest: Manifest, opts: argparse.Namespace) -> int:
     """``opts`` as checked by app.check_options."""
     workers = opts.workers or 1
     try:

@@ -28,7 +28,7 @@ def _signature(module: str, distribution: str, model: str) -> None:
     except ModelLoadError as exc:
         print(str(exc), file=sys.stderr)
         raise SystemExit(3) from None
-    sig = signature(interpreter)
+    sig: dict[str, Any] = dict(signature(interpreter))  # and what the builder needs besides
     ops: list[str] = []
     get_ops = getattr(interpreter, "_get_ops_details", None)
     if get_ops is not None:

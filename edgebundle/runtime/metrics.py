@@ -7,10 +7,13 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .memory import DecodeBudget
 from .workers import Job
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
 
 # Latency histogram buckets, seconds (Prometheus ``le`` bounds).
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -42,7 +45,7 @@ class Histogram:
 class Metrics:
     """Counters and histograms behind one lock, rendered in the Prometheus text format 0.0.4."""
 
-    def __init__(self, manifest: dict[str, Any], workers: int, paths: Collection[str]) -> None:
+    def __init__(self, manifest: Manifest, workers: int, paths: Collection[str]) -> None:
         self._lock = threading.Lock()
         self.paths = paths  # requests to any other path are counted as "other"
         self.requests: dict[tuple[str, int], int] = {}

@@ -4,14 +4,17 @@ digest. ``APP --self-test`` prints it; ``--serve`` runs it before it answers /re
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .model import named_outputs
 
+if TYPE_CHECKING:
+    from .session import Session
 
-def run_self_test(session: Any) -> dict[str, Any]:
+
+def run_self_test(session: Session) -> dict[str, Any]:
     """``{"self_test": "pass" | "fail", "max_abs_diff", "latency_ms", "problems": [...]}``."""
     manifest = session.manifest
     problems = []

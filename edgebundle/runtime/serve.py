@@ -50,7 +50,7 @@ import os
 import signal
 import socket
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .connection import Answer, Connection, expire
 from .exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNAL, EXIT_MODEL, EXIT_OK
@@ -71,6 +71,9 @@ from .workers import (
     test_hooks_enabled,
 )
 
+if TYPE_CHECKING:
+    from .manifest import Manifest
+
 MAX_CONNECTIONS = 512
 
 GET_METHODS = ("GET", "HEAD")
@@ -85,7 +88,7 @@ TEST_DELAY_HEADER = "x-ebrt-test-delay-ms"
 
 
 class Server:
-    def __init__(self, opts: argparse.Namespace, root: Bundle, manifest: dict[str, Any], log: Log) -> None:
+    def __init__(self, opts: argparse.Namespace, root: Bundle, manifest: Manifest, log: Log) -> None:
         self.root = root
         self.manifest = manifest
         self.log = log
@@ -270,7 +273,7 @@ class Server:
             return 503, RequestError(503, "not_ready", self.not_ready).body(), "", False
         if path == "/metrics":
             return 200, self.metrics.render(self.ready, self.body_bytes, self.budget).encode(), "", False
-        return 200, self.manifest, "", False  # /v1/info
+        return 200, dict(self.manifest), "", False  # /v1/info
 
     async def _infer(self, req: Request) -> Answer:
         pool = self.pool
@@ -314,7 +317,7 @@ class Server:
         return 200, job.result, "", False
 
 
-def score_threshold(query: str, manifest: dict[str, Any]) -> float | None:
+def score_threshold(query: str, manifest: Manifest) -> float | None:
     """``?score_threshold=S`` (detection models): S, or None when the query does not give it."""
     for part in query.split("&"):
         name, _, value = part.partition("=")
@@ -354,7 +357,7 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def main(prog: str, root: Bundle, manifest: dict[str, Any], opts: argparse.Namespace) -> int:
+def main(prog: str, root: Bundle, manifest: Manifest, opts: argparse.Namespace) -> int:
     """``opts`` as checked by app.check_options."""
     log = Log()
     log_everything_as_json(log)

@@ -115,11 +115,23 @@ SERVING_MODULES = {"serve", "connection", "http1", "metrics", "jsonlog", "batch"
 
 
 def _image_mode_modules() -> list[str]:
-    """What app.py imports, at the top or inside its functions, but for the serving modes' entries."""
-    names = set()
-    for node in ast.walk(ast.parse((RUNTIME / "app.py").read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
-            names.add(node.module)
+    """What app.py imports, at the top or inside its functions, but for the serving modes' entries
+    and what only the type checker reads."""
+    tree = ast.parse((RUNTIME / "app.py").read_text())
+    typing_only = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and ast.unparse(block.test) == "TYPE_CHECKING"
+        for node in ast.walk(block)
+    }
+    names = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        and node.level == 1
+        and node.module
+        and id(node) not in typing_only
+    }
     return sorted(names - {"serve", "batch"})
 
 
@@ -135,3 +147,4 @@ def test_the_image_modes_load_no_serving_module(tmp_path: Path) -> None:
     modules = set(json.loads(out.stdout))
     assert not modules & {f"ebrt.{name}" for name in SERVING_MODULES}
     assert "asyncio" not in modules
+    assert "ebrt.manifest" not in modules  # types for the type checker: a binary never loads them
