@@ -29,6 +29,7 @@ from .modelcheck import check_file, parse_probe_error, validate
 from .plan import BuildPlan
 from .proc import TIMEOUT_S, Echo, stream
 from .recipe import read_labels
+from .runtime.manifest import Manifest
 from .runtime.payload import check_digest
 from .target import Arch, BackendName, interpreters
 from .toolchains import Toolchain, cache_dir
@@ -217,7 +218,7 @@ def _manifest(
     image_input: str,
     labels: list[str] | None,
     model_file: Path,
-) -> dict[str, Any]:
+) -> Manifest:
     recipe = plan.recipe.to_manifest()
     recipe["input"]["tensor"] = image_input
     return {

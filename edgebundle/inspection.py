@@ -20,6 +20,7 @@ from .backends.bundle import ARCHIVE_MAGIC, KIND_END, KIND_FILE, RECORD, Trailer
 from .elf import NotElfError, parse_elf, read_elf
 from .errors import ConfigError, IntegrityError
 from .proc import TIMEOUT_S, pipe
+from .runtime.manifest import Manifest
 from .tflite import TFLiteFormatError, read_model
 
 # Where a bundled file's bytes count, by the first matching path fragment.
@@ -86,7 +87,7 @@ def inspect_binary(path: Path) -> dict[str, Any]:
     try:
         trailer = read_trailer(path)
         files = read_app_files(path)
-        manifest = json.loads(files["manifest.json"])
+        manifest: Manifest = json.loads(files["manifest.json"])
     except (ValueError, KeyError, OSError) as exc:
         raise ConfigError(f"{path}: not an edgebundle binary, or a truncated one ({exc})") from None
     size = path.stat().st_size

@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import math
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-EXIT_SELFTEST_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_MODEL = 3
-EXIT_INTERNAL = 70
+from .exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNAL, EXIT_MODEL
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,11 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     modes.add_argument("--access-log", action="store_true", help="log every request, not only errors")
     args = parser.parse_args(args_list)
-    if args.threads is not None and args.threads < 1:
-        print(f"{prog}: error: --threads must be >= 1", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if args.max_megapixels <= 0:
-        print(f"{prog}: error: --max-megapixels must be > 0", file=sys.stderr)
+    problem = check_options(args)
+    if problem:
+        print(f"{prog}: error: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
     from .payload import open_bundle
@@ -124,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 "(the binary was tampered with or damaged)",
                 file=sys.stderr,
             )
-            return EXIT_SELFTEST_FAILED
+            return EXIT_FAILED
         if args.info:
             return 0
     if args.score_threshold is not None:
@@ -214,6 +211,27 @@ def main(argv: list[str] | None = None) -> int:
                 out.discard()
 
 
+def check_options(opts: argparse.Namespace) -> str | None:
+    """The first problem with the values of the options (of every mode, checked here only), or None."""
+    if opts.threads is not None and opts.threads < 1:
+        return "--threads must be >= 1"
+    if opts.max_megapixels <= 0:
+        return "--max-megapixels must be > 0"
+    if not (opts.serve or opts.batch):
+        return None
+    if opts.workers is not None and opts.workers < 1:
+        return "--workers must be >= 1"
+    if opts.serve and not 0 <= opts.port <= 65535:
+        return "--port must be 0..65535"
+    serve_only = ("timeout_ms", "read_timeout_ms", "max_inflight_mb")
+    for name in ("timeout_ms", "read_timeout_ms", "max_body_mb", "max_inflight_mb", "max_decode_mb"):
+        if (opts.serve or name not in serve_only) and getattr(opts, name) <= 0:
+            return f"--{name.replace('_', '-')} must be > 0"
+    if opts.serve and opts.max_inflight_mb < opts.max_body_mb:
+        return "--max-inflight-mb must be >= --max-body-mb (a single largest body must fit)"
+    return None
+
+
 def _own_files(root: Any) -> set[tuple[int, int]]:
     """(device, inode) of this program's files: the binary (its payload's descriptor), the
     unpacked runner, and the program as invoked."""
@@ -249,10 +267,11 @@ def _run_images(prog: str, session: Any, images: list[str], output: Any, annotat
             continue
         values, ms = session.infer(feeds)
         if output is not None:
-            from .npz import OutputError
+            from .model import named_outputs
+            from .npz import OutputError, save_npz
 
             try:
-                _save_outputs(output, session, values)
+                save_npz(output, named_outputs(session.outputs, values))
             except OutputError as exc:
                 print(f"{prog}: error: {exc}", file=sys.stderr)
                 return EXIT_BAD_INPUT
@@ -299,61 +318,18 @@ def _bench(prog: str, session: Any, images: list[str], runs: int) -> int:
     return bench(lambda: float(session.infer(feeds)[1]), runs)
 
 
-def _save_outputs(output: Any, session: Any, values: list[Any]) -> None:
-    from .model import output_keys
-    from .npz import write_npz
-
-    arrays = dict(zip(output_keys(session.outputs), values, strict=True))
-    output.commit(lambda f: write_npz(f, arrays))
-
-
 def _self_test(prog: str, session: Any) -> int:
+    from .selftest import run_self_test
+
     result = run_self_test(session)
     _print_json(result)
     if result["problems"]:
         print(f"{prog}: self-test failed: {'; '.join(result['problems'])}", file=sys.stderr)
-        return EXIT_SELFTEST_FAILED
+        return EXIT_FAILED
     return 0
 
 
-def run_self_test(session: Any) -> dict[str, Any]:
-    """The embedded sample against the build-time outputs, and the model file against its digest."""
-    import numpy as np
-
-    from .model import output_keys
-
-    manifest = session.manifest
-    problems = []
-    digest = session.bundle.check_digest(manifest["model"]["file"])
-    if digest != manifest["model"]["check_digest"]:
-        problems.append(f"model BLAKE2b digest {digest} does not match the manifest")
-    selftest = manifest["selftest"]
-    feeds = session.selftest_feeds()
-    values, ms = session.infer(feeds)
-    max_diff = 0.0
-    with np.load(io.BytesIO(session.bundle.read(selftest["reference"]))) as ref:
-        for key, value in zip(output_keys(session.outputs), values, strict=True):
-            expected = ref[key]
-            if expected.shape != value.shape or expected.dtype != value.dtype:
-                problems.append(f"output {key}: {value.dtype}{value.shape} != {expected.dtype}")
-                continue
-            diff = np.abs(value.astype(np.float64) - expected.astype(np.float64))
-            max_diff = max(max_diff, float(diff.max(initial=0.0)))
-            if value.dtype.kind == "f":
-                ok = np.allclose(value, expected, rtol=1e-4, atol=1e-5)
-            else:  # quantized kernels may round differently by one step across CPUs
-                ok = bool(diff.max(initial=0.0) <= 1)
-            if not ok:
-                problems.append(f"output {key} differs from the build-time reference")
-    return {
-        "self_test": "fail" if problems else "pass",
-        "max_abs_diff": max_diff,
-        "latency_ms": round(ms, 3),
-        "problems": problems,
-    }
-
-
-def _version(prog: str, manifest: dict[str, Any]) -> str:
+def _version(prog: str, manifest: Manifest) -> str:
     model, interp = manifest["model"], manifest["interpreter"]
     return (
         f"{prog}: model {model['source_name']} (sha256 {model['sha256'][:12]}), "

@@ -21,27 +21,22 @@ import os
 import queue
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .exits import EXIT_BAD_INPUT, EXIT_MODEL, EXIT_OK
 from .memory import DecodeBudget
 from .model import ModelLoadError
 from .payload import Bundle
 from .preprocess import max_pixels
 from .workers import Job, Pool, RequestError, load_sessions
 
-EXIT_OK = 0
-EXIT_SOME_FAILED = 2
-EXIT_MODEL = 3
+if TYPE_CHECKING:
+    from .manifest import Manifest
 
 
-def main(prog: str, root: Bundle, manifest: dict[str, Any], opts: argparse.Namespace) -> int:
+def main(prog: str, root: Bundle, manifest: Manifest, opts: argparse.Namespace) -> int:
+    """``opts`` as checked by app.check_options."""
     workers = opts.workers or 1
-    if workers < 1 or opts.max_body_mb <= 0 or opts.max_megapixels <= 0 or opts.max_decode_mb <= 0:
-        print(
-            f"{prog}: error: --workers, --max-body-mb, --max-megapixels and --max-decode-mb must be > 0",
-            file=sys.stderr,
-        )
-        return EXIT_SOME_FAILED
     try:
         sessions = load_sessions(root, manifest, workers, opts.threads or 1, max_pixels(opts.max_megapixels))
     except ModelLoadError as exc:
@@ -69,7 +64,7 @@ def main(prog: str, root: Bundle, manifest: dict[str, Any], opts: argparse.Names
         pending.put(None)
         writer.join()
         pool.close(timeout_s=1.0)
-    return EXIT_SOME_FAILED if writer.failed else EXIT_OK
+    return EXIT_BAD_INPUT if writer.failed else EXIT_OK
 
 
 Pending = queue.Queue[tuple[dict[str, Any], Job, int] | None]  # (echoed fields, job, line number)

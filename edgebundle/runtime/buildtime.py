@@ -28,7 +28,7 @@ def _signature(module: str, distribution: str, model: str) -> None:
     except ModelLoadError as exc:
         print(str(exc), file=sys.stderr)
         raise SystemExit(3) from None
-    sig = signature(interpreter)
+    sig: dict[str, Any] = dict(signature(interpreter))  # and what the builder needs besides
     ops: list[str] = []
     get_ops = getattr(interpreter, "_get_ops_details", None)
     if get_ops is not None:
@@ -96,7 +96,7 @@ def _reference(appdir: str) -> None:
     from PIL import Image
 
     from .geometry import image_geometry
-    from .model import output_keys
+    from .model import named_outputs
     from .npz import save_npz
     from .session import Session, read_manifest
 
@@ -107,13 +107,9 @@ def _reference(appdir: str) -> None:
     image_path = root / manifest["selftest"]["image"]
     Image.fromarray(selftest_image(geo.width, geo.height), "RGB").save(image_path, format="PNG")
     values, _ = session.infer(session.feeds_for_image(str(image_path)))
-    save_npz(
-        root / manifest["selftest"]["reference"], dict(zip(output_keys(session.outputs), values, strict=True))
-    )
-    summary = {
-        k: {"shape": list(v.shape), "dtype": v.dtype.name}
-        for k, v in zip(output_keys(session.outputs), values, strict=True)
-    }
+    outputs = named_outputs(session.outputs, values)
+    save_npz(root / manifest["selftest"]["reference"], outputs)
+    summary = {k: {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in outputs.items()}
     json.dump(summary, sys.stdout)
 
 

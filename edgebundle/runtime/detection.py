@@ -18,13 +18,16 @@ dequantized first. Everything is vectorised over boxes; the anchors are made onc
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from .anchors import ssd_anchors
 from .geometry import Frame
 from .postprocess import dequantize
+
+if TYPE_CHECKING:
+    from .manifest import TensorSpec
 
 Array = np.ndarray[Any, Any]
 
@@ -43,7 +46,7 @@ class Detections(NamedTuple):
         return Detections(self.boxes[index], self.scores[index], self.classes[index], kp)
 
 
-def _float(arr: Array, info: dict[str, Any]) -> Array:
+def _float(arr: Array, info: TensorSpec) -> Array:
     return np.asarray(dequantize(arr, info), dtype=np.float32)
 
 
@@ -366,7 +369,7 @@ class Detector:
     """The recipe's decoder for one session: tensor indices and anchors resolved once."""
 
     def __init__(
-        self, spec: dict[str, Any], outputs: list[dict[str, Any]], input_size: tuple[int, int], labels: Any
+        self, spec: dict[str, Any], outputs: list[TensorSpec], input_size: tuple[int, int], labels: Any
     ) -> None:
         self.kind: str = spec["decoder"]
         self.spec = spec

@@ -7,9 +7,12 @@ import importlib
 import os
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .manifest import Signature, TensorSpec
 
 
 class ModelLoadError(Exception):
@@ -67,7 +70,7 @@ def one_line(message: str) -> str:
     return " ".join(seen) or "unknown error"
 
 
-def tensor_info(detail: dict[str, Any]) -> dict[str, Any]:
+def tensor_info(detail: dict[str, Any]) -> TensorSpec:
     """The JSON-able description of one input or output tensor."""
     scale, zero_point = detail.get("quantization", (0.0, 0))
     return {
@@ -81,14 +84,14 @@ def tensor_info(detail: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def signature(interpreter: Any) -> dict[str, Any]:
+def signature(interpreter: Any) -> Signature:
     return {
         "inputs": [tensor_info(d) for d in interpreter.get_input_details()],
         "outputs": [tensor_info(d) for d in interpreter.get_output_details()],
     }
 
 
-def output_keys(outputs: list[dict[str, Any]]) -> list[str]:
+def output_keys(outputs: list[TensorSpec]) -> list[str]:
     """Names to key saved outputs by: the tensor names, made unique when a model repeats one."""
     keys: list[str] = []
     for info in outputs:
@@ -97,6 +100,13 @@ def output_keys(outputs: list[dict[str, Any]]) -> list[str]:
             key = f"{key}#{info['index']}"
         keys.append(key)
     return keys
+
+
+def named_outputs(
+    outputs: list[TensorSpec], values: list[np.ndarray[Any, Any]]
+) -> dict[str, np.ndarray[Any, Any]]:
+    """Output values keyed by ``output_keys``, as saved (``--save-outputs``, the self-test reference)."""
+    return dict(zip(output_keys(outputs), values, strict=True))
 
 
 def run(interpreter: Any, feeds: dict[int, np.ndarray[Any, Any]]) -> list[np.ndarray[Any, Any]]:

@@ -102,5 +102,6 @@ def write_npz(f: IO[bytes], arrays: dict[str, np.ndarray[Any, Any]]) -> None:
             zf.writestr(info, buf.getvalue())
 
 
-def save_npz(path: str | Path, arrays: dict[str, np.ndarray[Any, Any]]) -> None:
-    AtomicOutput(path).commit(lambda f: write_npz(f, arrays))
+def save_npz(out: str | Path | AtomicOutput, arrays: dict[str, np.ndarray[Any, Any]]) -> None:
+    """``arrays`` as an .npz file, whole or not at all: at a path, or into an output opened before."""
+    (out if isinstance(out, AtomicOutput) else AtomicOutput(out)).commit(lambda f: write_npz(f, arrays))

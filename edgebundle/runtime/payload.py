@@ -18,7 +18,10 @@ import os
 import struct
 import sys
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
 
 ENV_PAYLOAD_FD = "_EDGEBUNDLE_PAYLOAD_FD"
 TRAILER = struct.Struct("<QQQQQ32sII8s")
@@ -141,6 +144,6 @@ def open_bundle(fallback: Path) -> Bundle:
     return PayloadBundle(fd)
 
 
-def read_manifest(bundle: Bundle) -> dict[str, Any]:
-    manifest: dict[str, Any] = json.loads(bundle.read("manifest.json"))
+def read_manifest(bundle: Bundle) -> Manifest:
+    manifest: Manifest = json.loads(bundle.read("manifest.json"))
     return manifest

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from .manifest import TensorSpec
 
-def dequantize(arr: np.ndarray[Any, Any], tensor: dict[str, Any]) -> np.ndarray[Any, Any]:
+
+def dequantize(arr: np.ndarray[Any, Any], tensor: TensorSpec) -> np.ndarray[Any, Any]:
     if np.dtype(tensor["dtype"]).kind == "f" or not tensor["scale"]:
         return arr
     return (arr.astype(np.float32) - np.float32(tensor["zero_point"])) * np.float32(tensor["scale"])
@@ -20,7 +23,7 @@ def softmax(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return out
 
 
-def target_output(outputs: list[dict[str, Any]], name: str | None) -> int:
+def target_output(outputs: list[TensorSpec], name: str | None) -> int:
     """Index of the output that softmax/top-k apply to: the named one, else the first."""
     if name is None:
         return 0
@@ -32,7 +35,7 @@ def target_output(outputs: list[dict[str, Any]], name: str | None) -> int:
 
 def summarize(
     values: list[np.ndarray[Any, Any]],
-    outputs: list[dict[str, Any]],
+    outputs: list[TensorSpec],
     spec: dict[str, Any],
     labels: list[str] | None,
 ) -> dict[str, Any]:

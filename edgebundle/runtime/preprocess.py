@@ -13,12 +13,15 @@ from __future__ import annotations
 import io
 import struct
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from .geometry import image_geometry, placement
+
+if TYPE_CHECKING:
+    from .manifest import TensorSpec
 
 FILTERS = {
     "nearest": Image.Resampling.NEAREST,
@@ -55,7 +58,7 @@ def open_image(
     data: bytes | str,
     limit: int | None = None,
     spec: dict[str, Any] | None = None,
-    tensor: dict[str, Any] | None = None,
+    tensor: TensorSpec | None = None,
 ) -> Image.Image:
     """Read an image's header (path or bytes), nothing more: refuse it when it has more than
     ``limit`` pixels; with the recipe's ``spec`` and the input ``tensor``, let a JPEG decode at
@@ -135,7 +138,7 @@ def _pil_message(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def to_tensor(img: Image.Image, spec: dict[str, Any], tensor: dict[str, Any]) -> np.ndarray[Any, Any]:
+def to_tensor(img: Image.Image, spec: dict[str, Any], tensor: TensorSpec) -> np.ndarray[Any, Any]:
     """Turn a decoded image into the value for one input tensor (see the module docstring)."""
     geo = image_geometry(tensor["shape"], spec.get("layout"))
     color = spec["color"]
@@ -227,7 +230,7 @@ def _resized_size(size: tuple[int, int], width: int, height: int, spec: dict[str
     return place.width, place.height
 
 
-def quantize(arr: np.ndarray[Any, Any], tensor: dict[str, Any]) -> np.ndarray[Any, Any]:
+def quantize(arr: np.ndarray[Any, Any], tensor: TensorSpec) -> np.ndarray[Any, Any]:
     """Real values -> the tensor's dtype: quantized with its scale/zero point when it has one."""
     dtype = np.dtype(tensor["dtype"])
     if dtype.kind == "f":

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from .payload import Bundle, DirBundle
 from .payload import read_manifest as _read_manifest
 from .postprocess import summarize
 from .preprocess import FULL_SIZE, ImageError, decode_cost, load, open_image, quantize, to_tensor
+
+if TYPE_CHECKING:
+    from .manifest import Manifest, TensorSpec
 
 # Holds a decode's memory (its bytes, see decode_cost) while it runs: the serving modes' budget.
 Admit = Callable[[int], AbstractContextManager[object]]
@@ -33,12 +36,12 @@ def bundle_dir() -> Path:
 DETECTION_DECODERS = ("ssd", "yolo", "tflite-detection")
 
 
-def is_detection(manifest: dict[str, Any]) -> bool:
+def is_detection(manifest: Manifest) -> bool:
     """Whether the bundle answers with detections (older manifests have no decoder: not)."""
     return manifest["recipe"]["output"].get("decoder") in DETECTION_DECODERS
 
 
-def read_manifest(root: Bundle | Path) -> dict[str, Any]:
+def read_manifest(root: Bundle | Path) -> Manifest:
     return _read_manifest(DirBundle(root) if isinstance(root, Path) else root)
 
 
@@ -46,7 +49,7 @@ class Session:
     def __init__(
         self,
         bundle: Bundle | Path,
-        manifest: dict[str, Any],
+        manifest: Manifest,
         threads: int | None = None,
         max_pixels: int | None = None,
     ) -> None:
@@ -60,8 +63,8 @@ class Session:
         self.model_content = self.bundle.read(manifest["model"]["file"])
         self.interpreter = load_interpreter(manifest["interpreter"]["module"], self.model_content, threads)
         sig = signature(self.interpreter)
-        self.inputs: list[dict[str, Any]] = sig["inputs"]
-        self.outputs: list[dict[str, Any]] = sig["outputs"]
+        self.inputs: list[TensorSpec] = sig["inputs"]
+        self.outputs: list[TensorSpec] = sig["outputs"]
         image_name = self.recipe["input"]["tensor"]
         self.image_input = next(t for t in self.inputs if t["name"] == image_name)
         # Inputs other than the image get the recipe's constants, computed once.

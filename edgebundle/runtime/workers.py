@@ -17,13 +17,16 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .memory import Cancelled, DecodeBudget, tune_malloc
 from .model import ModelLoadError
 from .payload import Bundle
 from .preprocess import ImageError, ImageTooLarge
 from .session import Session
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
 
 # Test-only: with EDGEBUNDLE_TEST_HOOKS=1 a request may ask its worker to sleep first (the serve mode's
 # X-Ebrt-Test-Delay-Ms header), so that tests can hold a request in flight or past its timeout
@@ -125,7 +128,7 @@ def run_job(session: Session, job: Job, budget: DecodeBudget | None = None) -> N
 
 
 def load_sessions(
-    root: Bundle, manifest: dict[str, Any], count: int, threads: int | None, max_pixels: int | None
+    root: Bundle, manifest: Manifest, count: int, threads: int | None, max_pixels: int | None
 ) -> list[Session]:
     """``count`` independent interpreters on the same model file (the kernel shares its pages).
 

@@ -112,3 +112,43 @@ def test_importing_edgebundle_runtime_from_the_builder_package_loads_no_click() 
     code = f"import sys, {', '.join(_module_names('edgebundle.runtime'))}; print('click' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# The serving modes' own modules: the image modes (APP IMAGE, --self-test, --info) must load none.
+SERVING_MODULES = {"serve", "connection", "http1", "metrics", "jsonlog", "batch", "workers"}
+
+
+def _image_mode_modules() -> list[str]:
+    """What app.py imports, at the top or inside its functions, but for the serving modes' entries
+    and what only the type checker reads."""
+    tree = ast.parse((RUNTIME / "app.py").read_text())
+    typing_only = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and ast.unparse(block.test) == "TYPE_CHECKING"
+        for node in ast.walk(block)
+    }
+    names = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        and node.level == 1
+        and node.module
+        and id(node) not in typing_only
+    }
+    return sorted(names - {"serve", "batch"})
+
+
+def test_the_image_modes_load_no_serving_module(tmp_path: Path) -> None:
+    # As in a binary: the image modes' whole import path; asyncio alone costs ~50 ms of start-up.
+    shutil.copytree(RUNTIME, tmp_path / "ebrt", ignore=shutil.ignore_patterns("__pycache__"))
+    imported = ["ebrt.app", *(f"ebrt.{name}" for name in _image_mode_modules())]
+    assert "ebrt.session" in imported
+    code = f"import sys, json, {', '.join(imported)}; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True, env={}
+    )
+    modules = set(json.loads(out.stdout))
+    assert not modules & {f"ebrt.{name}" for name in SERVING_MODULES}
+    assert "asyncio" not in modules
+    assert "ebrt.manifest" not in modules  # types for the type checker: a binary never loads them

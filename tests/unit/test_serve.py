@@ -13,18 +13,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from edgebundle.runtime.app import check_options
 from edgebundle.runtime.batch import parse_request
+from edgebundle.runtime.http1 import HTTPError, frame, http_date, multipart_image, parse_head
+from edgebundle.runtime.metrics import Histogram, Metrics
 from edgebundle.runtime.preprocess import ImageError, decode, max_pixels
-from edgebundle.runtime.serve import (
-    Histogram,
-    HTTPError,
-    Metrics,
-    check_options,
-    frame,
-    http_date,
-    multipart_image,
-    parse_head,
-)
+from edgebundle.runtime.serve import ROUTES
 from edgebundle.runtime.workers import RequestError, classify
 
 
@@ -96,6 +90,9 @@ def _multipart(*parts: tuple[str, str | None, bytes]) -> bytes:
 
 def _serve_options(**changes: Any) -> argparse.Namespace:
     opts = {
+        "serve": True,
+        "batch": False,
+        "threads": None,
         "workers": None,
         "port": 8080,
         "timeout_ms": 10000.0,
@@ -117,6 +114,13 @@ def _serve_options(**changes: Any) -> argparse.Namespace:
         ({"max_inflight_mb": 0}, "--max-inflight-mb must be > 0"),
         ({"max_decode_mb": -1}, "--max-decode-mb must be > 0"),
         ({"max_body_mb": 128.0}, "--max-inflight-mb must be >= --max-body-mb"),
+        ({"threads": 0}, "--threads must be >= 1"),
+        ({"max_megapixels": 0}, "--max-megapixels must be > 0"),
+        # --batch: the serving options it does not take are not its business
+        ({"serve": False, "batch": True, "port": -1, "timeout_ms": 0, "max_body_mb": 128.0}, None),
+        ({"serve": False, "batch": True, "workers": 0}, "--workers must be >= 1"),
+        ({"serve": False, "batch": True, "max_body_mb": 0}, "--max-body-mb must be > 0"),
+        ({"serve": False, "workers": 0}, None),
     ],
 )
 def test_serving_options_are_checked(changes: dict[str, Any], problem: str | None) -> None:
@@ -158,7 +162,7 @@ def test_metrics_render_counts_by_route_and_status_and_labels_the_model() -> Non
         "model": {"sha256": "ab" * 32, "source_name": 'od"d.tflite'},
         "interpreter": {"name": "tflite-runtime", "version": "2.14.0"},
     }
-    m = Metrics(manifest, workers=3)
+    m = Metrics(manifest, workers=3, paths=ROUTES)
     m.count("/v1/infer", 200, 0.01)
     m.count("/v1/infer", 200, 0.02)
     m.count("/../etc", 404, None)
