@@ -4,144 +4,28 @@ and only here."""
 from __future__ import annotations
 
 import json
-import signal
-import sys
 from pathlib import Path
-from typing import Any, NoReturn
 
 import click
 
-from . import __version__, outputs
-from .errors import (
-    EXIT_INTERNAL,
-    EXIT_SIGNAL_BASE,
-    BudgetExceededError,
-    ConfigError,
-    EdgeBundleError,
-    Interrupted,
-)
+from . import outputs
+from .clikit import Edgebundle, echo, print_version, reporter, verbosity
+from .errors import BudgetExceededError, ConfigError
 from .recipe import bundled_recipes, load_recipe
 from .target import bundled_targets, interpreters, load_target
-from .ui import Reporter
-
-_LEVEL_KEY = "edgebundle.level"
 
 
-def _set_level(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-    if value:
-        ctx.find_root().meta[_LEVEL_KEY] = "verbose" if param.name == "verbose" else "quiet"
-
-
-def _verbosity(func: Any) -> Any:
-    """-v/-q on the group and on every command, so that both `edgebundle -v build` and `edgebundle
-    build -v` work."""
-    for name, short, text in (
-        ("quiet", "-q", "Only errors and the final result line."),
-        ("verbose", "-v", "Also every command as it runs, and each step's details."),
-    ):
-        func = click.option(
-            short,
-            f"--{name}",
-            name,
-            is_flag=True,
-            expose_value=False,
-            is_eager=True,
-            callback=_set_level,
-            help=text,
-        )(func)
-    return func
-
-
-def _ui() -> Reporter:
-    """The reporter of this invocation, at the level -q/-v chose."""
-    ctx = click.get_current_context()
-    root = ctx.find_root()
-    if "edgebundle.reporter" not in root.meta:
-        from .proc import set_default_echo
-
-        root.meta["edgebundle.reporter"] = Reporter(root.meta.get(_LEVEL_KEY, "normal"))
-        set_default_echo(root.meta["edgebundle.reporter"])
-    reporter: Reporter = root.meta["edgebundle.reporter"]
-    return reporter
-
-
-def _echo(line: str) -> None:
-    _ui()(line)
-
-
-def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-    if not value or ctx.resilient_parsing:
-        return
-    from .target import backend_requires, common_requires
-
-    click.echo(f"edgebundle {__version__}")
-    for name, pins in interpreters().items():
-        click.echo(f"  {name:15} {' '.join((*pins.requires, *common_requires()))}")
-    for backend in ("pyinstaller", "nuitka"):
-        click.echo(f"  {backend:15} {' '.join(backend_requires(backend))}")
-    ctx.exit()
-
-
-class _Edgebundle(click.Group):
-    """Errors become exits here and only here: an EdgeBundleError is its one line and its own exit
-    code; anything else is a bug, one line and EXIT_INTERNAL; SIGINT, SIGTERM and SIGHUP unwind
-    every ``finally`` (partial outputs, staging directories, child processes) and exit 128 + signal.
-    --debug (EDGEBUNDLE_DEBUG) shows the traceback instead."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        debug = bool(ctx.params.get("debug"))
-        previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-        try:
-            return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise
-        except EdgeBundleError as exc:
-            if debug:
-                raise
-            _fail(f"edgebundle: error: {exc}", exc.exit_code)
-        except KeyboardInterrupt as exc:
-            signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
-            _fail(
-                f"edgebundle: interrupted by {signal.Signals(signum).name}; cleaned up",
-                EXIT_SIGNAL_BASE + signum,
-            )
-        except Exception as exc:
-            if debug:
-                raise
-            detail = " ".join(str(exc).split()) or "no message"
-            _fail(
-                f"edgebundle: internal error: {type(exc).__name__}: {detail}; run with --debug for the "
-                "traceback and report it",
-                EXIT_INTERNAL,
-            )
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-
-def _interrupt(signum: int, _frame: object) -> None:
-    # Once: a second signal must not cut the cleanup that the first one started.
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
-    raise Interrupted(signum)
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    click.echo(message, err=True)
-    sys.exit(code)
-
-
-@click.group(cls=_Edgebundle, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Edgebundle, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--version",
     is_flag=True,
     expose_value=False,
     is_eager=True,
-    callback=_print_version,
+    callback=print_version,
     help="Show the version and the pinned interpreter, NumPy, Pillow, PyInstaller and Nuitka.",
 )
 @click.option("--debug", is_flag=True, envvar="EDGEBUNDLE_DEBUG", help="Show tracebacks.")
-@_verbosity
+@verbosity
 def main(debug: bool) -> None:
     """Bundle a TFLite model and a preprocessing recipe into one executable for edge Linux.
 
@@ -155,7 +39,7 @@ def main(debug: bool) -> None:
 
 
 @main.command()
-@_verbosity
+@verbosity
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--recipe", "-r", required=True, help="Recipe file, or the name of a bundled recipe.")
 @click.option("--labels", type=click.Path(path_type=Path), help="Labels file (overrides the recipe).")
@@ -229,7 +113,7 @@ def build(
     )
     if report is not None:
         outputs.check(report, "--json-out", inputs=[*plan.inputs, plan.output])
-    ui = _ui()
+    ui = reporter()
     if ui.level == "verbose":
         ui.info(plan.summary())
     else:
@@ -241,7 +125,7 @@ def build(
 
 
 @main.command(name="init", short_help="Draft a commented recipe for MODEL.")
-@_verbosity
+@verbosity
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option(
     "-o",
@@ -256,12 +140,12 @@ def init_command(model: Path, output: Path | None, force: bool) -> None:
     next to the recipe) and a decoder guessed from its outputs. Each guess is one line on stderr."""
     from .init import write
 
-    recipe_path, labels_path = write(model, output, force=force, echo=_echo)
+    recipe_path, labels_path = write(model, output, force=force, echo=echo)
     click.echo(f"wrote {recipe_path}" + (f" and {labels_path}" if labels_path else ""))
 
 
 @main.command(name="test", short_help="Measure BINARY on a device against its budgets.")
-@_verbosity
+@verbosity
 @click.argument("binary", type=click.Path(path_type=Path))
 @click.option(
     "--device",
@@ -324,7 +208,7 @@ def device_test(
     if junit_path is not None:
         outputs.check(junit_path, "--junit", inputs=[*inputs, *([json_path] if json_path else [])])
     plan = DeviceTestPlan(binary=binary, device=device, runs=runs, input=input_file, target=target)
-    ui = _ui()
+    ui = reporter()
     report = run_device_test(plan, echo=ui, progress=ui.progress)
     if json_path is not None:
         outputs.write(json_path, json.dumps(report.to_json(), indent=2) + "\n")
@@ -339,7 +223,7 @@ def device_test(
 
 
 @main.command()
-@_verbosity
+@verbosity
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def targets(as_json: bool) -> None:
     """List the bundled targets."""
@@ -356,7 +240,7 @@ def targets(as_json: bool) -> None:
 
 
 @main.command()
-@_verbosity
+@verbosity
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def recipes(as_json: bool) -> None:
     """List the bundled recipes."""
@@ -374,7 +258,7 @@ def recipes(as_json: bool) -> None:
 
 
 @main.command(name="inspect", short_help="Show what is inside a binary or a .tflite model.")
-@_verbosity
+@verbosity
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def inspect_command(path: Path, as_json: bool) -> None:
@@ -389,7 +273,7 @@ def inspect_command(path: Path, as_json: bool) -> None:
 
 
 @main.command(name="interpreters")
-@_verbosity
+@verbosity
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_interpreters(as_json: bool) -> None:
     """List the supported interpreter packages and their pins."""
@@ -402,7 +286,7 @@ def list_interpreters(as_json: bool) -> None:
 
 
 @main.command(short_help="Print the CI build matrix as JSON.")
-@_verbosity
+@verbosity
 def matrix() -> None:
     """Print the CI build matrix (bundled targets x backends) as one line of JSON for GitHub Actions'
     fromJSON: each entry has name, target, arch, backend and the native runner."""
@@ -413,7 +297,7 @@ def matrix() -> None:
 
 
 @main.group(invoke_without_command=True, short_help="Show what is cached, with sizes; clean it.")
-@_verbosity
+@verbosity
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def cache(ctx: click.Context, as_json: bool) -> None:
@@ -437,7 +321,7 @@ def cache(ctx: click.Context, as_json: bool) -> None:
 
 
 @cache.command(name="clean")
-@_verbosity
+@verbosity
 @click.argument(
     "kinds",
     nargs=-1,
@@ -453,17 +337,17 @@ def cache_clean(kinds: tuple[str, ...], everything: bool) -> None:
     chosen = KINDS if everything or not kinds else tuple(k for k in KINDS if k in kinds)
     removed, left = clean(
         (lambda _e: True) if everything or kinds else default_selection,
-        _echo,
+        echo,
         kinds=chosen,
     )
     for entry, why in left:
-        _echo(f"left {entry.path}: {why}")
+        echo(f"left {entry.path}: {why}")
     freed = sum(e.size_bytes for e in removed) / 1e6
     click.echo(f"removed {len(removed)} cache entr{'y' if len(removed) == 1 else 'ies'}, {freed:.1f} MB")
 
 
 @main.group(short_help="Manage the cached Debian build roots.")
-@_verbosity
+@verbosity
 def toolchain() -> None:
     """Manage the cached Debian build roots that foreign-arch builds (and --isolated ones) run in."""
 
@@ -479,7 +363,7 @@ _BACKEND_OPTION = click.option(
 
 
 @toolchain.command(name="install")
-@_verbosity
+@verbosity
 @click.argument("target_name", metavar="TARGET")
 @_BACKEND_OPTION
 def toolchain_install(target_name: str, backend: str) -> None:
@@ -490,13 +374,13 @@ def toolchain_install(target_name: str, backend: str) -> None:
 
     check_backend(backend)
     root = debian_root(load_target(target_name), backend)
-    root.ensure(_echo)
-    _echo(f"{root.describe()}: ready")
+    root.ensure(echo)
+    echo(f"{root.describe()}: ready")
     click.echo(root.rootfs)
 
 
 @toolchain.command(name="list")
-@_verbosity
+@verbosity
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def toolchain_list(as_json: bool) -> None:
     """List the cached build roots: ready, stale (the pins changed since) or interrupted (rebuilt on
@@ -509,13 +393,13 @@ def toolchain_list(as_json: bool) -> None:
         click.echo(json.dumps([r.to_json() for r in roots], indent=2))
         return
     if not roots:
-        _echo("no build roots (edgebundle toolchain install TARGET creates one)")
+        echo("no build roots (edgebundle toolchain install TARGET creates one)")
     for r in roots:
         click.echo(f"{r.name:32} {r.state:11} {r.size_bytes / 1e6:7.0f} MB  {r.backend:12} {r.path}")
 
 
 @toolchain.command(name="remove")
-@_verbosity
+@verbosity
 @click.argument("target_name", metavar="TARGET")
 def toolchain_remove(target_name: str) -> None:
     """Delete every build root of TARGET (any backend, stale and interrupted ones included)."""
@@ -525,6 +409,6 @@ def toolchain_remove(target_name: str) -> None:
         name = load_target(target_name).name
     except ConfigError:
         name = target_name  # a target file that is gone: its roots can still be removed by name
-    removed = remove_roots(name, _echo)
+    removed = remove_roots(name, echo)
     if not removed:
-        _echo(f"no build roots of {name}")
+        echo(f"no build roots of {name}")
