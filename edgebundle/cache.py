@@ -69,7 +69,7 @@ def entries(kinds: tuple[Kind, ...] = KINDS) -> list[Entry]:
                 Entry(
                     kind="staging",
                     path=s.path,
-                    size_bytes=s.size_bytes,
+                    size_bytes=du(s.path),
                     state="in use" if s.in_use else "kept" if s.kept else "stale",
                 )
                 for s in workspace.entries()

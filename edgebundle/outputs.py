@@ -55,9 +55,7 @@ def check(path: Path, what: str, *, inputs: Iterable[Path] = (), create_parent: 
         except OSError as exc:
             raise OutputError(f"{parent}: cannot create the directory for {what}: {reason(exc)}") from None
     # The one check that answers for every file system (read-only, full, /proc, permissions, as root
-    # too): create and remove a file next to the output.
-    if len(path.name.encode()) > NAME_MAX:
-        raise OutputError(f"{path}: {what}: cannot write here: file name too long")
+    # too): create and remove a file next to the output. (A name over NAME_MAX already failed os.stat.)
     try:
         with _temporary(path, "check"):
             pass
@@ -73,7 +71,7 @@ def write(path: Path, data: str | bytes) -> None:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
-            os.replace(_sibling(path, "tmp"), path)
+            os.replace(f.name, path)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write: {reason(exc)}") from None
 
@@ -132,13 +130,16 @@ def _temporary(path: Path, tag: str) -> Iterator[BinaryIO]:
     """A new file next to ``path`` (never an existing one, never through a symlink), removed on exit
     unless it was renamed."""
     tmp = _sibling(path, tag)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb", opener=_create_new) as f:  # f.name is the temporary path
             yield f
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def _create_new(name: str, _flags: int) -> int:
+    return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
 
 
 def _kind(mode: int) -> str:

@@ -28,9 +28,13 @@ from .errors import OutputError
 KEEP_MARKER = ".kept"
 
 
+def _base() -> Path:
+    return Path(tempfile.gettempdir()) / f"edgebundle-build-{os.getuid()}"
+
+
 def private_tmp() -> Path:
     """``$TMPDIR/edgebundle-build-UID``, created 0700 or checked to be this user's own and private."""
-    base = Path(tempfile.gettempdir()) / f"edgebundle-build-{os.getuid()}"
+    base = _base()
     with contextlib.suppress(FileExistsError):
         os.mkdir(base, 0o700)
     try:
@@ -61,7 +65,6 @@ class Scratch:
     path: Path
     in_use: bool
     kept: bool
-    size_bytes: int
 
 
 def _lock_path(workdir: Path) -> Path:
@@ -93,17 +96,14 @@ def scratch(name: str, *, keep: bool = False) -> Iterator[Path]:
 def entries(base: Path | None = None) -> list[Scratch]:
     """The scratch directories under ``base`` (default: this user's private base, when it exists)."""
     if base is None:
-        base = Path(tempfile.gettempdir()) / f"edgebundle-build-{os.getuid()}"
-        if not base.is_dir() or base.is_symlink():
-            return []
+        if not _base().is_dir() or _base().is_symlink():
+            return []  # nothing staged yet: not a reason to create the base
         base = private_tmp()
     out = []
     for path in sorted(base.iterdir()):
         if path.name.startswith(".") or not path.is_dir() or path.is_symlink():
             continue
-        out.append(
-            Scratch(path=path, in_use=_held(path), kept=(path / KEEP_MARKER).exists(), size_bytes=_du(path))
-        )
+        out.append(Scratch(path=path, in_use=_held(path), kept=(path / KEEP_MARKER).exists()))
     return out
 
 
@@ -142,12 +142,3 @@ def remove_if_free(workdir: Path) -> bool:
             return False  # a live build works in it
         shutil.rmtree(workdir, ignore_errors=True)
         return True
-
-
-def _du(path: Path) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, name)).st_blocks * 512
-    return total
