@@ -9,18 +9,41 @@ import asyncio
 import contextlib
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .http1 import MAX_HEAD_BYTES, REASONS, HTTPError, Request, frame, http_date, parse_head
 from .workers import RequestError
 
 if TYPE_CHECKING:
-    from .serve import Server
+    from .jsonlog import Log
 
 LINGER_S = 1.0  # how long to drain unread input before closing after an error (avoids a reset)
 # What a connection may buffer beyond the body it was granted before it stops reading: a request
 # head (plus the one read that crossed the line: asyncio reads up to 256 KB at a time).
 UNFRAMED_BYTES = MAX_HEAD_BYTES
+
+
+class Host(Protocol):
+    """What a connection needs of its server (serve.Server), so that the two modules do not import
+    each other: its limits, its state, and the calls that admit, count, route and answer requests."""
+
+    loop: asyncio.AbstractEventLoop
+    log: Log
+    read_timeout: float
+    max_body: int
+    max_inflight: int
+    body_bytes: int
+    draining: bool
+
+    def admit(self, conn: Connection) -> bool: ...
+
+    def forget(self, conn: Connection) -> None: ...
+
+    def count(self, method: str, path: str, status: int, duration: float | None, peer: str) -> None: ...
+
+    def route(self, req: Request) -> None: ...
+
+    async def handle(self, req: Request) -> Answer: ...
 
 
 class _Closed(Exception):
@@ -31,7 +54,7 @@ class Connection(asyncio.Protocol):
     """One client connection: the event loop feeds ``data_received``; a task per connection reads
     requests from the buffer with deadlines and writes the answers."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Host) -> None:
         self.server = server
         self.loop = server.loop
         self.buf = bytearray()
