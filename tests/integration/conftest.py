@@ -53,7 +53,12 @@ def build(out_dir: Path, model: str, recipe: str, *extra: str, name: str | None 
 
 
 def run_binary(
-    binary: Path, *args: str, cwd: Path, env: dict[str, str] | None = None
+    binary: Path,
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    timeout: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a built binary from an empty directory with a clean environment. Its HOME is elsewhere:
     the binary keeps its unpacked runtime in ~/.cache/edgebundle, never next to the user's files."""
@@ -67,7 +72,9 @@ def run_binary(
         text=True,
         cwd=empty,
         env={**CLEAN_ENV, "HOME": str(home), **(env or {})},
-        stdin=subprocess.DEVNULL,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        timeout=timeout,
         check=False,
     )
 

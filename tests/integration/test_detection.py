@@ -5,7 +5,6 @@ image, through stretch, letterbox and centre crop (issue #16)."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import FIXTURES, MODELS
-from tests.integration.conftest import CLEAN_ENV, Built, build, fixture_recipe, run_binary
+from tests.integration.conftest import Built, build, fixture_recipe, run_binary
 
 pytestmark = pytest.mark.build
 
@@ -79,16 +78,7 @@ def test_score_threshold_on_the_command_line(detector: tuple[str, Built], tmp_pa
 def test_batch_answers_the_same(detector: tuple[str, Built], tmp_path: Path) -> None:
     recipe, built = detector
     stdin = "".join(json.dumps({"path": str(DETECTION / name)}) + "\n" for name in IMAGES)
-    proc = subprocess.run(
-        [str(built.path), "--batch"],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**CLEAN_ENV, "HOME": str(tmp_path)},
-        timeout=300,
-        check=False,
-    )
+    proc = run_binary(built.path, "--batch", cwd=tmp_path, stdin=stdin, timeout=300)
     assert proc.returncode == 0, proc.stderr
     for name, line in zip(IMAGES, proc.stdout.splitlines(), strict=True):
         assert_detections(recipe, name, json.loads(line)["detections"])

@@ -9,7 +9,6 @@ decoders' correctness is the unit tests' job; this proves the wiring."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from tests.conftest import IMAGES
-from tests.integration.conftest import CLEAN_ENV, Built, build, fixture_recipe, run_binary
+from tests.integration.conftest import Built, build, fixture_recipe, run_binary
 from tests.unit.test_detection import ref_anchors, ref_nms, ref_tensors_to_detections
 
 pytestmark = pytest.mark.build
@@ -104,15 +103,8 @@ def test_score_threshold_overrides_the_recipe(detector: Built, tmp_path: Path) -
     assert all(d["score"] >= high - 1e-6 for d in got)
     # --batch: the same answers, the option for every request
     request = json.dumps({"path": str(image), "id": 1}) + "\n"
-    proc2 = subprocess.run(
-        [str(detector.path), "--batch", "--score-threshold", str(high)],
-        input=request * 2,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**CLEAN_ENV, "HOME": str(tmp_path)},
-        timeout=120,
-        check=False,
+    proc2 = run_binary(
+        detector.path, "--batch", "--score-threshold", str(high), cwd=tmp_path, stdin=request * 2, timeout=120
     )
     assert proc2.returncode == 0, proc2.stderr
     for line in proc2.stdout.splitlines():
