@@ -9,6 +9,7 @@ emulation include QEMU itself and are not representative of a device; the report
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from collections.abc import Callable
@@ -44,13 +45,14 @@ def build_root_of(binary: Path, arch: Arch) -> Path | None:
     """The root filesystem of the cached build root that made ``binary`` (the target and backend of
     its manifest), when it is still in the cache: it holds the C library and zlib that QEMU needs
     (QEMU_LD_PREFIX), so that the user need not find it."""
+    from ..backends.bundle import read_app_files
     from ..buildenv import debian_root
     from ..errors import EdgeBundleError
-    from ..inspection import inspect_binary
     from ..target import load_target
 
     try:
-        manifest = inspect_binary(binary)["manifest"]
+        # the payload's manifest only: inspect_binary would also hash the model and list the runner
+        manifest = json.loads(read_app_files(binary)["manifest.json"])
         root = debian_root(load_target(str(manifest["target"]["name"])), str(manifest["backend"]))
     except (EdgeBundleError, OSError, KeyError, TypeError, ValueError):
         return None  # not ours, or its target is not one this edgebundle knows by name
