@@ -158,29 +158,29 @@ def clean(
 
 @contextlib.contextmanager
 def _owner_lock(entry: Entry) -> Iterator[bool]:
-    """The lock the entry's owner takes while it makes or uses it, taken without waiting."""
-    if entry.kind == "staging":
-        yield True  # workspace.remove_if_free takes the directory's own lock
-        return
-    if entry.kind == "runtimes":
-        lock_file = entry.path.parent / ".lock"  # the launcher unpacks under it
-    elif entry.kind in ("nuitka", "logs"):
-        yield True
-        return
-    else:
-        final = entry.path.with_name(entry.path.name.strip(".").removesuffix(".partial"))
-        lock_file = lock_path(final)
+    """The lock the entry's owner takes while it makes or uses it, taken without waiting: whether it
+    was free (an entry without such a lock is free)."""
+    lock_file = _lock_file(entry)
+    fd = -1
+    if lock_file is not None:
+        with contextlib.suppress(OSError):
+            fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError:
-        yield True
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            yield False
-            return
-        yield True
+        free = True
+        if fd >= 0:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                free = False
+        yield free
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
+
+
+def _lock_file(entry: Entry) -> Path | None:
+    if entry.kind == "runtimes":
+        return entry.path.parent / ".lock"  # the launcher unpacks under it
+    if entry.kind in ("envs", "wheels", "runners", "roots"):
+        return lock_path(entry.path.with_name(entry.path.name.strip(".").removesuffix(".partial")))
+    return None  # staging: workspace.remove_if_free takes the directory's own lock; nuitka, logs: none

@@ -106,9 +106,7 @@ class Reporter:
                 ticker.join()
             self._status = previous
         if self.level != "quiet":
-            seconds = time.monotonic() - started
-            summary = f": {step.summary}" if step.summary else ""
-            self._print(f"{title}{summary} ({seconds:.1f} s)")
+            self._print(step.line(title, started))
 
     # --- drawing ---------------------------------------------------------------------------------
 
@@ -148,6 +146,10 @@ class _Step:
 
     summary: str = ""
 
+    def line(self, title: str, started: float) -> str:
+        summary = f": {self.summary}" if self.summary else ""
+        return f"{title}{summary} ({time.monotonic() - started:.1f} s)"
+
 
 class _Live:
     def __init__(self, title: str, started: float) -> None:
@@ -182,5 +184,4 @@ def step(echo: Callable[[str], None], title: str) -> Iterator[_Step]:
     started = time.monotonic()
     s = _Step()
     yield s
-    summary = f": {s.summary}" if s.summary else ""
-    echo(f"{title}{summary} ({time.monotonic() - started:.1f} s)")
+    echo(s.line(title, started))
