@@ -119,9 +119,7 @@ def make_plan(
         raise ConfigError(f"{model}: model file not found")
     if output is None:
         output = Path("dist") / model.stem
-    labels = recipe.output.labels
-    outputs.check(output, "-o", inputs=[model, recipe.path, *([labels] if labels else [])])
-    return BuildPlan(
+    plan = BuildPlan(
         model=model,
         recipe=recipe,
         target=target,
@@ -130,6 +128,8 @@ def make_plan(
         keep_build_dir=keep_build_dir,
         isolated=isolated,
     )
+    outputs.check(plan.output, "-o", inputs=plan.inputs)
+    return plan
 
 
 def ci_matrix(targets: list[Target], backends: tuple[str, ...] = BACKENDS) -> dict[str, list[dict[str, str]]]:
