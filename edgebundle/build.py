@@ -134,7 +134,13 @@ def _build_in(
         )
     with ui.step(echo, f"runner ({plan.backend})") as step:
         runner, built = ensure_runner(
-            toolchain, plan.target, plan.backend, pins, echo, keep_build_dir=plan.keep_build_dir
+            toolchain,
+            plan.target,
+            plan.backend,
+            pins,
+            echo,
+            libc_mode=plan.libc,
+            keep_build_dir=plan.keep_build_dir,
         )
         step.summary = ("built " if built else "cached, ") + runner.describe().removeprefix("runner ")
     # not named after the output: "-o app" would collide with the stage's app/ directory
@@ -155,7 +161,8 @@ def _plural(n: int, word: str) -> str:
 
 def build_inputs_sha256(plan: BuildPlan) -> str:
     """One hash of everything a build depends on besides the pinned toolchain: edgebundle's version,
-    the model's bytes, the resolved recipe, the labels' bytes, the target and the backend."""
+    the model's bytes, the resolved recipe, the labels' bytes, the target, the backend and where the
+    C library comes from."""
     labels = plan.recipe.output.labels
     return hashlib.sha256(
         json.dumps(
@@ -166,6 +173,7 @@ def build_inputs_sha256(plan: BuildPlan) -> str:
                 sha256_file(labels) if labels else None,
                 plan.target.to_json(),
                 plan.backend,
+                plan.libc,
             ],
             sort_keys=True,
         ).encode()
@@ -268,7 +276,7 @@ def _install(
             raise OutputError(f"{out}: cannot write: {outputs.reason(exc)}") from None
         os.chmod(partial, 0o755)
         with ui.step(echo, "checks") as step:
-            floor = _check_glibc_floor(plan, partial, echo)
+            floor = _check_libc(plan, partial, echo)
             if plan.native:
                 _self_test(partial, workdir, echo)
                 tested = "self-test passed"
@@ -300,22 +308,31 @@ def _install(
     )
 
 
-def _check_glibc_floor(plan: BuildPlan, binary: Path, echo: Echo) -> str:
-    """The target promises its devices a glibc version; refuse a binary that needs a newer one
-    (it would fail on the device with "version `GLIBC_2.38' not found")."""
+def _check_libc(plan: BuildPlan, binary: Path, echo: Echo) -> str:
+    """A binary with its own glibc must not need a newer one than it carries (a wheel built for a
+    newer glibc than the build environment's); with --system-libc the target promises its devices a
+    glibc version: refuse a binary that needs a newer one (it would fail on the device with
+    "version `GLIBC_2.38' not found")."""
     from .elf import version_key
     from .inspection import inspect_binary
 
     report = inspect_binary(binary)
-    floor, culprit = report["glibc_floor"], report["glibc_floor_set_by"]
+    floor, culprit, libc = report["glibc_floor"], report["glibc_floor_set_by"], report["libc"]
     echo(f"glibc floor {floor} set by {culprit}")
+    if libc["mode"] == "bundled":
+        if floor and version_key(floor) > version_key(libc["glibc"]):
+            raise BuildError(
+                f"the binary needs glibc {floor} (set by {culprit}) but carries glibc {libc['glibc']}, its "
+                "build environment's; pin a wheel built for an older glibc or build in a newer root"
+            )
+        return f"carries glibc {libc['glibc']} (runs on Linux >= {libc['kernel_floor']} with any C library)"
     if floor and version_key(floor) > version_key(plan.target.glibc_floor):
         raise BuildError(
             f"the binary needs glibc {floor} (set by {culprit}) but target {plan.target.name} has "
             f"glibc_floor {plan.target.glibc_floor}; build with --isolated (a Debian root with the "
             "target's glibc) or pin a wheel built for an older glibc"
         )
-    return f"needs glibc >= {floor} (target allows {plan.target.glibc_floor})"
+    return f"needs the device's glibc >= {floor} (target allows {plan.target.glibc_floor})"
 
 
 def _self_test(binary: Path, workdir: Path, echo: Echo, extra_env: dict[str, str] | None = None) -> None:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .backends.bundle import ARCHIVE_MAGIC, KIND_END, KIND_FILE, RECORD, Trailer, read_app_files, read_trailer
-from .elf import NotElfError, parse_elf, read_elf
+from .backends.libc import LIBDIR
+from .elf import ElfInfo, NotElfError, parse_elf, read_elf
 from .errors import ConfigError, IntegrityError
 from .proc import TIMEOUT_S, pipe
 from .runtime.manifest import Manifest
@@ -25,6 +26,7 @@ from .tflite import TFLiteFormatError, read_model
 
 # Where a bundled file's bytes count, by the first matching path fragment.
 COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("libc", (f"{LIBDIR}/",)),  # the C library a runner carries (backends/libc.py)
     ("runtime", ("ebrt",)),
     # the C++ runtime is there for the interpreter (TFLite is C++)
     ("interpreter", ("tflite_runtime", "ai_edge_litert", "libstdc++", "libgcc_s")),
@@ -99,13 +101,17 @@ def inspect_binary(path: Path) -> dict[str, Any]:
     unpacked: dict[str, int] = {}
     libraries: list[dict[str, Any]] = []
     floor: tuple[tuple[int, int], str] | None = None
+    bundled_libc: ElfInfo | None = None
     launcher_floor = _floor_of(path.read_bytes()[: trailer.runner_offset], "launcher")
     if launcher_floor:
         floor = (launcher_floor, "launcher")
     for member in runner_members(path, trailer):
         part = component(member.path)
         unpacked[part] = unpacked.get(part, 0) + member.size
-        member_floor = _floor_of(member.data, member.path)
+        if member.path == f"{LIBDIR}/libc.so.6":
+            bundled_libc = parse_elf(member.data, Path(member.path))
+        # the bundled C library's own files define the versions the rest needs
+        member_floor = None if part == "libc" else _floor_of(member.data, member.path)
         if member_floor is not None or member.path.endswith(".so") or ".so." in member.path:
             libraries.append(
                 {
@@ -125,6 +131,13 @@ def inspect_binary(path: Path) -> dict[str, Any]:
         size - trailer.runner_offset - trailer.runner_size - len(model_bytes)
     )
     target_floor = manifest.get("target", {}).get("glibc_floor")
+    libc: dict[str, Any] = {"mode": "system", "glibc_floor": ".".join(map(str, floor[0])) if floor else None}
+    if bundled_libc is not None and bundled_libc.glibc_version and bundled_libc.kernel_floor:
+        libc = {
+            "mode": "bundled",
+            "glibc": ".".join(map(str, bundled_libc.glibc_version)),
+            "kernel_floor": ".".join(map(str, bundled_libc.kernel_floor)),
+        }
     return {
         "kind": "binary",
         "path": str(path),
@@ -135,6 +148,7 @@ def inspect_binary(path: Path) -> dict[str, Any]:
         "glibc_floor": ".".join(map(str, floor[0])) if floor else None,
         "glibc_floor_set_by": floor[1] if floor else None,
         "target_glibc_floor": target_floor,
+        "libc": libc,
         "model_sha256": model_sha,
         "model_sha256_matches_manifest": model_sha == manifest["model"]["sha256"],
         "libraries": libraries,
@@ -207,11 +221,22 @@ def format_report(report: dict[str, Any]) -> str:
         f"  model  {m['model'].get('source_name', m['model']['file'])} "
         f"sha256 {report['model_sha256']} ({match})"
     )
-    lines.append(
-        f"  glibc  >= {report['glibc_floor']} (set by {report['glibc_floor_set_by']}); "
-        f"target floor {report['target_glibc_floor']}"
-    )
+    lines.append("  " + libc_line(report))
     lines.append("  size by component:")
     for part, count in report["size_by_component"].items():
         lines.append(f"    {part:12} {count / 1e6:7.2f} MB")
     return "\n".join(lines)
+
+
+def libc_line(report: dict[str, Any]) -> str:
+    """What the binary needs of the device's C library, in one line (inspect, build, device tests)."""
+    libc = report["libc"]
+    if libc["mode"] == "bundled":
+        return (
+            f"C library: bundled glibc {libc['glibc']} (Linux >= {libc['kernel_floor']}; the device needs "
+            "no C library)"
+        )
+    return (
+        f"C library: system glibc >= {report['glibc_floor']} (set by {report['glibc_floor_set_by']}; "
+        f"target floor {report['target_glibc_floor']})"
+    )

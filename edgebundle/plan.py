@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import outputs
+from .backends.libc import LibcMode
 from .errors import ConfigError
 from .recipe import Recipe
 from .target import BACKENDS, Arch, BackendName, Target, host_arch
@@ -32,6 +33,9 @@ class BuildPlan:
     keep_build_dir: bool = False
     # Build inside a Debian root even when the target's arch is the host's (edgebundle/toolchains).
     isolated: bool = False
+    # "bundled": the binary carries its build environment's glibc and needs none on the device;
+    # "system" (--system-libc): it uses the device's, at least the target's glibc_floor.
+    libc: LibcMode = "bundled"
 
     @property
     def name(self) -> str:
@@ -57,6 +61,12 @@ class BuildPlan:
             return f"isolated {self.target.arch} Debian root (--isolated)"
         return "managed venv on this host"
 
+    @property
+    def libc_text(self) -> str:
+        if self.libc == "bundled":
+            return "bundled (the device needs none; --system-libc to use the device's)"
+        return f"the device's glibc >= {self.target.glibc_floor} (--system-libc)"
+
     def headline(self) -> str:
         """The plan in one line (summary() is the whole of it)."""
         t = self.target
@@ -70,7 +80,8 @@ class BuildPlan:
         lines = [
             f"model:       {self.model}",
             f"recipe:      {self.recipe.path} ({self.recipe.name})",
-            f"target:      {t.name} ({t.arch}, Python {t.python}, {t.interpreter}, glibc >= {t.glibc_floor})",
+            f"target:      {t.name} ({t.arch}, Python {t.python}, {t.interpreter})",
+            f"C library:   {self.libc_text}",
             f"backend:     {self.backend}",
             f"build in:    {self.build_env}",
             f"output:      {self.output}",
@@ -112,6 +123,7 @@ def make_plan(
     output: Path | None,
     keep_build_dir: bool = False,
     isolated: bool = False,
+    libc: LibcMode = "bundled",
 ) -> BuildPlan:
     name = backend_name(backend)
     check_native(name, target)
@@ -127,6 +139,7 @@ def make_plan(
         output=output,
         keep_build_dir=keep_build_dir,
         isolated=isolated,
+        libc=libc,
     )
     outputs.check(plan.output, "-o", inputs=plan.inputs)
     return plan

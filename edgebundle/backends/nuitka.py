@@ -47,10 +47,9 @@ from .pyinstaller import SOURCES as PYINSTALLER_SOURCES
 if TYPE_CHECKING:
     from . import Stage
 
-# What a Debian build root needs for Nuitka: it compiles against Python's headers (gcc is there for the
-# launcher already); ccache: a repeat build in the root recompiles nothing (its cache stays inside the
-# root, which is kept).
-APT_PACKAGES: tuple[str, ...] = ("python3-dev", "ccache")
+# What a Debian build root needs for Nuitka: it compiles against Python's and glibc's headers with gcc;
+# ccache: a repeat build in the root recompiles nothing (its cache stays inside the root, which is kept).
+APT_PACKAGES: tuple[str, ...] = ("gcc", "libc6-dev", "python3-dev", "ccache")
 
 # What PyInstaller leaves out, Nuitka does not compile either (numpy.random included: the same
 # run-time hook gives it a stand-in, see prepare), except multiprocessing (Nuitka's always-on plugin of

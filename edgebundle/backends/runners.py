@@ -7,7 +7,8 @@ else: so it is cached under ``cache_dir()/runners`` by the hash of exactly those
 another model or recipe only appends that model's payload to the cached runner (no backend run).
 
 On the device, the launcher unpacks the folder once per content hash (the runner's ``key``) into a
-per-user cache and execs it; see launcher.c.
+per-user cache and execs it; see launcher.c. By default the folder carries its own C library
+(libc.py), so the device needs none; ``--system-libc`` leaves it out.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ from ..toolchains import (
     requirements,
 )
 from ..ui import progress_of
-from . import BACKENDS, RUNTIME_SRC, Stage, bundle, launcher, stage_runtime
+from . import BACKENDS, RUNTIME_SRC, Stage, bundle, launcher, libc, stage_runtime
+from .libc import LibcMode
 
-LAYOUT_VERSION = "1"  # bump when the way runners are made changes
+LAYOUT_VERSION = "2"  # bump when the way runners are made changes
 KEEP_RUNNERS = 8  # in the builder's cache
 # zstd level: 19 is the highest without --ultra; its window (8 MB) bounds what unpacking needs in
 # memory on the device. Decompression runs at ~1 GB/s whatever the level, so only the build pays.
@@ -59,21 +61,27 @@ class Runner:
     unpacked_bytes: int
     files: int
     launcher_bytes: int
+    libc: dict[
+        str, Any
+    ]  # {"mode": "bundled", "glibc": "2.36", "kernel_floor": "3.2.0", ...} | {"mode": "system"}
 
     @property
     def prefix(self) -> Path:
         return self.path / "prefix.bin"
 
     def describe(self) -> str:
+        libc = (
+            f"glibc {self.libc['glibc']} bundled" if self.libc["mode"] == "bundled" else "the device's glibc"
+        )
         return (
             f"runner {self.key}: {self.prefix.stat().st_size / 1e6:.1f} MB "
             f"(launcher {self.launcher_bytes / 1e3:.0f} kB + {self.unpacked_bytes / 1e6:.1f} MB in "
-            f"{self.files} files, zstd to {self.compressed_bytes / 1e6:.1f} MB)"
+            f"{self.files} files, zstd to {self.compressed_bytes / 1e6:.1f} MB; {libc})"
         )
 
 
 # The modules every backend's runner is made with; each backend adds its own (its SOURCES).
-COMMON_SOURCES = ("__init__.py", "bundle.py", "launcher.py", "runners.py")
+COMMON_SOURCES = ("__init__.py", "bundle.py", "launcher.py", "libc.py", "runners.py")
 
 
 def sources_digest(backend: BackendName) -> str:
@@ -96,7 +104,9 @@ def sources_digest(backend: BackendName) -> str:
     return h.hexdigest()
 
 
-def runner_inputs(toolchain: Toolchain, target: Target, backend: BackendName, pins: Pins) -> dict[str, Any]:
+def runner_inputs(
+    toolchain: Toolchain, target: Target, backend: BackendName, pins: Pins, libc_mode: LibcMode
+) -> dict[str, Any]:
     """What a runner is made of, in full: its cache key is the hash of this."""
     return {
         "layout": LAYOUT_VERSION,
@@ -109,6 +119,7 @@ def runner_inputs(toolchain: Toolchain, target: Target, backend: BackendName, pi
         "interpreter": target.interpreter,
         "module": pins.module,
         "backend": backend,
+        "libc": libc_mode,
         "requires": requirements(target, backend),
         "sources": sources_digest(backend),
     }
@@ -128,6 +139,7 @@ def load(path: Path) -> Runner:
         unpacked_bytes=int(data["unpacked_bytes"]),
         files=int(data["files"]),
         launcher_bytes=int(data["launcher_bytes"]),
+        libc=dict(data.get("libc") or {"mode": "system"}),
     )
 
 
@@ -138,10 +150,11 @@ def ensure_runner(
     pins: Pins,
     echo: Echo,
     *,
+    libc_mode: LibcMode = "bundled",
     keep_build_dir: bool = False,
 ) -> tuple[Runner, bool]:
     """The cached runner for these inputs, built first when there is none. (runner, whether built)."""
-    inputs = runner_inputs(toolchain, target, backend, pins)
+    inputs = runner_inputs(toolchain, target, backend, pins, libc_mode)
     path = runner_path(target, backend, inputs)
     if is_complete(path):
         os.utime(path / "runner.json")  # recently used: pruned last
@@ -149,7 +162,17 @@ def ensure_runner(
 
     def make(tmp: Path, log: Path) -> None:
         tmp.mkdir(parents=True)
-        _make_runner(tmp, log, toolchain, target, backend, pins, echo, keep_build_dir=keep_build_dir)
+        _make_runner(
+            tmp,
+            log,
+            toolchain,
+            target,
+            backend,
+            pins,
+            echo,
+            libc_mode=libc_mode,
+            keep_build_dir=keep_build_dir,
+        )
 
     create_cached(path, echo=echo, what="runner", make=make, metadata=inputs)
     prune(path.parent, KEEP_RUNNERS, echo)
@@ -204,6 +227,7 @@ def _make_runner(
     pins: Pins,
     echo: Echo,
     *,
+    libc_mode: LibcMode,
     keep_build_dir: bool,
 ) -> None:
     backend = BACKENDS[backend_name]
@@ -237,6 +261,9 @@ def _make_runner(
         if not (folder / bundle.ENTRY).is_file():
             raise BuildError(f"{backend_name} reported success but wrote no {folder / bundle.ENTRY}")
         backend.finish(folder)
+        libc_info: dict[str, Any] = {"mode": libc_mode}
+        if libc_mode == "bundled":
+            libc_info |= libc.bundle(toolchain, folder, bundle.ENTRY, target.arch, log).to_json()
         archive = workdir / "runner.ebr"
         with open(archive, "wb") as f:
             unpacked = bundle.write_runner_archive(folder, f)
@@ -249,7 +276,7 @@ def _make_runner(
             what="compressing the runner",
             timeout=TIMEOUT_S["compile"],  # zstd -19 of ~30 MB: seconds
         )
-        exe = launcher.build(toolchain, workdir, log)
+        exe = launcher.build(toolchain, workdir, log, target.arch)
         launcher_bytes = exe.stat().st_size
         with open(out / "prefix.bin", "wb") as f:
             for part in (exe, compressed):
@@ -263,5 +290,6 @@ def _make_runner(
             "unpacked_bytes": unpacked,
             "files": files,
             "launcher_bytes": launcher_bytes,
+            "libc": libc_info,
         }
         (out / "runner.json").write_text(json.dumps(runner, indent=1, sort_keys=True) + "\n")

@@ -57,6 +57,11 @@
 /* The program inside a runner that the launcher executes. */
 #define EB_ENTRY "run"
 
+/* A runner that carries its own C library (edgebundle/backends/libc.py): the entry program's PT_INTERP
+ * holds this magic, the loader's path inside the runner and ':', padded; at unpack time the launcher
+ * writes the loader's absolute path there (fix_interp() in launcher.c). */
+#define EB_INTERP_MAGIC "/edgebundle-interp:"
+
 /* The open binary, passed to the runtime (edgebundle/runtime/payload.py reads and removes it). */
 #define EB_ENV_PAYLOAD_FD "_EDGEBUNDLE_PAYLOAD_FD"
 

@@ -28,6 +28,13 @@
  * one line on stderr. Bytes changed in place (same size) are not detected: reading them all at every
  * start would cost more than the start itself.
  *
+ * C library: the launcher is static (musl), so it starts on a device with any C library or none. A
+ * runner that carries its own glibc (edgebundle/backends/libc.py) has a placeholder as its entry
+ * program's loader (PT_INTERP); unpacking writes the absolute path of the runner's own ld.so there,
+ * in RUN/KEY, before the rename makes the runner visible (fix_interp()). The file keeps its size, so
+ * the damage check below is unchanged, and nothing is written at later starts. A cache path too
+ * long for the reserved bytes (1 kB) skips that cache directory for the next one.
+ *
  * Trust: a runner directory is used only when owned by the effective user (or root) and not writable
  * by group or others; the /tmp fallback directory must be private (0700) and ours.
  *
@@ -36,6 +43,7 @@
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -462,6 +470,65 @@ static int unpack(int self, const struct trailer *t, int dirfd) {
     return rc;
 }
 
+/* If the entry program of the runner unpacked in DIRFD has the EB_INTERP_MAGIC placeholder as its
+ * loader, write FINAL (RUN/KEY, where the runner will be) + the loader's path in the runner there.
+ * 0, or -1 with errno (ENAMETOOLONG: the path does not fit in the placeholder). */
+static int fix_interp(int dirfd, const char *final) {
+    struct stat st;
+    if (fstatat(dirfd, EB_ENTRY, &st, AT_SYMLINK_NOFOLLOW) != 0) return -1;
+    if (!S_ISREG(st.st_mode)) return errno = ENOEXEC, -1;
+    /* Writable by its owner only while it is patched: the archive's mode comes back after. */
+    if (fchmodat(dirfd, EB_ENTRY, (st.st_mode & 07777) | S_IWUSR, 0) != 0) return -1;
+    int fd = openat(dirfd, EB_ENTRY, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    int rc = -1;
+    Elf64_Ehdr eh;
+    if (fd < 0 || pread_full(fd, &eh, sizeof eh, 0) != 0) goto out;
+    if (memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64 ||
+        eh.e_phentsize != sizeof(Elf64_Phdr)) {
+        rc = 0; /* not a 64-bit ELF program: nothing of ours to patch */
+        goto out;
+    }
+    for (unsigned i = 0; i < eh.e_phnum; i++) {
+        Elf64_Phdr ph;
+        if (pread_full(fd, &ph, sizeof ph, eh.e_phoff + (uint64_t)i * sizeof ph) != 0) goto out;
+        if (ph.p_type != PT_INTERP) continue;
+        char old[1024], new[1024];
+        size_t magic = sizeof EB_INTERP_MAGIC - 1;
+        if (ph.p_filesz > sizeof old || ph.p_filesz <= magic || pread_full(fd, old, ph.p_filesz, ph.p_offset) != 0) {
+            rc = 0; /* a loader path of its own (--system-libc): the device's */
+            goto out;
+        }
+        old[ph.p_filesz - 1] = '\0';
+        if (memcmp(old, EB_INTERP_MAGIC, magic) != 0) {
+            rc = 0;
+            goto out;
+        }
+        char *rel = old + magic, *colon = strchr(rel, ':');
+        if (colon) *colon = '\0';
+        if (!colon || !safe_path(rel)) {
+            errno = EBADMSG;
+            goto out;
+        }
+        memset(new, 0, sizeof new);
+        int n = snprintf(new, sizeof new, "%s/%s", final, rel);
+        if (n < 0 || (size_t)n >= ph.p_filesz) {
+            errno = ENAMETOOLONG;
+            goto out;
+        }
+        if (pwrite(fd, new, ph.p_filesz, (off_t)ph.p_offset) != (ssize_t)ph.p_filesz) goto out;
+        say("loader of %s: %s", EB_ENTRY, new);
+        rc = 0;
+        goto out;
+    }
+    rc = 0;
+out:
+    if (fd >= 0) close(fd);
+    int err = errno;
+    fchmodat(dirfd, EB_ENTRY, st.st_mode & 07777, 0);
+    errno = err;
+    return rc;
+}
+
 /* ------------------------------------------------------------------ checking an unpacked runner */
 
 static int verify_failed(const char *path, const char *fmt, ...) {
@@ -594,6 +661,12 @@ static int install(const char *run, int runfd, const struct trailer *t, int self
         mode_t umask_was = umask(077); /* the archive's modes, or less: never more open */
         unpacked = unpack(self, t, tfd);
         umask(umask_was);
+        char final[PATH_MAX];
+        if (unpacked == 0 && snprintf(final, sizeof final, "%s/%s", run, t->key) >= (int)sizeof final) {
+            errno = ENAMETOOLONG;
+            unpacked = -1;
+        }
+        if (unpacked == 0) unpacked = fix_interp(tfd, final);
     }
     if (unpacked != 0) {
         err = errno ? errno : EBADMSG;
