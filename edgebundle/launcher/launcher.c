@@ -482,8 +482,10 @@ static int fix_interp(int dirfd, const char *final) {
     int fd = openat(dirfd, EB_ENTRY, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
     int rc = -1;
     Elf64_Ehdr eh;
-    if (fd < 0 || pread_full(fd, &eh, sizeof eh, 0) != 0) goto out;
-    if (memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64 ||
+    if (fd < 0) goto out;
+    ssize_t got = pread(fd, &eh, sizeof eh, 0);
+    if (got < 0) goto out;
+    if ((size_t)got < sizeof eh || memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64 ||
         eh.e_phentsize != sizeof(Elf64_Phdr)) {
         rc = 0; /* not a 64-bit ELF program: nothing of ours to patch */
         goto out;

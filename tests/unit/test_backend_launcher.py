@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from edgebundle.backends import bundle, launcher
+from edgebundle.backends import bundle, launcher, libc
+from edgebundle.elf import read_elf
+from edgebundle.target import host_arch
 from tests.conftest import in_ci
 
 RUNNER_SCRIPT = """#!/bin/sh
@@ -30,26 +32,70 @@ printf 'dir=%s\\n' "$(cd "$(dirname "$0")" && pwd -P)"
 
 @pytest.fixture(scope="module")
 def launcher_exe(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    missing = [tool for tool in ("gcc", "zstd") if shutil.which(tool) is None]
+    missing = [tool for tool in ("musl-gcc", "zstd") if shutil.which(tool) is None]
     header = Path("/usr/include/zstd.h")
     if missing or not header.exists():
         if in_ci():
-            pytest.fail(f"CI must have gcc, zstd and libzstd-dev (missing: {missing or header})")
-        pytest.skip(f"needs gcc, zstd and libzstd-dev (missing: {missing or header})")
+            pytest.fail(f"CI must have musl-tools, zstd and libzstd-dev (missing: {missing or header})")
+        pytest.skip(f"needs musl-tools, zstd and libzstd-dev (missing: {missing or header})")
     out = tmp_path_factory.mktemp("launcher") / "launcher"
-    subprocess.run(launcher.command("gcc", launcher.SOURCE_DIR, out), check=True, capture_output=True)
+    subprocess.run(launcher.command("musl-gcc", launcher.SOURCE_DIR, out, host_arch()), check=True)
+    assert read_elf(out).interp is None  # static: starts without any C library on the device
     return out
 
 
 MakeBinary = Callable[..., Path]
 
+# A program that says where it runs from and which loader started it (its first mapping named ld-).
+PROGRAM = r"""
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    char exe[4096] = "", line[8192];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) exe[n] = 0;
+    printf("exe=%s\nargs=%d\n", exe, argc - 1);
+    FILE *maps = fopen("/proc/self/maps", "r");
+    while (maps && fgets(line, sizeof line, maps)) {
+        char *path = strchr(line, '/');
+        if (path && strstr(path, "/ld-")) { printf("loader=%s", path); break; }
+    }
+    return 0;
+}
+"""
+HOST_LOADER = {"x86_64": "/lib64/ld-linux-x86-64.so.2", "aarch64": "/lib/ld-linux-aarch64.so.1"}[host_arch()]
+
+
+@pytest.fixture(scope="module")
+def placeholder_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """PROGRAM linked with the host's glibc, its loader replaced by libc.bundle's placeholder."""
+    if shutil.which("gcc") is None or shutil.which("patchelf") is None:
+        if in_ci():
+            pytest.fail("CI must have gcc and patchelf")
+        pytest.skip("needs gcc and patchelf")
+    work = tmp_path_factory.mktemp("program")
+    (work / "p.c").write_text(PROGRAM)
+    subprocess.run(["gcc", "-O", "-o", str(work / "p"), str(work / "p.c")], check=True)
+    name = Path(HOST_LOADER).name
+    subprocess.run(["patchelf", "--set-interpreter", libc.placeholder(name), str(work / "p")], check=True)
+    return work / "p"
+
 
 @pytest.fixture
 def make_binary(launcher_exe: Path, tmp_path: Path) -> MakeBinary:
-    def make(name: str = "app", extra: bytes = b"", files: int = 1) -> Path:
+    def make(name: str = "app", extra: bytes = b"", files: int = 1, program: Path | None = None) -> Path:
         tree = tmp_path / f"tree-{name}"
         (tree / "_internal").mkdir(parents=True)
-        (tree / "run").write_text(RUNNER_SCRIPT)
+        if program is None:
+            (tree / "run").write_text(RUNNER_SCRIPT)
+        else:  # an ELF program with its loader in _libc/ (libc.bundle's layout)
+            shutil.copyfile(program, tree / "run")
+            (tree / libc.LIBDIR).mkdir()
+            loader = read_elf(program).interp
+            assert loader is not None
+            shutil.copyfile(HOST_LOADER, tree / libc.LIBDIR / Path(HOST_LOADER).name)
+            (tree / libc.LIBDIR / Path(HOST_LOADER).name).chmod(0o755)
         (tree / "run").chmod(0o755)
         for i in range(files):
             (tree / "_internal" / f"data{i}.bin").write_bytes(extra + name.encode())
@@ -366,3 +412,40 @@ def test_an_intact_start_reads_only_the_list(make_binary: MakeBinary, tmp_path: 
     )
     opened = [line for line in trace.read_text().splitlines() if "data" in line and ".bin" in line]
     assert opened == []
+
+
+def test_the_loader_placeholder_is_pointed_at_the_unpacked_loader(
+    make_binary: MakeBinary, placeholder_program: Path, tmp_path: Path
+) -> None:
+    binary = make_binary(program=placeholder_program)
+    key = bundle.read_trailer(binary).key
+    got = start(binary, env_for(tmp_path), "x")
+    where = cache_run_dir(tmp_path) / key
+    assert got["exe"] == str(where / "run")
+    assert got["loader"] == str(where / libc.LIBDIR / Path(HOST_LOADER).name)
+    interp = read_elf(where / "run").interp
+    assert interp is not None
+    assert interp.size == libc.INTERP_SPACE
+    assert stat.S_IMODE((where / "run").stat().st_mode) == 0o500  # its mode restored after the patch
+    assert start(binary, env_for(tmp_path))["exe"] == str(where / "run")  # later starts: exec only
+
+
+def test_a_cache_path_too_long_for_the_placeholder_is_skipped(
+    make_binary: MakeBinary, placeholder_program: Path, tmp_path: Path
+) -> None:
+    binary = make_binary(program=placeholder_program)
+    deep = tmp_path / "/".join(["d" * 200] * 5)  # > INTERP_SPACE bytes, < PATH_MAX
+    proc = subprocess.run(
+        [str(binary)],
+        capture_output=True,
+        text=True,
+        env=env_for(tmp_path, EDGEBUNDLE_CACHE_DIR=str(deep), EDGEBUNDLE_DEBUG="1"),
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "cannot unpack or start the runner: Filename too long" in proc.stderr  # musl's strerror
+    key = bundle.read_trailer(binary).key
+    assert dict(line.split("=", 1) for line in proc.stdout.splitlines())["exe"] == str(
+        cache_run_dir(tmp_path) / key / "run"
+    )
+    assert [p.name for p in (deep / "run").iterdir()] == [".lock"]  # nothing half-unpacked left

@@ -25,10 +25,12 @@ class FakeToolchain:
         return "host venv /env"
 
 
-def test_the_key_covers_pins_target_backend_and_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_key_covers_pins_target_backend_libc_and_sources(monkeypatch: pytest.MonkeyPatch) -> None:
     x86 = load_target("x86_64")
     pins = interpreters()[x86.interpreter]
-    base = runners.runner_inputs(FakeToolchain(), x86, "pyinstaller", pins)  # type: ignore[arg-type]
+    base = runners.runner_inputs(FakeToolchain(), x86, "pyinstaller", pins, "bundled")  # type: ignore[arg-type]
+    system = runners.runner_inputs(FakeToolchain(), x86, "pyinstaller", pins, "system")  # type: ignore[arg-type]
+    assert runners.runner_path(x86, "pyinstaller", base) != runners.runner_path(x86, "pyinstaller", system)
     assert base["requires"]
     assert base["sources"]
     assert base["arch"] == "x86_64"
@@ -38,10 +40,11 @@ def test_the_key_covers_pins_target_backend_and_sources(monkeypatch: pytest.Monk
         litert,
         "pyinstaller",
         interpreters()[litert.interpreter],
+        "bundled",
     )
     assert runners.runner_path(x86, "pyinstaller", base) != runners.runner_path(litert, "pyinstaller", other)
     monkeypatch.setattr(runners, "sources_digest", lambda backend: "changed")
-    changed = runners.runner_inputs(FakeToolchain(), x86, "pyinstaller", pins)  # type: ignore[arg-type]
+    changed = runners.runner_inputs(FakeToolchain(), x86, "pyinstaller", pins, "bundled")  # type: ignore[arg-type]
     assert runners.runner_path(x86, "pyinstaller", changed) != runners.runner_path(x86, "pyinstaller", base)
 
 

@@ -79,3 +79,41 @@ def test_a_program_linked_with_relr_needs_glibc_2_36(tmp_path: Path) -> None:
     assert "GLIBC_ABI_DT_RELR" in info.needed_versions
     assert info.glibc_floor is not None
     assert info.glibc_floor >= (2, 36)
+
+
+def readelf(path: Path, *args: str) -> str:
+    return subprocess.run(["readelf", *args, str(path)], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.skipif(not shutil.which("readelf"), reason="binutils not installed")
+@pytest.mark.parametrize("path", SYSTEM_FILES, ids=lambda p: p.name)
+def test_needed_soname_and_loader_match_readelf(path: Path) -> None:
+    info = read_elf(path)
+    dynamic = readelf(path, "-d")
+    assert list(info.needed) == re.findall(r"\(NEEDED\)\s+Shared library: \[(\S+)\]", dynamic)
+    interp = re.search(r"Requesting program interpreter: (\S+)\]", readelf(path, "-l"))
+    assert info.interp is not None
+    assert interp is not None
+    assert info.interp.path.decode() == interp.group(1)
+    assert path.read_bytes()[info.interp.offset : info.interp.offset + info.interp.size].rstrip(b"\0") == (
+        info.interp.path
+    )
+
+
+@pytest.mark.skipif(not shutil.which("readelf"), reason="binutils not installed")
+def test_a_c_library_says_its_glibc_release_and_kernel_floor() -> None:
+    libc = next(
+        p
+        for p in (Path("/lib/x86_64-linux-gnu/libc.so.6"), Path("/lib/aarch64-linux-gnu/libc.so.6"))
+        if p.exists()
+    )
+    info = read_elf(libc)
+    assert info.soname == "libc.so.6"
+    release = subprocess.run(
+        ["getconf", "GNU_LIBC_VERSION"], capture_output=True, text=True, check=True
+    ).stdout
+    assert info.glibc_version == max_version({f"GLIBC_{release.split()[1]}"}, "GLIBC_")
+    tag = re.search(r"OS: Linux, ABI: (\d+)\.(\d+)\.(\d+)", readelf(libc, "-n"))
+    assert tag is not None
+    assert info.kernel_floor == tuple(int(x) for x in tag.groups())
+    assert read_elf(SYSTEM_FILES[0]).glibc_version is None  # a program defines no GLIBC_ versions
