@@ -1,8 +1,10 @@
 """The device test pipeline: binary + device -> runs -> DeviceReport (then budgets, then reports).
 
 Steps on the device, each one of the scripts of scripts.py through the transport:
- 1. SETUP: a private temp dir (mktemp -d) and ``uname -m``; the binary's ELF arch is checked against it
-    before anything is copied.
+ 1. SETUP: a private temp dir (mktemp -d), ``uname -m``, ``uname -r`` and the glibc release; the
+    binary's ELF arch is checked against the first before anything is copied, and what the binary needs
+    of the device (check_libc): a kernel at least its bundled glibc's floor, or (--system-libc) the
+    device's glibc at least its floor.
  2. UPLOAD: the binary (and the --input file) streamed through ``cat``; the size written is checked.
  3. COLD: the very first run of the copied file, ``APP --self-test``, timed by the device's clock.
  4. ``APP --info``: the manifest, which proves this is an edgebundle binary and carries the budgets,
@@ -19,6 +21,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -28,7 +31,7 @@ from types import FrameType
 from typing import Any
 
 from .. import ui
-from ..elf import NotElfError, read_elf
+from ..elf import NotElfError, read_elf, version_key
 from ..errors import ConfigError, DeviceError, EdgeBundleError, IntegrityError
 from ..proc import TIMEOUT_S, Completed, Echo, tail
 from ..target import Arch, Budgets, host_arch, load_target, normalize_arch
@@ -102,6 +105,9 @@ def run_device_test(
     say = echo or _silent
     with _term_as_interrupt(), DeviceDir(transport, echo) as dev:
         launch = transport.launch(binary, arch, dev.machine)
+        libc_note = (
+            None if transport.emulated else check_libc(binary, transport.device, dev.kernel, dev.glibc)
+        )
         with ui.step(say, f"copy to {transport.device}") as step:
             app = dev.upload(binary, binary.name, size)
             inputs = [dev.upload(plan.input, f"{INPUT_DIR}/{plan.input.name}")] if plan.input else []
@@ -132,7 +138,7 @@ def run_device_test(
         warm_p50=round(percentile(warm, 50), 1),
         warm_p90=round(percentile(warm, 90), 1),
     )
-    notes = [n for n in (EMULATED_NOTE if transport.emulated else None, launch.note) if n]
+    notes = [n for n in (EMULATED_NOTE if transport.emulated else None, launch.note, libc_note) if n]
     return DeviceReport(
         binary=str(binary),
         device=transport.device,
@@ -166,6 +172,34 @@ def run_device_test(
     )
 
 
+def check_libc(binary: Path, device: str, kernel: str, glibc: str) -> str | None:
+    """What the binary needs of the device's kernel and C library, checked before it is copied:
+    DeviceError when the device cannot run it, else a note for the report (None when the file is not
+    one the builder can read: the device's --info step then says what it is)."""
+    from ..inspection import inspect_binary
+
+    try:
+        libc = inspect_binary(binary)["libc"]
+    except ConfigError:
+        return None
+    if libc["mode"] == "bundled":
+        floor = libc["kernel_floor"]
+        release = re.match(r"\d+(?:\.\d+)*", kernel)  # "6.1.0-13-amd64" -> 6.1.0
+        if release and version_key(release.group()) < version_key(floor):
+            raise DeviceError(
+                f"{device} runs Linux {kernel} but {binary.name}'s bundled glibc {libc['glibc']} needs "
+                f"Linux >= {floor}"
+            )
+        return f"C library: bundled glibc {libc['glibc']} (device: Linux {kernel or '?'})"
+    floor = libc["glibc_floor"]
+    if floor and glibc and version_key(glibc) < version_key(floor):
+        raise DeviceError(
+            f"{device} has glibc {glibc} but {binary.name} was built with --system-libc and needs glibc >= "
+            f"{floor}; rebuild it without --system-libc (it then carries its own)"
+        )
+    return f"C library: the device's glibc {glibc or '(none found)'}, needs >= {floor}"
+
+
 def binary_arch(path: Path) -> Arch:
     """From the ELF header, on the host, before anything runs: a wrong-arch binary on ``local`` is then
     a one-line error, not "Exec format error" (or, with binfmt_misc set up, a silently emulated run
@@ -190,6 +224,8 @@ class DeviceDir:
         self.echo = echo
         self.path = ""
         self.machine = ""
+        self.kernel = ""
+        self.glibc = ""  # "2.36", or "" when the device has no glibc (or no getconf)
 
     def __enter__(self) -> DeviceDir:
         result = self._check(
@@ -202,6 +238,8 @@ class DeviceDir:
                 f"{self.transport.device}: unexpected answer to the setup step: {tail(result.stdout)}"
             )
         self.path, self.machine = path, machine
+        self.kernel = fields.get("kernel", "")
+        self.glibc = fields.get("libc", "").removeprefix("glibc ").strip()
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -36,7 +36,9 @@ d=$(mktemp -d "$base/edgebundle.XXXXXX" 2>/dev/null) || {
     d=$base/edgebundle.$$
     mkdir "$d" || exit 97
 }
-printf 'dir=%s\nmachine=%s\n' "$d" "$(uname -m)"
+printf 'dir=%s\nmachine=%s\nkernel=%s\n' "$d" "$(uname -m)" "$(uname -r)"
+# "glibc 2.36"; nothing on a device without glibc's getconf (musl, busybox-only)
+printf 'libc=%s\n' "$(getconf GNU_LIBC_VERSION 2>/dev/null)"
 """,
 )
 

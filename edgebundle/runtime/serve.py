@@ -343,9 +343,15 @@ def _resolve(waiter: asyncio.Future[None] | None) -> None:
 def _listen(host: str, port: int) -> socket.socket:
     # An ASCII host as bytes: a str goes through the "idna" codec, which a lean binary may not carry.
     name: str | bytes = host.encode("ascii") if host.isascii() else host
-    family, kind, proto, _, address = socket.getaddrinfo(
-        name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
+    try:
+        found = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        # A device without /etc/hosts (a bare root) cannot look up "localhost": it is loopback anyway
+        # (RFC 6761, what systemd's nss-myhostname answers). Any other name: the error, as it is.
+        if host.lower().rstrip(".") != "localhost":
+            raise
+        found = socket.getaddrinfo(b"127.0.0.1", port, type=socket.SOCK_STREAM)
+    family, kind, proto, _, address = found[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -153,3 +153,36 @@ def test_inspect_fails_on_a_model_mismatch_only() -> None:
     check_integrity({"kind": "model", "path": "m.tflite"})
     with pytest.raises(IntegrityError, match="app: the model's sha256 does not match the manifest"):
         check_integrity({"kind": "binary", "path": "app", "model_sha256_matches_manifest": False})
+
+
+@pytest.mark.parametrize(
+    ("libc", "kernel", "glibc", "refused"),
+    [
+        ({"mode": "bundled", "glibc": "2.36", "kernel_floor": "3.2.0"}, "6.1.0-13-amd64", "", None),
+        ({"mode": "bundled", "glibc": "2.36", "kernel_floor": "3.2.0"}, "5.4.0", "2.31", None),
+        (
+            {"mode": "bundled", "glibc": "2.36", "kernel_floor": "3.7.0"},
+            "3.4.113-sun8i",
+            "",
+            "needs Linux >= 3.7.0",
+        ),
+        ({"mode": "system", "glibc_floor": "2.34"}, "5.10.0", "2.36", None),
+        ({"mode": "system", "glibc_floor": "2.34"}, "5.10.0", "2.31", "without --system-libc"),
+        ({"mode": "system", "glibc_floor": "2.34"}, "5.10.0", "", None),  # unknown: the run will say
+    ],
+)
+def test_check_libc_refuses_a_device_that_cannot_run_the_binary(
+    monkeypatch: pytest.MonkeyPatch, libc: dict[str, str], kernel: str, glibc: str, refused: str | None
+) -> None:
+    from edgebundle import inspection
+    from edgebundle.device.measurement import check_libc
+    from edgebundle.errors import DeviceError
+
+    monkeypatch.setattr(inspection, "inspect_binary", lambda path: {"libc": libc})
+    if refused is None:
+        note = check_libc(Path("app"), "ssh://gw", kernel, glibc)
+        assert note is not None
+        assert note.startswith("C library: ")
+    else:
+        with pytest.raises(DeviceError, match=refused):
+            check_libc(Path("app"), "ssh://gw", kernel, glibc)

@@ -242,3 +242,26 @@ def test_serving_modules_are_not_imported_by_the_plain_cli() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_listen_on_localhost_without_a_hosts_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bare root has no /etc/hosts: "localhost" is still loopback; another unknown name fails."""
+    import socket
+
+    from edgebundle.runtime import serve
+
+    real = socket.getaddrinfo
+
+    def no_hosts_file(host: object, *args: object, **kwargs: object) -> object:
+        if host in (b"localhost", b"gateway.invalid"):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_hosts_file)
+    sock = serve._listen("localhost", 0)
+    try:
+        assert sock.getsockname()[0] == "127.0.0.1"
+    finally:
+        sock.close()
+    with pytest.raises(socket.gaierror):
+        serve._listen("gateway.invalid", 0)
