@@ -20,14 +20,16 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
     command -v arch-test >/dev/null || need+=(arch-test)
     if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then need+=(python3.11-venv); fi
-    # Every binary starts with a small C launcher linking zstd statically, and its runner is
+    # Every binary starts with a small static C launcher (musl + zstd), and its runner is
     # compressed with the zstd tool (edgebundle/backends/launcher.py, runners.py); the tflite-runtime
     # targets' NumPy is built once from source without OpenBLAS (edgebundle/pins.toml), which needs
     # a C compiler and the Python headers.
     command -v gcc >/dev/null || need+=(gcc libc6-dev)
+    command -v musl-gcc >/dev/null || need+=(musl-tools)
     [ -f /usr/include/zstd.h ] || need+=(libzstd-dev)
     command -v zstd >/dev/null || need+=(zstd)
-    # Nuitka standalone builds rewrite RPATHs with patchelf; ccache makes its repeat compiles fast.
+    # patchelf points a runner at the C library it carries (edgebundle/backends/libc.py); Nuitka
+    # rewrites RPATHs with it too; ccache makes Nuitka's repeat compiles fast.
     command -v patchelf >/dev/null || need+=(patchelf)
     command -v ccache >/dev/null || need+=(ccache)
     if ! "$PYTHON" -c 'import os, sysconfig; assert os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' 2>/dev/null; then

@@ -204,6 +204,8 @@ def test_arm64_rebuild_from_nothing_is_byte_identical_and_inspectable(
     assert report["model_sha256_matches_manifest"] is True
     assert report["glibc_floor"] is not None
     assert tuple(map(int, report["glibc_floor"].split("."))) <= (2, 36)
+    # bookworm's arm64 glibc, carried: its ABI tag says Linux >= 3.7 (aarch64's floor)
+    assert report["libc"] == {"mode": "bundled", "glibc": "2.36", "kernel_floor": "3.7.0"}
 
 
 @pytest.mark.device

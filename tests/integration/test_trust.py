@@ -42,18 +42,21 @@ def test_inspect_binary(digits_float: Built) -> None:
     assert report["size_bytes"] == digits_float.path.stat().st_size
     # the components account for the whole file (rounding of the compressed share aside)
     assert abs(sum(report["size_by_component"].values()) - report["size_bytes"]) < 100
-    assert {"interpreter", "numpy", "pillow", "python", "launcher", "model"} <= set(
+    assert {"interpreter", "numpy", "pillow", "python", "launcher", "model", "libc"} <= set(
         report["size_by_component"]
     )
+    assert report["libc"]["mode"] == "bundled"  # the default: the device needs no C library
+    assert report["libc"]["kernel_floor"] == "3.2.0"
+    carried = tuple(int(x) for x in report["libc"]["glibc"].split("."))
     assert report["model_sha256_matches_manifest"] is True
     floor = tuple(int(x) for x in report["glibc_floor"].split("."))
-    assert floor <= tuple(int(x) for x in report["target_glibc_floor"].split("."))
+    assert floor <= carried
     assert report["glibc_floor_set_by"]
     libs = {lib["path"].rsplit("/", 1)[-1]: lib for lib in report["libraries"]}
     assert any(name.startswith("libpython3.11") for name in libs)
     assert all(len(lib["sha256"]) == 64 for lib in libs.values())
     text = edgebundle("inspect", str(digits_float.path))
-    assert "glibc  >= " in text.stdout
+    assert f"C library: bundled glibc {report['libc']['glibc']} (Linux >= 3.2.0;" in text.stdout
     assert "size by component" in text.stdout
 
 
