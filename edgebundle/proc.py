@@ -36,6 +36,7 @@ INSTALL_HINTS: dict[str, str] = {
     "objdump": "apt-get install binutils",
     "patchelf": "apt-get install patchelf",
     "gcc": "apt-get install gcc",
+    "musl-gcc": "apt-get install musl-tools",
     "zstd": "apt-get install zstd",
 }
 

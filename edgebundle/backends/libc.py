@@ -116,6 +116,7 @@ def bundle(toolchain: Toolchain, folder: Path, entry: str, arch: Arch, log: Path
             log=log,
             what="copying the C library into the runner",
             timeout=TIMEOUT_S["model probe"],  # a Python start, under QEMU for a foreign root
+            cwd=folder,  # what a build root sees of the host
         )
         where = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
         absent = [name for name in batch if where.get(name, "-") == "-"]
@@ -157,6 +158,7 @@ def _patch(
             log=log,
             what="pointing the runner at its own C library",
             timeout=TIMEOUT_S["compile"],
+            cwd=program.parent,
         )
     info = read_elf(program)
     if info.interp is None or not info.interp.path.startswith(INTERP_MAGIC.encode()):

@@ -25,13 +25,22 @@ LOADER = {"x86_64": "ld-linux-x86-64.so.2", "aarch64": "ld-linux-aarch64.so.1"}[
 
 
 class LocalToolchain:
-    """Runs commands on this host, as the host venv toolchain does (a Debian root runs them inside)."""
+    """Runs commands on this host, as the host venv toolchain does, holding them to the Toolchain
+    contract a Debian root needs: every path of the build a command uses is under its ``cwd`` (only
+    that is visible inside a root)."""
 
     python = shutil.which("python3") or "python3"
     library_root = None
 
-    def run(self, argv: list[str], **_: object) -> str:
-        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    def __init__(self, build_dir: Path) -> None:
+        self.build_dir = build_dir
+
+    def run(self, argv: list[str], *, cwd: Path | None = None, **_: object) -> str:
+        for arg in argv:
+            if arg.startswith(str(self.build_dir)):
+                assert cwd is not None, f"{arg} used without a cwd"
+                assert Path(arg).is_relative_to(cwd), f"{arg} is not under the command's cwd {cwd}"
+        return subprocess.run(argv, capture_output=True, text=True, check=True, cwd=cwd).stdout
 
 
 @pytest.fixture
@@ -63,7 +72,7 @@ def test_missing_libraries_are_what_the_folder_needs_but_lacks(folder: Path) -> 
 
 
 def test_bundle_copies_the_closure_and_patches_the_program(folder: Path, tmp_path: Path) -> None:
-    got = libc.bundle(LocalToolchain(), folder, "run", host_arch(), tmp_path / "log")  # type: ignore[arg-type]
+    got = libc.bundle(LocalToolchain(tmp_path), folder, "run", host_arch(), tmp_path / "log")  # type: ignore[arg-type]
     assert set(got.files) == {"libc.so.6", "libm.so.6", LOADER}
     assert sorted(p.name for p in (folder / libc.LIBDIR).iterdir()) == sorted(got.files)
     release = subprocess.run(
