@@ -175,4 +175,59 @@ def rollback(devices: tuple[str, ...], name: str, prefix: str, ready_timeout: in
         raise DeviceError("; ".join(r.message for r in failed))
 
 
-COMMANDS = (deploy, status, rollback)
+@click.command(short_help="Package BINARY for apt/dpkg (a .deb), optionally as a service.")
+@verbosity
+@click.argument("binary", type=click.Path(path_type=Path))
+@name_option
+@prefix_option
+@click.option("--format", "fmt", type=click.Choice(["deb"]), default="deb", show_default=True)
+@click.option("--service", is_flag=True, help="Install and start edgebundle-NAME.service (--serve).")
+@click.option("--port", type=int, default=8080, show_default=True, help="--service: the port it serves on.")
+@click.option("--host", default="0.0.0.0", show_default=True, help="--service: the address it listens on.")
+@click.option(
+    "--ready-timeout", type=int, default=60, show_default=True, help="--service: seconds to become ready."
+)
+@click.option(
+    "--version", "version", help="The package version [default: 1.BUILDTIME+SHA12, newer builds sort higher]."
+)
+@click.option(
+    "--maintainer",
+    default="edgebundle <root@localhost>",
+    show_default=True,
+    help="The control file's Maintainer.",
+)
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(path_type=Path),
+    default=Path("dist"),
+    show_default=True,
+    help="Where to write NAME_VERSION_ARCH.deb.",
+)
+def package(
+    binary: Path,
+    name: str,
+    prefix: str,
+    fmt: str,
+    service: bool,
+    port: int,
+    host: str,
+    ready_timeout: int,
+    version: str | None,
+    maintainer: str,
+    output_dir: Path,
+) -> None:
+    """Write a Debian package of BINARY: PREFIX/NAME/releases/SHA12/NAME and its current link, with
+    --service the unit edgebundle deploy writes, enabled and restarted by the package's postinst (which
+    fails, and dpkg says so, when the service does not start)."""
+    from .deploy import DeployOptions, check_options
+    from .deploy.deb import package_deb
+
+    opts = DeployOptions(
+        name=name, prefix=prefix, service=service, port=port, host=host, ready_timeout_s=ready_timeout
+    )
+    check_options(opts)
+    click.echo(package_deb(binary, opts, output_dir, version, maintainer).summary())
+
+
+COMMANDS = (deploy, status, rollback, package)

@@ -88,7 +88,7 @@ def check_options(opts: DeployOptions) -> None:
 @dataclass
 class DeviceResult:
     device: str
-    outcome: str  # deployed | unchanged | rolled back | failed | skipped
+    outcome: str  # deployed | unchanged | restored (rollback) | rolled back | failed | skipped
     message: str = ""
     release: str | None = None
     previous: str | None = None
@@ -96,7 +96,7 @@ class DeviceResult:
 
     @property
     def ok(self) -> bool:
-        return self.outcome in ("deployed", "unchanged")
+        return self.outcome in ("deployed", "unchanged", "restored")
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
@@ -460,7 +460,7 @@ def rollback_one(device: str, opts: DeployOptions, echo: Echo | None) -> DeviceR
                 raise DeviceError(
                     f"{dev.url}: rolled back to {result.release}, which is not ready: {problem}"
                 )
-        result.outcome, result.message = "deployed", f"rolled back to {result.release}"
+        result.outcome, result.message = "restored", f"rolled back to {result.release}"
     except EdgeBundleError as exc:
         result.message = str(exc)
     result.seconds = round(time.monotonic() - start, 1)
