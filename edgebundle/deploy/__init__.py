@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -382,12 +383,18 @@ def deploy_fleet(
     binary = read_binary(binary_path)
     results: dict[str, DeviceResult] = {}
     canary, rest = devices[: opts.canary], devices[opts.canary :]
-    failures = 0
+    failures = [0]
+    lock = threading.Lock()
 
     def one(device: str) -> DeviceResult:
-        if failures > opts.max_failures:
-            return DeviceResult(device=device, outcome="skipped", message="more than --max-failures failed")
+        with lock:
+            if failures[0] > opts.max_failures:
+                return DeviceResult(
+                    device=device, outcome="skipped", message="more than --max-failures failed"
+                )
         got = deploy_one(binary, device, opts, echo)
+        with lock:
+            failures[0] += not got.ok
         on_result(got)
         return got
 
@@ -401,8 +408,6 @@ def deploy_fleet(
             futures = {device: pool.submit(one, device) for device in rest}
             for device, future in futures.items():
                 results[device] = future.result()
-                if not results[device].ok and results[device].outcome != "skipped":
-                    failures += 1
     return FleetReport(results=[results[d] for d in devices])
 
 

@@ -71,8 +71,9 @@ exit $rc
 )
 
 # $1 PREFIX, $2 NAME, $3 SHA12 to make current, $4 how many releases to keep. current is replaced by a
-# rename; the release moves to the end of history; releases beyond the newest $4 of history (never
-# the current one) are removed. Prints "previous=SHA12" (what was current, if anything).
+# rename; the release moves to the end of history, which keeps the newest $4; every other release
+# directory is removed (older ones, and uploads that never became current). Prints "previous=SHA12"
+# (what was current, if anything).
 SWITCH = Script(
     "switch",
     r"""
@@ -87,9 +88,9 @@ fi
 rm -f "$d/.current.new"
 ln -s "releases/$3/$2" "$d/.current.new"
 mv -f "$d/.current.new" "$d/current"
-{ [ -f "$d/history" ] && grep -vx "$3" "$d/history" || true; echo "$3"; } > "$d/.history.new"
+{ [ -f "$d/history" ] && grep -vx "$3" "$d/history" || true; echo "$3"; } | tail -n "$4" > "$d/.history.new"
 mv -f "$d/.history.new" "$d/history"
-keep=$(tail -n "$4" "$d/history")
+keep=$(cat "$d/history")
 for r in "$d"/releases/*; do
     [ -d "$r" ] || continue
     case " $(echo $keep) " in *" ${r##*/} "*) ;; *) rm -rf "$r" ;; esac
