@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
 from . import fleetcli, outputs
 from .clikit import Edgebundle, echo, print_version, reporter, verbosity
-from .errors import BudgetExceededError, ConfigError
+from .errors import BudgetExceededError, ConfigError, DeviceError
 from .recipe import bundled_recipes, load_recipe
 from .target import bundled_targets, interpreters, load_target
 
@@ -159,13 +160,16 @@ def init_command(model: Path, output: Path | None, force: bool) -> None:
 @click.option(
     "--device",
     "-d",
-    default="local",
+    "devices",
+    multiple=True,
+    default=("local",),
     show_default=True,
     envvar="EDGEBUNDLE_DEVICE",
     help="local; qemu (a foreign-arch binary through QEMU user-mode emulation, with the C library of "
     "the cached build root that made it; a native binary runs directly); or ssh://[user@]host[:port] "
     "through the system ssh, so ~/.ssh/config, agent and known_hosts apply (EDGEBUNDLE_SSH_COMMAND "
-    "replaces 'ssh', e.g. 'ssh -F FILE').",
+    "replaces 'ssh', e.g. 'ssh -F FILE'). Repeat it to measure several devices at once, with one "
+    "combined report.",
 )
 @click.option(
     "--input",
@@ -198,7 +202,7 @@ def init_command(model: Path, output: Path | None, force: bool) -> None:
 )
 def device_test(
     binary: Path,
-    device: str,
+    devices: tuple[str, ...],
     input_file: Path | None,
     runs: int,
     target: str | None,
@@ -216,18 +220,35 @@ def device_test(
         outputs.check(json_path, "--json-out", inputs=inputs)
     if junit_path is not None:
         outputs.check(junit_path, "--junit", inputs=[*inputs, *([json_path] if json_path else [])])
-    plan = DeviceTestPlan(binary=binary, device=device, runs=runs, input=input_file, target=target)
+    plans = [
+        DeviceTestPlan(binary=binary, device=d, runs=runs, input=input_file, target=target)
+        for d in dict.fromkeys(devices)
+    ]
     ui = reporter()
-    report = run_device_test(plan, echo=ui, progress=ui.progress)
+    if len(plans) == 1:
+        reports = [run_device_test(plans[0], echo=ui, progress=ui.progress)]
+        errors: list[str] = []
+        document: Any = reports[0].to_json()
+    else:
+        from .device.measurement import run_device_tests
+
+        reports, errors = run_device_tests(plans, on_done=ui.info)
+        document = {
+            "ok": not errors and all(r.ok for r in reports),
+            "devices": [r.to_json() for r in reports],
+            "errors": errors,
+        }
     if json_path is not None:
-        outputs.write(json_path, json.dumps(report.to_json(), indent=2) + "\n")
+        outputs.write(json_path, json.dumps(document, indent=2) + "\n")
     if junit_path is not None:
-        outputs.write(junit_path, junit_xml(report))
-    click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.table())
-    failed = report.failed()
+        outputs.write(junit_path, junit_xml(*reports))
+    click.echo(json.dumps(document, indent=2) if as_json else "\n\n".join(r.table() for r in reports))
+    if errors:
+        raise DeviceError("; ".join(errors))
+    failed = [(r.device, b) for r in reports for b in r.failed()]
     if failed:
         raise BudgetExceededError(
-            f"{len(failed)} budget(s) exceeded on {report.device}: " + "; ".join(b.describe() for b in failed)
+            f"{len(failed)} budget(s) exceeded: " + "; ".join(f"{d}: {b.describe()}" for d, b in failed)
         )
 
 

@@ -9,10 +9,18 @@ import xml.etree.ElementTree as ET
 from .report import DeviceReport
 
 
-def junit_xml(report: DeviceReport) -> str:
+def junit_xml(*reports: DeviceReport) -> str:
+    """One testsuite per device measured."""
+    suites = ET.Element("testsuites")
+    for report in reports:
+        _suite(suites, report)
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+def _suite(suites: ET.Element, report: DeviceReport) -> None:
     failures = len(report.failed())
     skipped = sum(1 for b in report.budgets if b.passed is None)
-    suites = ET.Element("testsuites")
     suite = ET.SubElement(
         suites,
         "testsuite",
@@ -52,5 +60,3 @@ def junit_xml(report: DeviceReport) -> str:
             ET.SubElement(case, "skipped", message=budget.describe())
     out = ET.SubElement(suite, "system-out")
     out.text = json.dumps(report.to_json(), indent=2)
-    ET.indent(suites)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"

@@ -86,6 +86,9 @@ def _silent(_line: str) -> None:
     pass
 
 
+MAX_PARALLEL_DEVICES = 8
+
+
 def run_device_test(
     plan: DeviceTestPlan,
     echo: Echo | None,
@@ -170,6 +173,27 @@ def run_device_test(
         ),
         notes=tuple(notes),
     )
+
+
+def run_device_tests(
+    plans: list[DeviceTestPlan], on_done: Callable[[str], None]
+) -> tuple[list[DeviceReport], list[str]]:
+    """Several devices measured at once (each its own transport and temp dir): the reports of those
+    that could be measured, in the plans' order, and one line per device that could not."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(plan: DeviceTestPlan) -> DeviceReport | str:
+        try:
+            report = run_device_test(plan, echo=None, progress=_silent)
+        except (ConfigError, DeviceError, IntegrityError) as exc:
+            on_done(f"{plan.device}: failed: {exc}")
+            return f"{plan.device}: {exc}"
+        on_done(f"{plan.device}: measured, {len(report.failed())} budget(s) exceeded")
+        return report
+
+    with ThreadPoolExecutor(max_workers=min(len(plans), MAX_PARALLEL_DEVICES)) as pool:
+        results = list(pool.map(one, plans))
+    return [r for r in results if not isinstance(r, str)], [r for r in results if isinstance(r, str)]
 
 
 def check_libc(binary: Path, device: str, kernel: str, glibc: str) -> str | None:

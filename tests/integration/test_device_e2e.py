@@ -468,3 +468,39 @@ def test_a_device_string_that_tries_to_inject_is_refused(tmp_path: Path) -> None
     )
     assert "expected ssh://[user@]host[:port]" in error_line(proc, ConfigError.exit_code)
     assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.build
+def test_several_devices_at_once_with_one_report(
+    digits_float: Built, ssh_device: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    """Two devices measured in parallel: one combined JSON and one JUnit file (a suite per device);
+    a device that cannot be reached fails alone (exit 8), the others are still measured."""
+    url, env = ssh_device
+    report, junit = tmp_path / "r.json", tmp_path / "r.xml"
+    proc = edgebundle_test(
+        str(digits_float.path),
+        *("-d", "local", "-d", url, "--runs", "2", "--json-out", str(report), "--junit", str(junit)),
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(report.read_text())
+    assert data["ok"] is True
+    assert data["errors"] == []
+    assert [d["device"] for d in data["devices"]] == ["local", url]
+    for one in data["devices"]:
+        check_report(one, digits_float.path, 2)
+    suites = ET.parse(junit).getroot().findall("testsuite")
+    assert [s.find("properties/property[@name='device']").get("value") for s in suites] == ["local", url]  # type: ignore[union-attr]
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"ssh://root@127.0.0.1:{s.getsockname()[1]}"
+    proc = edgebundle_test(
+        str(digits_float.path), "-d", "local", "-d", closed, "--runs", "2", "--json", env=env
+    )
+    assert error_line(proc, DeviceError.exit_code).startswith(f"{closed}: ")
+    data = json.loads(proc.stdout)
+    assert [d["device"] for d in data["devices"]] == ["local"]
+    assert data["ok"] is False
+    assert len(data["errors"]) == 1
