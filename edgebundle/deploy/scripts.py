@@ -98,7 +98,8 @@ done
 """,
 )
 
-# $1 unit name, $2 unit file path; the unit's text on stdin. Written atomically, then daemon-reload.
+# $1 unit name, $2 unit file path; the unit's text on stdin. Written atomically and daemon-reload
+# when it differs from what is there; enabled. Prints "unit=changed" or "unit=same".
 WRITE_UNIT = Script(
     "write-unit",
     r"""
@@ -107,8 +108,13 @@ t="$2.new.$$"
 trap 'rm -f "$t"' EXIT
 cat > "$t"
 chmod 644 "$t"
-mv -f "$t" "$2"
-systemctl daemon-reload
+if [ -f "$2" ] && cmp -s "$t" "$2"; then
+    echo unit=same
+else
+    mv -f "$t" "$2"
+    systemctl daemon-reload
+    echo unit=changed
+fi
 systemctl enable "$1" >/dev/null 2>&1
 """,
 )

@@ -216,3 +216,40 @@ def test_inspect_is_patched_when_imported_not_at_start(nuitka_float: Built, tmp_
         serve.wait()
     imported = lines.index("import 'inspect' # <class 'nuitka_module_loader'>\n")
     assert "Loaded inspect-postLoad\n" in lines[:imported]  # Nuitka logs the import once it returns
+
+
+def test_runs_in_a_root_with_no_c_library(nuitka_float: Built, tmp_path: Path) -> None:
+    """Like the PyInstaller binaries (tests/integration/test_anylinux.py): a root holding only a static
+    busybox, no libc, no loader; the Nuitka runner carries its glibc and the libstdc++/libgcc_s/zlib
+    that Nuitka leaves to the system."""
+    from edgebundle.target import host_arch
+    from tests.conftest import FIXTURES, in_ci, load_testbeds
+
+    testbeds = load_testbeds()
+    if os.geteuid() != 0:
+        if in_ci():
+            pytest.fail("the test beds need root")
+        pytest.skip("the test beds need root")
+    bare = testbeds.ensure("bare", {"x86_64": "amd64", "aarch64": "arm64"}[host_arch()])
+    home = tmp_path / "home"
+    home.mkdir()
+    binds = [
+        testbeds.Bind(
+            host=str(nuitka_float.path.parent), inside=str(nuitka_float.path.parent), read_only=True
+        ),
+        testbeds.Bind(host=str(FIXTURES), inside=str(FIXTURES), read_only=True),
+        testbeds.Bind(host=str(home), inside=str(home)),
+    ]
+    for args, expect in ((["--self-test"], "self_test"), ([str(DIGITS / "sample_7.png")], "top_k")):
+        proc = subprocess.run(
+            testbeds.run_argv(
+                bare, [str(nuitka_float.path), *args], binds=binds, env={"HOME": str(home)}, cwd=str(home)
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert expect in json.loads(proc.stdout)
+    assert json.loads(proc.stdout)["top_k"][0]["label"] == "seven"
