@@ -261,15 +261,17 @@ def start_service(dev: Device, spec: ServiceSpec, timeout_s: float) -> str | Non
     return probe_ready(dev.transport, spec.host, spec.port, timeout_s)
 
 
-def write_unit(dev: Device, spec: ServiceSpec) -> None:
+def write_unit(dev: Device, spec: ServiceSpec) -> bool:
+    """Write the unit (daemon-reload when its text changed); whether it changed."""
     with tempfile.NamedTemporaryFile("w", suffix=".service", delete=False) as f:
         f.write(render(spec))
     try:
-        dev.run(
+        out = dev.run(
             scripts.WRITE_UNIT, spec.unit_name, spec.unit_path, stdin=Path(f.name), what="writing the unit"
         )
     finally:
         Path(f.name).unlink(missing_ok=True)
+    return parse_facts(out).get("unit") != "same"
 
 
 def deploy_one(binary: Binary, device: str, opts: DeployOptions, echo: Echo | None) -> DeviceResult:
@@ -282,15 +284,20 @@ def deploy_one(binary: Binary, device: str, opts: DeployOptions, echo: Echo | No
         current = release_of(dev.facts.get("current", ""))
         spec = spec_for(binary, opts)
         if current == binary.sha12 and dev.facts.get("have") == binary.sha256:
-            result.previous = None
             if not opts.service:
                 result.outcome, result.message = "unchanged", "already current"
                 return result
-            write_unit(dev, spec)
-            problem = probe_ready(dev.transport, spec.host, spec.port, 2.0)
-            if problem is None:
+            changed = write_unit(dev, spec)
+            if not changed and probe_ready(dev.transport, spec.host, spec.port, 2.0) is None:
                 result.outcome, result.message = "unchanged", "already current and ready"
                 return result
+            # the same release, a new unit (another port...) or not ready: restart it, no switch
+            problem = start_service(dev, spec, opts.ready_timeout_s)
+            if problem is not None:
+                result.message = f"already current but not ready: {problem}"
+                return result
+            result.outcome, result.message = "deployed", "already current; service restarted, ready"
+            return result
         install(dev, binary, opts)
         previous = switch(dev, opts, binary.sha12)
         result.previous = previous or current
