@@ -245,10 +245,14 @@ def device_test(
     click.echo(json.dumps(document, indent=2) if as_json else "\n\n".join(r.table() for r in reports))
     if errors:
         raise DeviceError("; ".join(errors))
-    failed = [(r.device, b) for r in reports for b in r.failed()]
+    failed = [r for r in reports if r.failed()]
     if failed:
         raise BudgetExceededError(
-            f"{len(failed)} budget(s) exceeded: " + "; ".join(f"{d}: {b.describe()}" for d, b in failed)
+            " / ".join(
+                f"{len(r.failed())} budget(s) exceeded on {r.device}: "
+                + "; ".join(b.describe() for b in r.failed())
+                for r in failed
+            )
         )
 
 
