@@ -176,13 +176,21 @@ def binaries(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Binary]:
     """``binaries(arch)``: the digits model built for ``arch`` (once); ``system_libc=True``: with
     ``--system-libc``."""
     out_dir = tmp_path_factory.mktemp("anylinux")
-    built: dict[tuple[str, bool], Binary] = {}
+    built: dict[tuple[str, bool], Binary | str] = {}
 
     def binary(arch: str, *, system_libc: bool = False) -> Binary:
         _require(arch)
-        if (arch, system_libc) not in built:
-            built[arch, system_libc] = _build(out_dir, arch, *(["--system-libc"] if system_libc else []))
-        return built[arch, system_libc]
+        key = (arch, system_libc)
+        if key not in built:
+            try:
+                built[key] = _build(out_dir, arch, *(["--system-libc"] if system_libc else []))
+            except AssertionError as err:
+                built[key] = str(err).splitlines()[0]  # an arm64 build fails in minutes: only once
+                raise
+        found = built[key]
+        if isinstance(found, str):
+            pytest.fail(f"the {arch} build failed earlier in this session: {found}")
+        return found
 
     return binary
 
@@ -495,8 +503,8 @@ def test_inspect_says_which_c_library(binaries: Callable[..., Binary], arch: str
     line = _c_library_line(binary.inspect_text)
     libc = binary.inspect["libc"]
     if system_libc:
-        assert line == "C library: system glibc >= 2.36"
+        assert re.match(r"C library: system glibc >= 2\.36\b", line), line
         assert libc["mode"] == "system"
     else:
-        assert re.fullmatch(r"C library: bundled glibc 2\.\d+ \(Linux >= \d+\.\d+(\.\d+)?\)", line), line
+        assert re.match(r"C library: bundled glibc 2\.\d+ \(Linux >= \d+\.\d+(\.\d+)?\b", line), line
         assert libc["mode"] == "bundled"
