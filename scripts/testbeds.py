@@ -13,12 +13,13 @@
 - ``bare``: ``/bin/busybox`` (the bullseye root's busybox-static: no dynamic loader), ``/bin/sh`` a
   link to it, empty ``/proc``, ``/dev`` and ``/tmp``; no C library, no ``ld.so``, no ``/etc``.
 - ``run``: CMD inside ROOT, in a private mount namespace (``unshare --mount``): the root seen through
-  an overlay whose changes live in a tmpfs (a run never changes the cached root), ``/proc`` mounted,
-  a minimal ``/dev`` (null, zero, full, random, urandom bound from the host), a fresh tmpfs ``/tmp``,
-  the ``--bind`` directories or files, then ``chroot``. No ``--fork``: CMD ends up as the very process
-  started, so its exit status and the signals sent to it are CMD's own. The network is the host's (a
-  server listening inside is reachable on the host's 127.0.0.1). CMD's environment is ``--env`` only
-  (with a default PATH, and HOME=/tmp unless given).
+  an overlay whose changes live in a tmpfs (a run never changes the cached root), ``/proc`` and
+  ``/sys`` (read-only) mounted as on any device, a minimal ``/dev`` (null, zero, full, random,
+  urandom bound from the host), a fresh tmpfs ``/tmp``, the ``--bind`` directories or files, then
+  ``chroot``. No ``--fork``: CMD ends up as the very process started, so its exit status and the
+  signals sent to it are CMD's own. The network is the host's (a server listening inside is
+  reachable on the host's 127.0.0.1). CMD's environment is ``--env`` only (with a default PATH, and
+  HOME=/tmp unless given).
 
 Everything is cached under ``${XDG_CACHE_HOME:-$HOME/.cache}/edgebundle-testbeds/``: a bed is made in
 a temporary directory and renamed into place once it works (``NAME/rootfs`` and ``NAME/testbed.json``);
@@ -50,7 +51,7 @@ SUITE: Final = "bullseye"
 ARCHES: Final = ("amd64", "arm64")
 KINDS: Final = ("bullseye", "bare")
 Kind = Literal["bullseye", "bare"]
-QEMU_ARCH: Final = {"arm64": "aarch64"}  # the binfmt_misc handler a foreign bed needs
+QEMU_ARCH: Final = {"amd64": "x86_64", "arm64": "aarch64"}  # the binfmt_misc handler of a foreign bed
 MACHINE_ARCH: Final = {"x86_64": "amd64", "aarch64": "arm64"}
 MMDEBSTRAP_TIMEOUT_S: Final = 1800.0
 DEFAULT_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -228,7 +229,7 @@ def _bed(kind: Kind, arch: str, cache: Path | None) -> Bed:
     return Bed(kind=kind, arch=arch, cache=cache or cache_root())
 
 
-def _create(bed: Bed, make: Callable[[Path], dict[str, object]]) -> Path:
+def create(bed: Bed, make: Callable[[Path], dict[str, object]]) -> Path:
     """Make ``bed`` once: under its lock, in a temporary directory renamed into place."""
     if bed.info() is not None:
         return bed.rootfs
@@ -367,15 +368,15 @@ def ensure_bullseye(arch: str, cache: Path | None = None) -> Path:
         _smoke(rootfs, bed.name)
         return {"suite": SUITE, "glibc": glibc_version(rootfs)}
 
-    return _create(bed, make)
+    return create(bed, make)
 
 
 def ensure_bare(arch: str, cache: Path | None = None) -> Path:
     """The rootfs of the bare bed for ``arch`` (a static busybox only), made on first use."""
-    source = ensure_bullseye(arch, cache)
     bed = _bed("bare", arch, cache)
 
     def make(tmp: Path) -> dict[str, object]:
+        source = ensure_bullseye(arch, cache)
         rootfs = tmp / "rootfs"
         for directory in ("bin", "proc", "dev", "tmp"):
             (rootfs / directory).mkdir(parents=True)
@@ -389,7 +390,7 @@ def ensure_bare(arch: str, cache: Path | None = None) -> Path:
         _smoke(rootfs, bed.name)
         return {"from": str(source)}
 
-    return _create(bed, make)
+    return create(bed, make)
 
 
 def ensure(kind: Kind, arch: str, cache: Path | None = None) -> Path:
@@ -440,8 +441,9 @@ mount -t tmpfs -o mode=755 testbed "$scratch"
 mkdir "$scratch/upper" "$scratch/work" "$scratch/root"
 mount -t overlay -o "lowerdir=$lower,upperdir=$scratch/upper,workdir=$scratch/work" testbed "$scratch/root"
 root=$scratch/root
-mkdir -p "$root/proc" "$root/dev" "$root/tmp"
+mkdir -p "$root/proc" "$root/sys" "$root/dev" "$root/tmp"
 mount -t proc proc "$root/proc"
+mount -t sysfs -o ro sysfs "$root/sys"
 mount -t tmpfs -o mode=755,size=1m testbed-dev "$root/dev"
 for dev in DEVICES; do
     : >"$root/dev/$dev"
@@ -554,7 +556,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bare = sub.add_parser("bare", help="print the path of a root with a static busybox only")
     bare.add_argument("--arch", choices=ARCHES, default=host_arch() if host_arch() in ARCHES else "amd64")
     run = sub.add_parser("run", help="run a command inside a root (as root)")
-    run.add_argument("rootfs", type=Path)
+    run.add_argument("rootfs", help="the root filesystem (what root or bare printed)")
     run.add_argument("--bind", action="append", default=[], metavar="HOST:INSIDE[:ro]")
     run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
     run.add_argument("--cwd", default="/", help="working directory inside the root (default /)")
@@ -569,8 +571,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "clean":
             clean()
         else:
-            if not args.rootfs.is_dir():
-                raise BedError(f"{args.rootfs}: not a directory")
+            if not args.rootfs or not Path(args.rootfs).is_dir():
+                raise BedError(f"{args.rootfs!r}: not a directory")
             if os.geteuid() != 0:
                 raise BedError("run needs root (a mount namespace, chroot)")
             env = {}
@@ -580,7 +582,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise BedError(f"--env {pair}: expected KEY=VALUE")
                 env[key] = value
             command = run_argv(
-                args.rootfs, args.cmd, binds=[Bind.parse(s) for s in args.bind], env=env, cwd=args.cwd
+                Path(args.rootfs), args.cmd, binds=[Bind.parse(s) for s in args.bind], env=env, cwd=args.cwd
             )
             os.execv(command[0], command)
     except BedError as err:

@@ -24,7 +24,6 @@ a missing piece fails.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import os
 import re
@@ -38,14 +37,13 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 
 from edgebundle.target import host_arch
-from tests.conftest import DIGITS, FIXTURES, IMAGES, MODELS, ROOT, in_ci
+from tests.conftest import DIGITS, FIXTURES, IMAGES, MODELS, in_ci, load_testbeds
 from tests.integration.conftest import CLEAN_ENV, Built, assert_outputs_equal, edgebundle, reference_outputs
 
 pytestmark = pytest.mark.build
@@ -61,17 +59,7 @@ CASES = [
 ]
 
 
-def _load_testbeds() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("testbeds", ROOT / "scripts" / "testbeds.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-testbeds = _load_testbeds()
+testbeds = load_testbeds()
 
 
 def _missing(arch: str) -> str | None:
@@ -283,7 +271,7 @@ def test_bare_bed_is_a_static_busybox_and_nothing_else(beds: Callable[[str, str]
     assert proc.returncode == 3, proc.stderr
     machine, *rest = proc.stdout.split()
     assert machine == {"x86_64": "x86_64", "arm64": "aarch64"}[arch]
-    assert rest == ["bin", "dev", "proc", "tmp", "4"]
+    assert rest == ["bin", "dev", "proc", "sys", "tmp", "4"]  # /sys mounted by the run, as on a device
     assert not (bed.rootfs / "x").exists()
 
 
