@@ -19,6 +19,9 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     # installs qemu-user-static and registers it with binfmt_misc).
     command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
     command -v arch-test >/dev/null || need+=(arch-test)
+    # A host whose apt sources have no Debian (an Ubuntu CI runner) gets build roots and the test
+    # beds (scripts/testbeds.py: bullseye) from deb.debian.org, checked against Debian's keys.
+    [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
     if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then need+=(python3.11-venv); fi
     # Every binary starts with a small static C launcher (musl + zstd), and its runner is
     # compressed with the zstd tool (edgebundle/backends/launcher.py, runners.py); the tflite-runtime
