@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from . import outputs
+from . import fleetcli, outputs
 from .clikit import Edgebundle, echo, print_version, reporter, verbosity
 from .errors import BudgetExceededError, ConfigError
 from .recipe import bundled_recipes, load_recipe
@@ -421,3 +421,7 @@ def toolchain_remove(target_name: str) -> None:
     removed = remove_roots(name, echo)
     if not removed:
         echo(f"no build roots of {name}")
+
+
+for _command in fleetcli.COMMANDS:
+    main.add_command(_command)

@@ -11,6 +11,7 @@ output in a log file and on failure raises with the command, the exit code and t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,6 +278,27 @@ def counted_progress(label: str, echo: Echo | None, *, steps: int = 10) -> LineH
             echo(f"{label}: {done}/{total} steps")
 
     return on_line
+
+
+@contextlib.contextmanager
+def background(argv: Sequence[str], *, echo: Echo | None = default_echo) -> Iterator[subprocess.Popen[bytes]]:
+    """A command that runs while the caller works (an SSH tunnel), ended (SIGTERM, grace, SIGKILL)
+    when the block ends, whatever happens in it. Its stderr is kept for the caller to explain a
+    failure (``proc.stderr``); stdin and stdout are /dev/null."""
+    if echo:
+        echo(f"+ {shlex.join(argv)} &")
+    proc = subprocess.Popen(
+        [which(argv[0]), *argv[1:]],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield proc
+    finally:
+        _end(proc)
+        if proc.stderr:
+            proc.stderr.close()
 
 
 def _end(proc: subprocess.Popen[bytes]) -> None:

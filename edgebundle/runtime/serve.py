@@ -7,7 +7,8 @@ Routes: ``POST /v1/infer`` (raw image body or multipart/form-data; the CLI's JSO
 
 This module is the server and the mode's entry (``main``); the pieces are beside it: HTTP/1.1
 framing and multipart (http1.py), one client connection (connection.py), the Prometheus metrics
-(metrics.py), the JSON logs (jsonlog.py).
+(metrics.py), the JSON logs (jsonlog.py), systemd's readiness, watchdog and stopping notifications
+(sdnotify.py: READY=1 when /readyz turns 200, WATCHDOG=1 from the event loop, STOPPING=1 at a drain).
 
 Threading model: one asyncio event loop (the main thread) owns every socket: it accepts, reads
 requests into per-connection buffers, enforces deadlines with timers and writes answers. Inferences
@@ -61,6 +62,7 @@ from .metrics import Metrics
 from .model import ModelLoadError
 from .payload import Bundle
 from .preprocess import max_pixels
+from .sdnotify import Notifier
 from .selftest import run_self_test
 from .session import is_detection
 from .workers import (
@@ -88,10 +90,18 @@ TEST_DELAY_HEADER = "x-ebrt-test-delay-ms"
 
 
 class Server:
-    def __init__(self, opts: argparse.Namespace, root: Bundle, manifest: Manifest, log: Log) -> None:
+    def __init__(
+        self,
+        opts: argparse.Namespace,
+        root: Bundle,
+        manifest: Manifest,
+        log: Log,
+        notifier: Notifier,
+    ) -> None:
         self.root = root
         self.manifest = manifest
         self.log = log
+        self.notifier = notifier  # systemd's notifications (sdnotify.py); does nothing outside systemd
         self.workers: int = opts.workers or len(os.sched_getaffinity(0))
         self.threads: int = opts.threads or 1
         self.max_pixels = max_pixels(opts.max_megapixels)
@@ -112,6 +122,8 @@ class Server:
         self.exit_code: int | None = None
         self.signals = 0
         self.listener = _listen(opts.host, opts.port)
+        host, port = self.listener.getsockname()[:2]
+        self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.loop = asyncio.new_event_loop()
         self.stop = asyncio.Event()
         self.all_closed = asyncio.Event()
@@ -149,12 +161,22 @@ class Server:
             max_inflight_bytes=self.max_inflight,
             max_decode_bytes=self.budget.limit,
         )
+        self.notifier.status(f"loading the model; listening on {self.address}")
+        if self.notifier.watchdog_s is not None:
+            self._watchdog()
         threading.Thread(target=self._load, name="loader", daemon=True).start()
         await self.stop.wait()
         server.close()  # no new connections
         if self.exit_code is not None:
             return self.exit_code
         return await self._drain()
+
+    def _watchdog(self) -> None:
+        """Ping systemd's watchdog from the event loop itself: a wedged loop stops pinging, and
+        systemd restarts the service."""
+        assert self.notifier.watchdog_s is not None
+        self.notifier.watchdog()
+        self.loop.call_later(self.notifier.watchdog_s, self._watchdog)
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         error = context.get("exception")
@@ -178,17 +200,19 @@ class Server:
                 session.infer(feeds)
         except ModelLoadError as exc:
             self.log("error", "model_load_failed", error=str(exc), exit_code=EXIT_MODEL)
-            self.loop.call_soon_threadsafe(self._fail, EXIT_MODEL)
+            self.loop.call_soon_threadsafe(self._fail, EXIT_MODEL, f"model load failed: {exc}")
             return
         except Exception as exc:  # a damaged bundle: say so in the log, and exit rather than hang
-            self.log("error", "load_failed", error=f"{type(exc).__name__}: {exc}", exit_code=EXIT_INTERNAL)
-            self.loop.call_soon_threadsafe(self._fail, EXIT_INTERNAL)
+            error = f"{type(exc).__name__}: {exc}"
+            self.log("error", "load_failed", error=error, exit_code=EXIT_INTERNAL)
+            self.loop.call_soon_threadsafe(self._fail, EXIT_INTERNAL, f"load failed: {error}")
             return
         self.loop.call_soon_threadsafe(
             self._loaded, Pool(sessions, on_done=self._job_done, budget=self.budget), result
         )
 
-    def _fail(self, code: int) -> None:
+    def _fail(self, code: int, status: str) -> None:
+        self.notifier.status(f"{status} (exit {code})")
         self.exit_code = code
         self.stop.set()
 
@@ -197,9 +221,12 @@ class Server:
         if result["problems"]:
             self.not_ready = "self-test failed: " + "; ".join(result["problems"])
             self.log("error", "self_test_failed", problems=result["problems"])
+            # No READY=1, ever: systemd fails the start after TimeoutStartSec (docs/serving.md).
+            self.notifier.status(self.not_ready)
             return
-        self.ready = True
+        self.ready = True  # /readyz answers 200 from here on
         self.log("info", "ready", self_test=result, workers=self.workers)
+        self.notifier.ready(f"ready; serving on {self.address} with {self.workers} workers")
 
     def _job_done(self, job: Job) -> None:
         """In a worker thread."""
@@ -217,6 +244,7 @@ class Server:
             elif conn.transport is not None:
                 conn.transport.close()
         self.log("info", "draining", in_flight=busy)
+        self.notifier.stopping(f"draining: {busy} requests in flight")
         # Every request in flight ends within the read timeout + the inference timeout (+ sending).
         limit = self.read_timeout * 2 + self.timeout + 1.0
         if self.conns:
@@ -367,13 +395,18 @@ def main(prog: str, root: Bundle, manifest: Manifest, opts: argparse.Namespace) 
     """``opts`` as checked by app.check_options."""
     log = Log()
     log_everything_as_json(log)
+    notifier = Notifier(log)  # first: it takes NOTIFY_SOCKET & co. out of the environment
     if getattr(opts, "threads_capped", ""):
         log("warning", "threads_capped", message=opts.threads_capped)
     try:
-        server = Server(opts, root, manifest, log)
+        server = Server(opts, root, manifest, log, notifier)
     except OSError as exc:
         log(
             "error", "listen_failed", host=opts.host, port=opts.port, error=str(exc), exit_code=EXIT_BAD_INPUT
         )
+        notifier.status(f"cannot listen on {opts.host}:{opts.port}: {exc} (exit {EXIT_BAD_INPUT})")
         return EXIT_BAD_INPUT
-    return server.run()
+    try:
+        return server.run()
+    finally:
+        notifier.close()

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from benchmarks.loadtest import gray_png
-from tests.conftest import DIGITS, IMAGES
+from tests.conftest import DIGITS, IMAGES, NotifyListener
 from tests.integration.conftest import CLEAN_ENV, Built, run_binary
 
 pytestmark = pytest.mark.build
@@ -33,9 +33,17 @@ MB = 1024 * 1024
 class Served:
     """A binary started with ``--serve --port 0``; the port comes from its "listening" log line."""
 
-    def __init__(self, binary: Path, work: Path, *args: str, hooks: bool = False) -> None:
+    def __init__(
+        self,
+        binary: Path,
+        work: Path,
+        *args: str,
+        hooks: bool = False,
+        env: dict[str, str] | None = None,
+        wait_ready: bool = True,
+    ) -> None:
         self.log_path = work / f"serve-{time.monotonic_ns()}.log"
-        env = {**CLEAN_ENV, "HOME": str(work)}
+        env = {**CLEAN_ENV, "HOME": str(work), **(env or {})}
         if hooks:
             env["EDGEBUNDLE_TEST_HOOKS"] = "1"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - open for the server's whole life
@@ -48,7 +56,8 @@ class Served:
             env=env,
         )
         self.port = int(self.wait_for_log("listening")["port"])
-        self.wait_for_log("ready")
+        if wait_ready:
+            self.wait_for_log("ready")
 
     def logs(self) -> list[dict[str, Any]]:
         text = self.log_path.read_text()
@@ -429,6 +438,68 @@ def test_sigterm_lets_the_in_flight_request_finish_then_exits_0(serve: Any) -> N
     assert events.index("draining") < events.index("stopped")
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_S)
+
+
+def test_systemd_hears_ready_watchdog_pings_and_stopping(digits_float: Built, tmp_path: Path) -> None:
+    # As under a unit with Type=notify and WatchdogSec=0.4: systemd's socket is ours, and its
+    # NotifyAccess=main takes messages from the started pid only (the launcher execs, so that is
+    # the pid that speaks).
+    with NotifyListener(tmp_path / "notify") as listener:
+        env = {"NOTIFY_SOCKET": listener.env, "WATCHDOG_USEC": "200000"}
+        server = Served(digits_float.path, tmp_path, "--workers", "1", env=env, wait_ready=False)
+        try:
+            before: list[dict[str, str]] = []
+            deadline = time.monotonic() + WAIT_S
+            while True:
+                got = listener.receive(max(0.0, deadline - time.monotonic()))
+                assert got is not None, f"no READY=1 in {WAIT_S} s: {before}, {server.logs()}"
+                message, pid = got
+                assert pid == server.proc.pid, message
+                if message.get("READY") == "1":
+                    break
+                before.append(message)
+            # READY=1 is sent once /readyz answers 200, never before
+            status, _, body = server.request("GET", "/readyz")
+            assert (status, json.loads(body)) == (200, {"status": "ready"})
+            assert message["STATUS"].startswith(f"ready; serving on 127.0.0.1:{server.port}"), message
+            assert before[0] == {"STATUS": f"loading the model; listening on 127.0.0.1:{server.port}"}
+            assert all(m == {"WATCHDOG": "1"} for m in before[1:]), before
+
+            # Pings every half WATCHDOG_USEC (0.1 s), from the serving loop
+            pings = 0
+            window = time.monotonic() + 0.55
+            while (left := window - time.monotonic()) > 0 and (got := listener.receive(left)) is not None:
+                assert got == ({"WATCHDOG": "1"}, server.proc.pid)
+                pings += 1
+            assert pings >= 3
+            assert server.infer(SEVEN.read_bytes())[0] == 200
+
+            server.proc.send_signal(signal.SIGTERM)
+            after: list[dict[str, str]] = []
+            while (got := listener.receive(WAIT_S)) is not None and "STOPPING" not in got[0]:
+                after.append(got[0])
+            assert got is not None, f"no STOPPING=1: {after}"
+            assert got == ({"STOPPING": "1", "STATUS": "draining: 0 requests in flight"}, server.proc.pid)
+            assert all(m == {"WATCHDOG": "1"} for m in after), after
+            assert server.proc.wait(timeout=WAIT_S) == 0
+        finally:
+            server.stop()
+    events = [r["event"] for r in server.logs()]
+    assert "notify_failed" not in events
+    assert events.index("ready") < events.index("draining") < events.index("stopped")
+
+
+def test_a_notify_socket_that_is_gone_costs_one_log_line(digits_float: Built, tmp_path: Path) -> None:
+    env = {"NOTIFY_SOCKET": str(tmp_path / "nobody"), "WATCHDOG_USEC": "100000"}
+    server = Served(digits_float.path, tmp_path, "--workers", "1", env=env)
+    time.sleep(0.5)  # five failed pings
+    assert server.request("GET", "/readyz")[0] == 200
+    assert server.infer(SEVEN.read_bytes())[0] == 200
+    assert server.stop() == 0
+    failed = [r for r in server.logs() if r["event"] == "notify_failed"]
+    assert len(failed) == 1, failed
+    assert failed[0]["level"] == "warning"
+    assert "FileNotFoundError" in failed[0]["error"]
 
 
 def test_a_port_in_use_is_an_error_with_exit_2(serve: Any, digits_float: Built, tmp_path: Path) -> None:

@@ -1,0 +1,481 @@
+"""``edgebundle deploy``, ``status`` and ``rollback``: a built binary onto gateways over SSH, as a
+systemd service, health-gated, rolled back by itself when the new release does not become ready.
+
+Per device, in this order, stopping at the first failure (one line naming the device and why):
+ 1. preflight (scripts.PREFLIGHT), before anything changes: the device's arch is the binary's, its
+    kernel (or, for --system-libc, its glibc) is new enough, there is room for the binary and its
+    unpacked runtime, sha256sum is there;
+ 2. upload to a temporary name, sha256 checked on the device, renamed to releases/SHA12/NAME
+    (skipped when that release is already there, intact); its --self-test run there;
+ 3. ``current`` switched to it by a rename (the previous release stays, for rollback);
+ 4. with --service: the unit written (unit.py), ``systemctl restart`` (Type=notify: it returns once
+    the binary said READY=1), then /readyz probed through an SSH tunnel (the gateway needs no curl);
+ 5. not ready within --ready-timeout: ``current`` switched back, the previous release restarted and
+    probed, and the device reported "rolled back" (a failure).
+
+Every step is idempotent: a deploy of the release that is already current and ready changes nothing
+but the unit file's text (rewritten, same content) and restarts nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..device import Transport, open_transport
+from ..device.local import native_launch
+from ..device.measurement import binary_arch, check_libc
+from ..device.scripts import Script
+from ..errors import ConfigError, DeviceError, EdgeBundleError
+from ..inspection import inspect_binary
+from ..proc import Completed, Echo
+from ..target import Arch
+from . import scripts
+from .probe import probe_ready
+from .unit import ServiceSpec, render
+
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+SHA12_RE = re.compile(r"[0-9a-f]{12}")
+DEFAULT_PREFIX = "/opt/edgebundle"
+DEFAULT_PORT = 8080
+SPACE_MARGIN = 1.2  # room asked for beyond the binary and its unpacked runtime
+STEP_TIMEOUT_S = 600.0  # one script on the device: an upload over a slow link, a self-test under QEMU
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeployOptions:
+    name: str
+    prefix: str = DEFAULT_PREFIX
+    service: bool = False
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    keep: int = 3
+    ready_timeout_s: int = 60
+    parallel: int = 4
+    canary: int = 0
+    max_failures: int = 0
+    serve_args: tuple[str, ...] = ()
+
+
+def check_options(opts: DeployOptions) -> None:
+    if not NAME_RE.fullmatch(opts.name):
+        raise ConfigError(
+            f"--name {opts.name!r}: expected lower-case letters, digits, '-' and '_' (it names the unit "
+            "edgebundle-NAME.service and the directory PREFIX/NAME)"
+        )
+    if (
+        not opts.prefix.startswith("/")
+        or not re.fullmatch(r"/[A-Za-z0-9._/-]*", opts.prefix)
+        or ".." in opts.prefix
+    ):
+        raise ConfigError(f"--prefix {opts.prefix!r}: expected an absolute path of plain characters")
+    if opts.keep < 2:
+        raise ConfigError(f"--keep {opts.keep}: at least 2 (the current release and the one to roll back to)")
+    if not 1 <= opts.port <= 65535:
+        raise ConfigError(f"--port {opts.port}: expected 1-65535")
+    if opts.ready_timeout_s < 1:
+        raise ConfigError(f"--ready-timeout {opts.ready_timeout_s}: expected >= 1 second")
+    if opts.parallel < 1 or opts.canary < 0 or opts.max_failures < 0:
+        raise ConfigError("--parallel must be >= 1, --canary and --max-failures >= 0")
+
+
+@dataclass
+class DeviceResult:
+    device: str
+    outcome: str  # deployed | unchanged | restored (rollback) | rolled back | failed | skipped
+    message: str = ""
+    release: str | None = None
+    previous: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("deployed", "unchanged", "restored")
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+@dataclass
+class Device:
+    """One gateway during a deploy: its transport and what the preflight found."""
+
+    transport: Transport
+    facts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.transport.device
+
+    def run(self, script: Script, *args: str, stdin: Path | None = None, what: str) -> Completed:
+        result = self.transport.shell(script, list(args), stdin=stdin, timeout=STEP_TIMEOUT_S)
+        if result.returncode != 0:
+            reason = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or ["no reason given"]
+            raise DeviceError(f"{self.url}: {what} failed (exit {result.returncode}): {reason[0]}")
+        return result
+
+
+def parse_facts(result: Completed) -> dict[str, str]:
+    facts: dict[str, str] = {}
+    for line in result.lines():
+        key, sep, value = line.partition("=")
+        if sep:
+            facts[key] = value
+    return facts
+
+
+def release_of(link: str) -> str | None:
+    """``releases/SHA12/NAME`` (what ``current`` points to) -> SHA12."""
+    parts = link.split("/")
+    return parts[1] if len(parts) == 3 and parts[0] == "releases" and SHA12_RE.fullmatch(parts[1]) else None
+
+
+def open_gateway(device: str, echo: Echo | None) -> Device:
+    if not device.startswith("ssh://"):
+        raise ConfigError(f"{device!r}: a gateway is written ssh://[user@]host[:port]")
+    return Device(transport=open_transport(device, echo))
+
+
+@dataclass(frozen=True)
+class Binary:
+    """What a deploy needs to know of the binary, read once on the host."""
+
+    path: Path
+    sha256: str
+    size: int
+    unpacked_bytes: int
+    arch: Arch
+    rss_budget_mb: float | None
+    description: str
+
+    @property
+    def sha12(self) -> str:
+        return self.sha256[:12]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_binary(path: Path) -> Binary:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file; give the path of a binary made by edgebundle build")
+    report = inspect_binary(path)
+    if not report["model_sha256_matches_manifest"]:
+        raise ConfigError(f"{path}: the model's sha256 does not match the manifest; not deploying it")
+    manifest = report["manifest"]
+    budgets = manifest.get("target", {}).get("budgets", {}) or {}
+    return Binary(
+        path=path,
+        sha256=sha256_file(path),
+        size=report["size_bytes"],
+        unpacked_bytes=sum(report["unpacked_bytes"].values()),
+        arch=binary_arch(path),
+        rss_budget_mb=budgets.get("max_rss_mb"),
+        description=(
+            f"edgebundle {path.name}: {manifest['model'].get('source_name', manifest['model']['file'])} "
+            f"({manifest['recipe'].get('name', 'recipe')})"
+        ),
+    )
+
+
+def preflight(dev: Device, binary: Binary, opts: DeployOptions) -> None:
+    dev.facts = parse_facts(
+        dev.run(scripts.PREFLIGHT, opts.prefix, opts.name, binary.sha12, what="preflight")
+    )
+    facts = dev.facts
+    native_launch(binary.path, binary.arch, facts.get("machine", "?"), dev.url, "a gateway of that arch")
+    check_libc(binary.path, dev.url, facts.get("kernel", ""), facts.get("libc", "").removeprefix("glibc "))
+    if facts.get("sha256sum") != "yes":
+        raise DeviceError(f"{dev.url}: has no sha256sum (coreutils or busybox) to check the copy with")
+    if opts.service and facts.get("systemd") != "yes":
+        raise DeviceError(
+            f"{dev.url}: --service needs systemd running on the gateway (no /run/systemd/system)"
+        )
+    if opts.service and facts.get("root") != "yes":
+        raise DeviceError(f"{dev.url}: --service needs root on the gateway (ssh://root@... or a root login)")
+    need = int((binary.size + binary.unpacked_bytes) * SPACE_MARGIN) // 1024
+    free = int(facts.get("free_kb") or 0)
+    if facts.get("have") != binary.sha256 and free < need:
+        raise DeviceError(
+            f"{dev.url}: {free // 1024} MB free under {opts.prefix}, the release and its unpacked runtime "
+            f"need {need // 1024} MB"
+        )
+
+
+def install(dev: Device, binary: Binary, opts: DeployOptions) -> bool:
+    """Upload unless the release is there, intact; then its self-test on the device. Whether uploaded."""
+    uploaded = False
+    if dev.facts.get("have") != binary.sha256:
+        out = dev.run(
+            scripts.INSTALL, opts.prefix, opts.name, binary.sha256, stdin=binary.path, what="upload"
+        )
+        if "installed" not in out.stdout:
+            raise DeviceError(f"{dev.url}: upload: unexpected answer {out.stdout.strip()!r}")
+        uploaded = True
+    release = f"{opts.prefix}/{opts.name}/releases/{binary.sha12}/{opts.name}"
+    test = dev.transport.shell(scripts.SELFTEST, [release], timeout=STEP_TIMEOUT_S)
+    if test.returncode != 0:
+        reason = (test.stderr.strip() or test.stdout.strip()).splitlines()[-1:] or [f"exit {test.returncode}"]
+        raise DeviceError(f"{dev.url}: the release's --self-test failed on the device: {reason[0]}")
+    return uploaded
+
+
+def switch(dev: Device, opts: DeployOptions, sha12: str) -> str | None:
+    """Make ``sha12`` current; the release that was current before (None on a first deploy)."""
+    out = dev.run(scripts.SWITCH, opts.prefix, opts.name, sha12, str(opts.keep), what="switching current")
+    previous = parse_facts(out).get("previous")
+    return previous if previous and previous != sha12 else None
+
+
+def spec_for(binary: Binary, opts: DeployOptions) -> ServiceSpec:
+    return ServiceSpec(
+        name=opts.name,
+        prefix=opts.prefix,
+        host=opts.host,
+        port=opts.port,
+        ready_timeout_s=opts.ready_timeout_s,
+        rss_budget_mb=binary.rss_budget_mb,
+        description=binary.description,
+        serve_args=opts.serve_args,
+    )
+
+
+def start_service(dev: Device, spec: ServiceSpec, timeout_s: float) -> str | None:
+    """Restart the unit and wait for /readyz; None when ready, else why not."""
+    result = dev.transport.shell(scripts.RESTART, [spec.unit_name], timeout=timeout_s + 30)
+    active = parse_facts(result).get("active", "?")
+    if result.returncode != 0 or active != "active":
+        return f"{spec.unit_name} did not start ({active}; see journalctl -u {spec.unit_name} on the device)"
+    return probe_ready(dev.transport, spec.host, spec.port, timeout_s)
+
+
+def write_unit(dev: Device, spec: ServiceSpec) -> None:
+    with tempfile.NamedTemporaryFile("w", suffix=".service", delete=False) as f:
+        f.write(render(spec))
+    try:
+        dev.run(
+            scripts.WRITE_UNIT, spec.unit_name, spec.unit_path, stdin=Path(f.name), what="writing the unit"
+        )
+    finally:
+        Path(f.name).unlink(missing_ok=True)
+
+
+def deploy_one(binary: Binary, device: str, opts: DeployOptions, echo: Echo | None) -> DeviceResult:
+    start = time.monotonic()
+    result = DeviceResult(device=device, outcome="failed", release=binary.sha12)
+    try:
+        dev = open_gateway(device, echo)
+        result.device = dev.url
+        preflight(dev, binary, opts)
+        current = release_of(dev.facts.get("current", ""))
+        spec = spec_for(binary, opts)
+        if current == binary.sha12 and dev.facts.get("have") == binary.sha256:
+            result.previous = None
+            if not opts.service:
+                result.outcome, result.message = "unchanged", "already current"
+                return result
+            write_unit(dev, spec)
+            problem = probe_ready(dev.transport, spec.host, spec.port, 2.0)
+            if problem is None:
+                result.outcome, result.message = "unchanged", "already current and ready"
+                return result
+        install(dev, binary, opts)
+        previous = switch(dev, opts, binary.sha12)
+        result.previous = previous or current
+        if not opts.service:
+            result.outcome, result.message = "deployed", "current switched"
+            return result
+        write_unit(dev, spec)
+        problem = start_service(dev, spec, opts.ready_timeout_s)
+        if problem is None:
+            result.outcome, result.message = "deployed", "ready"
+            return result
+        result.message = f"not ready: {problem}"
+        back = result.previous
+        if back is None:
+            dev.transport.shell(scripts.STOP, [spec.unit_name], timeout=120)
+            result.message += "; no previous release to roll back to: service stopped"
+            return result
+        switch(dev, opts, back)
+        again = start_service(dev, spec, opts.ready_timeout_s)
+        result.outcome = "rolled back"
+        result.message += f"; rolled back to {back}" + (
+            "" if again is None else f", which is not ready either: {again}"
+        )
+        return result
+    except EdgeBundleError as exc:
+        result.message = str(exc)
+        return result
+    finally:
+        result.seconds = round(time.monotonic() - start, 1)
+
+
+OnResult = Callable[[DeviceResult], None]
+
+
+@dataclass
+class FleetReport:
+    results: list[DeviceResult]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "devices": [r.to_json() for r in self.results]}
+
+    def table(self) -> str:
+        width = max([len("device"), *(len(r.device) for r in self.results)])
+        lines = [f"{'device':{width}}  {'outcome':11}  {'release':12}  {'previous':12}  {'s':>6}  message"]
+        for r in self.results:
+            lines.append(
+                f"{r.device:{width}}  {r.outcome:11}  {r.release or '-':12}  {r.previous or '-':12}  "
+                f"{r.seconds:6.1f}  {r.message}"
+            )
+        failed = sum(not r.ok for r in self.results)
+        lines.append(f"{len(self.results) - failed} of {len(self.results)} devices ok")
+        return "\n".join(lines)
+
+
+def read_devices(args: list[str]) -> list[str]:
+    """DEVICE arguments, ``@FILE`` expanded (one device per line; blank lines and # comments skipped);
+    each once, in order."""
+    devices: list[str] = []
+    for arg in args:
+        if arg.startswith("@"):
+            path = Path(arg[1:])
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise ConfigError(f"{arg}: cannot read the device list: {exc.strerror}") from None
+            found = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+            devices += [d for d in found if d]
+        else:
+            devices.append(arg)
+    if not devices:
+        raise ConfigError("no devices given (DEVICE... or @FILE with one ssh://HOST per line)")
+    for device in devices:
+        open_gateway(device, None)  # the URL's own check, before anything runs anywhere
+    return list(dict.fromkeys(devices))
+
+
+def deploy_fleet(
+    binary_path: Path, devices: list[str], opts: DeployOptions, echo: Echo | None, on_result: OnResult
+) -> FleetReport:
+    """Deploy to every device, ``opts.parallel`` at a time. The first ``opts.canary`` devices go first,
+    and the rest only if all of them became ready; once more than ``opts.max_failures`` devices
+    failed, devices not started yet are skipped."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    check_options(opts)
+    binary = read_binary(binary_path)
+    results: dict[str, DeviceResult] = {}
+    canary, rest = devices[: opts.canary], devices[opts.canary :]
+    failures = [0]
+    lock = threading.Lock()
+
+    def one(device: str) -> DeviceResult:
+        with lock:
+            if failures[0] > opts.max_failures:
+                return DeviceResult(
+                    device=device, outcome="skipped", message="more than --max-failures failed"
+                )
+        got = deploy_one(binary, device, opts, echo)
+        with lock:
+            failures[0] += not got.ok
+        on_result(got)
+        return got
+
+    with ThreadPoolExecutor(max_workers=opts.parallel) as pool:
+        for device, got in zip(canary, pool.map(one, canary), strict=True):
+            results[device] = got
+        if not all(results[d].ok for d in canary):
+            for device in rest:
+                results[device] = DeviceResult(device=device, outcome="skipped", message="a canary failed")
+        else:
+            futures = {device: pool.submit(one, device) for device in rest}
+            for device, future in futures.items():
+                results[device] = future.result()
+    return FleetReport(results=[results[d] for d in devices])
+
+
+def status_one(device: str, name: str, prefix: str, echo: Echo | None) -> dict[str, Any]:
+    dev = open_gateway(device, echo)
+    facts_lines = dev.run(scripts.STATUS, prefix, name, what="status").lines()
+    facts = {k: v for k, _, v in (line.partition("=") for line in facts_lines) if k != "history"}
+    history = [line.partition("=")[2] for line in facts_lines if line.startswith("history=")]
+    current = release_of(facts.get("current", ""))
+    previous = [r for r in reversed(history) if r != current]
+    service = facts.get("active") or None
+    ready: bool | None = None
+    if service == "active":
+        host, port = _listen_address(facts.get("exec", ""))
+        ready = port is not None and probe_ready(dev.transport, host, port, 5.0) is None
+    elif service is not None:
+        ready = False
+    service_state = None if service is None else service if service in ("active", "failed") else "inactive"
+    return {
+        "device": dev.url,
+        "name": name,
+        "release": current,
+        "previous": previous,
+        "service": service_state,
+        "ready": ready,
+        "since": facts.get("since") or None,
+        "rss_bytes": int(facts["rss_kb"]) * 1024 if facts.get("rss_kb", "").isdigit() else None,
+    }
+
+
+def _listen_address(exec_line: str) -> tuple[str, int | None]:
+    """--host and --port from the unit's ExecStart (as systemctl show prints it)."""
+    host = re.search(r"--host (\S+)", exec_line)
+    port = re.search(r"--port (\d+)", exec_line)
+    return (host.group(1) if host else "127.0.0.1", int(port.group(1)) if port else None)
+
+
+def rollback_one(device: str, opts: DeployOptions, echo: Echo | None) -> DeviceResult:
+    """Make the release before the current one current again; restart and probe it if it is a service."""
+    start = time.monotonic()
+    result = DeviceResult(device=device, outcome="failed")
+    try:
+        dev = open_gateway(device, echo)
+        result.device = dev.url
+        found = dev.run(scripts.PREVIOUS, opts.prefix, opts.name, what="finding the previous release")
+        facts = parse_facts(found)
+        if not facts.get("previous"):
+            raise DeviceError(f"{dev.url}: no previous release of {opts.name} to roll back to")
+        result.release, result.previous = facts["previous"], facts.get("current")
+        switch(dev, opts, facts["previous"])
+        status = parse_facts(dev.run(scripts.STATUS, opts.prefix, opts.name, what="status"))
+        if status.get("active") is not None:
+            problem = _restart_and_probe(dev, opts.name, status.get("exec", ""), opts.ready_timeout_s)
+            if problem:
+                raise DeviceError(
+                    f"{dev.url}: rolled back to {result.release}, which is not ready: {problem}"
+                )
+        result.outcome, result.message = "restored", f"rolled back to {result.release}"
+    except EdgeBundleError as exc:
+        result.message = str(exc)
+    result.seconds = round(time.monotonic() - start, 1)
+    return result
+
+
+def _restart_and_probe(dev: Device, name: str, exec_line: str, timeout_s: int) -> str | None:
+    unit = f"edgebundle-{name}.service"
+    restarted = dev.transport.shell(scripts.RESTART, [unit], timeout=timeout_s + 30)
+    if restarted.returncode != 0:
+        return f"{unit} did not start ({parse_facts(restarted).get('active', '?')})"
+    host, port = _listen_address(exec_line)
+    return None if port is None else probe_ready(dev.transport, host, port, timeout_s)
