@@ -221,8 +221,10 @@ class Server:
         if result["problems"]:
             self.not_ready = "self-test failed: " + "; ".join(result["problems"])
             self.log("error", "self_test_failed", problems=result["problems"])
-            # No READY=1, ever: systemd fails the start after TimeoutStartSec (docs/serving.md).
-            self.notifier.status(self.not_ready)
+            if self.notifier.enabled:
+                # Under systemd a release that can never become ready fails its start at once
+                # (Restart=, a deploy's rollback) instead of after TimeoutStartSec (docs/serving.md).
+                self._fail(EXIT_FAILED, self.not_ready)
             return
         self.ready = True  # /readyz answers 200 from here on
         self.log("info", "ready", self_test=result, workers=self.workers)

@@ -593,3 +593,31 @@ def test_large_decodes_are_bounded_and_their_memory_given_back(serve: Any) -> No
     while server.metric("process_resident_memory_bytes") > idle + 50 * MB:
         assert time.monotonic() < deadline, "the memory of the decodes was not given back"
         time.sleep(0.2)
+
+
+def test_a_failed_self_test_ends_the_service_under_systemd_only(digits_float: Built, tmp_path: Path) -> None:
+    """Without systemd a server whose self-test fails stays up and says why (503); under systemd it
+    exits 1 at once, so Restart= and a deploy's rollback need not wait for TimeoutStartSec."""
+    from tests.integration.test_trust import tampered_copy
+
+    tampered = tampered_copy(digits_float, tmp_path / "tampered")
+    server = Served(tampered, tmp_path, "--workers", "1", wait_ready=False)
+    try:
+        server.wait_for_log("self_test_failed")
+        status, _, body = server.request("GET", "/readyz")
+        assert status == 503, body
+        assert server.proc.poll() is None
+    finally:
+        server.stop()
+    with NotifyListener(tmp_path / "notify") as listener:
+        server = Served(
+            tampered, tmp_path, "--workers", "1", env={"NOTIFY_SOCKET": listener.env}, wait_ready=False
+        )
+        try:
+            assert server.proc.wait(WAIT_S) == 1
+        finally:
+            server.stop()
+        messages = listener.pending()
+    assert not any(m.get("READY") for m in messages), messages
+    assert messages[-1]["STATUS"].startswith("self-test failed: "), messages
+    assert messages[-1]["STATUS"].endswith("(exit 1)"), messages
