@@ -103,11 +103,14 @@ def deploy(
         from .deploy import DeviceResult
 
         assert isinstance(result, DeviceResult)
-        ui.info(f"{result.device}: {result.outcome} ({result.message}, {result.seconds:.1f} s)")
+        if len(targets) > 1:  # progress as devices finish; one device says it once, below
+            ui.info(f"{result.device}: {result.outcome} ({result.message}, {result.seconds:.1f} s)")
 
     report = deploy_fleet(binary, targets, opts, echo=ui if ui.level == "verbose" else None, on_result=said)
     click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.table())
     failed = [r for r in report.results if not r.ok]
+    if len(report.results) == 1 and failed:
+        raise DeviceError(f"{failed[0].outcome}: {failed[0].message}")
     if failed:
         raise DeviceError(
             f"{len(failed)} of {len(report.results)} devices not deployed: "

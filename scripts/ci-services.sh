@@ -3,6 +3,8 @@
 #   - packages: OpenSSH server and client, QEMU user-mode emulation, GNU time (the independent RSS
 #     check), busybox (to prove the device side needs nothing but a POSIX shell);
 #   - binfmt_misc with qemu-aarch64 registered, so that arm64 binaries run on an x86_64 host;
+#   - systemd-nspawn (systemd-container) and, on a host whose PID 1 is not systemd, a tmpfs at
+#     /run/systemd/nspawn where nspawn keeps its state: the test gateways (scripts/testbeds.py up);
 #   - a throwaway sshd on 127.0.0.1 with its own host key, config, log and a generated client key
 #     (no password auth), so that `edgebundle test --device ssh://...` runs end to end for real.
 # What the tests need to find it is written to $STATE/ssh.env (KEY='value' lines):
@@ -13,7 +15,7 @@ set -euo pipefail
 
 STATE=${EDGEBUNDLE_CI_DIR:-/tmp/edgebundle-ci}
 FIRST_PORT=${EDGEBUNDLE_CI_SSH_PORT:-22022}
-PACKAGES=(openssh-server openssh-client qemu-user-static time busybox)
+PACKAGES=(openssh-server openssh-client qemu-user-static time busybox systemd-container)
 
 say() { printf 'ci-services: %s\n' "$*" >&2; }
 
@@ -153,6 +155,17 @@ EOF
     say "ssh to root@127.0.0.1:$port works; test settings in $STATE/ssh.env"
 }
 
+nspawn_runtime() {
+    local dir=/run/systemd/nspawn
+    # Under systemd the directory is there (and /run a tmpfs); elsewhere nspawn still wants it.
+    [ -d /run/systemd/system ] && return 0
+    mkdir -p "$dir"
+    mountpoint -q "$dir" && return 0
+    mount -t tmpfs -o mode=755 nspawn "$dir"
+    say "mounted a tmpfs at $dir for systemd-nspawn"
+}
+
 install_packages
 register_binfmt
+nspawn_runtime
 start_sshd

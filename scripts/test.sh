@@ -2,7 +2,8 @@
 # Set up and run everything CI runs: ruff (lint + format), mypy --strict, the import contracts of
 # pyproject.toml (lint-imports: the layers of ARCHITECTURE.md), and the whole pytest suite
 # including the real tier (PyInstaller builds, QEMU runs, an sshd on loopback, binaries run in the
-# bullseye and bare roots of scripts/testbeds.py, made on first use and cached).
+# bullseye and bare roots of scripts/testbeds.py, made on first use and cached, deploys to its
+# x86_64 and arm64 gateways booted with systemd-nspawn).
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not build and not device"` for the fast tier.
 set -euo pipefail
 cd "$(dirname "$0")/.."

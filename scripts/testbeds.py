@@ -37,6 +37,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -50,7 +51,7 @@ LAYOUT: Final = "1"  # bump when the way beds are made changes: cached beds are 
 SUITE: Final = "bullseye"
 ARCHES: Final = ("amd64", "arm64")
 KINDS: Final = ("bullseye", "bare")
-Kind = Literal["bullseye", "bare"]
+Kind = Literal["bullseye", "bare", "gateway"]
 QEMU_ARCH: Final = {"amd64": "x86_64", "arm64": "aarch64"}  # the binfmt_misc handler of a foreign bed
 MACHINE_ARCH: Final = {"x86_64": "amd64", "aarch64": "arm64"}
 MMDEBSTRAP_TIMEOUT_S: Final = 1800.0
@@ -418,6 +419,8 @@ def clean(cache: Path | None = None) -> None:
     cache = cache or cache_root()
     if not cache.is_dir():
         return
+    for gateway in gateway_list(cache):
+        gateway_down(str(gateway["name"]), cache)
     for lock in sorted(cache.glob(".*.lock")):
         with locked(lock):
             name = lock.name[1 : -len(".lock")]
@@ -542,6 +545,435 @@ def run_argv(
     ]
 
 
+# --- gateways: Debian bookworm booted with systemd, reached over SSH --------------------------------
+
+GATEWAY_SUITE: Final = "bookworm"
+# What a gateway has beyond minbase: systemd as PID 1 and an sshd; never Python or curl (a deploy
+# must need neither on the device).
+GATEWAY_PACKAGES: Final = ("systemd", "systemd-sysv", "openssh-server", "dbus", "procps")
+GATEWAY_ABSENT: Final = ("usr/bin/python3", "usr/bin/curl", "usr/bin/wget")
+# Units a gateway does not need at boot (timers that run apt or fsck jobs in the middle of a test).
+GATEWAY_MASKED: Final = (
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "e2scrub_all.timer",
+    "e2scrub_reap.service",
+    "fstrim.timer",
+    "systemd-tmpfiles-clean.timer",
+)
+GATEWAY_SSHD: Final = """\
+# testbeds.py: root logins with a key only, on loopback only (the gateway shares the host's network).
+ListenAddress 127.0.0.1
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+HostKey /etc/ssh/ssh_host_ed25519_key
+"""
+GATEWAY_NAME_RE: Final = re.compile(r"[a-z][a-z0-9-]{0,30}")
+# Booting to "running": ~2 s natively, ~10-20 s of aarch64 systemd under QEMU on a busy host.
+GATEWAY_BOOT_TIMEOUT_S: Final = 300.0
+GATEWAY_STOP_TIMEOUT_S: Final = 30.0
+NSPAWN_RUNTIME: Final = Path("/run/systemd/nspawn")
+CI_KEY: Final = Path(os.environ.get("EDGEBUNDLE_CI_DIR", "/tmp/edgebundle-ci")) / "id_ed25519"
+
+
+def bullseye_sources_default() -> str:
+    return f"Types: deb\nURIs: {DEFAULT_MIRROR}\nSuites: {SUITE}\nComponents: main\nSigned-By: {KEYRING}\n"
+
+
+def gateway_sources() -> str:
+    """bullseye_sources() for bookworm: the host's own Debian mirror, the release as published."""
+    aptsources = _load_aptsources()
+    codename = host_codename()
+    if aptsources is not None and codename is not None:
+        host = aptsources.select_sources(aptsources.host_sources(), codename)
+        found = main_suite_sources(host, codename, GATEWAY_SUITE) if host else None
+        if found:
+            return found
+    return bullseye_sources_default().replace(f"Suites: {SUITE}\n", f"Suites: {GATEWAY_SUITE}\n")
+
+
+def gateway_mmdebstrap_argv(arch: str, rootfs: Path, sources: Path) -> list[str]:
+    argv = mmdebstrap_argv(arch, rootfs, sources)
+    argv[argv.index("--include=busybox-static")] = "--include=" + ",".join(GATEWAY_PACKAGES)
+    argv[argv.index(SUITE)] = GATEWAY_SUITE
+    return argv
+
+
+def ensure_gateway(arch: str, cache: Path | None = None) -> Path:
+    """The rootfs of the gateway bed for ``arch`` (bookworm minbase, systemd, sshd), made on first use.
+    Its SSH host keys are removed: each gateway brought up gets its own."""
+    bed = _bed("gateway", arch, cache)
+
+    def make(tmp: Path) -> dict[str, object]:
+        _check_can_make(arch)
+        sources = tmp / "apt.sources"
+        sources.write_text(gateway_sources())
+        rootfs = tmp / "rootfs"
+        say(f"making {bed.name} with mmdebstrap (a few minutes under QEMU; log {bed.log})")
+        with open(bed.log, "w") as log:
+            try:
+                proc = subprocess.run(
+                    gateway_mmdebstrap_argv(arch, rootfs, sources),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    timeout=MMDEBSTRAP_TIMEOUT_S,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                raise BedError(f"mmdebstrap took over {MMDEBSTRAP_TIMEOUT_S:.0f} s; see {bed.log}") from None
+        if proc.returncode != 0:
+            tail = bed.log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise BedError(f"mmdebstrap failed (exit {proc.returncode}); see {bed.log}: " + " | ".join(tail))
+        sources.unlink()
+        present = [p for p in GATEWAY_ABSENT if (rootfs / p).exists()]
+        if present:
+            raise BedError(f"{bed.name}: has {', '.join(present)}; a gateway must have none")
+        (rootfs / "etc" / "hosts").write_text(ETC_HOSTS)
+        for key in (rootfs / "etc" / "ssh").glob("ssh_host_*"):
+            key.unlink()
+        (rootfs / "etc" / "ssh" / "sshd_config.d" / "testbed.conf").write_text(GATEWAY_SSHD)
+        for unit in GATEWAY_MASKED:
+            link = rootfs / "etc" / "systemd" / "system" / unit
+            link.unlink(missing_ok=True)
+            link.symlink_to("/dev/null")
+        smoke = subprocess.run(
+            run_argv(rootfs, ["/bin/sh", "-c", "echo ok"], cache=cache),
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+            check=False,
+        )
+        if smoke.returncode != 0 or smoke.stdout.strip() != "ok":
+            raise BedError(f"{bed.name}: /bin/sh does not run in it: {smoke.stderr.strip()}")
+        return {"suite": GATEWAY_SUITE, "packages": list(GATEWAY_PACKAGES)}
+
+    return create(bed, make)
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """A gateway brought up from the cached bed: its state lives in ``cache/.gateways/NAME/`` (the
+    overlay's upper layer, the console log, gateway.json); its SSH client settings are shared by all
+    gateways (``cache/.gateways/ssh_config``, known_hosts per port)."""
+
+    name: str
+    cache: Path
+
+    @property
+    def base(self) -> Path:
+        return self.cache / ".gateways"
+
+    @property
+    def path(self) -> Path:
+        return self.base / self.name
+
+    @property
+    def info_path(self) -> Path:
+        return self.path / "gateway.json"
+
+    @property
+    def console(self) -> Path:
+        return self.path / "console.log"
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.base / "ssh_config"
+
+    def known_hosts(self, port: int) -> Path:
+        return self.base / f"known_hosts.{port}"
+
+    def info(self) -> dict[str, object] | None:
+        try:
+            info = json.loads(self.info_path.read_text())
+        except (OSError, ValueError):
+            return None
+        return info if isinstance(info, dict) else None
+
+
+def _gateway(name: str, cache: Path | None) -> Gateway:
+    if not GATEWAY_NAME_RE.fullmatch(name):
+        raise BedError(f"gateway name {name!r}: expected lower-case letters, digits and '-'")
+    return Gateway(name=name, cache=cache or cache_root())
+
+
+def nspawn_pid(info: Mapping[str, object], name: str) -> int | None:
+    """The pid of the gateway's systemd-nspawn when it is still running (and still that process)."""
+    pid = info.get("pid")
+    if not isinstance(pid, int):
+        return None
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return pid if b"systemd-nspawn" in argv[0] and name.encode() in argv else None
+
+
+def port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def ssh_argv(gw: Gateway, port: int, *command: str) -> list[str]:
+    return ["ssh", "-F", str(gw.ssh_config), "-p", str(port), "root@127.0.0.1", *command]
+
+
+# Host side, inside a private mount namespace: the cached root with a writable layer on top (the
+# gateway's directory; the cache is never written), then systemd-nspawn booting it. The overlay is
+# unmounted with the namespace when nspawn ends, however it ends. Arguments: LOWER GWDIR NSPAWN...
+NSPAWN_SCRIPT: Final = """\
+set -eu
+lower=$1 gw=$2
+shift 2
+mount -t overlay -o "lowerdir=$lower,upperdir=$gw/upper,workdir=$gw/work" gateway "$gw/root"
+exec "$@"
+"""
+
+
+def _prepare_upper(gw: Gateway, rootfs: Path, port: int, key: Path) -> None:
+    """The gateway's own files in the overlay's upper layer: its sshd port, a fresh host key, the
+    authorized client key, its host name. Directories get the modes they have in the cached root."""
+    upper = gw.path / "upper"
+    for rel in ("etc/ssh/sshd_config.d", "root/.ssh"):
+        for part in [*reversed(Path(rel).parents[:-1]), Path(rel)]:
+            (upper / part).mkdir(exist_ok=True)
+            lower = rootfs / part
+            (upper / part).chmod(lower.stat().st_mode & 0o7777 if lower.exists() else 0o700)
+    (upper / "etc/ssh/sshd_config.d/port.conf").write_text(f"Port {port}\n")
+    host_key = upper / "etc/ssh/ssh_host_ed25519_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{gw.name}", "-f", str(host_key)],
+        stdin=subprocess.DEVNULL,
+        check=True,
+    )
+    authorized = upper / "root/.ssh/authorized_keys"
+    shutil.copyfile(key.with_name(key.name + ".pub"), authorized)
+    authorized.chmod(0o600)
+    (upper / "etc/hostname").write_text(gw.name + "\n")
+    public = host_key.with_name(host_key.name + ".pub").read_text().split()[:2]
+    gw.known_hosts(port).write_text(f"[127.0.0.1]:{port} {' '.join(public)}\n")
+    gw.ssh_config.write_text(
+        "# The test gateways of scripts/testbeds.py: pass with ssh -F (EDGEBUNDLE_SSH_COMMAND).\n"
+        "Host *\n"
+        f"    IdentityFile {key}\n"
+        "    IdentitiesOnly yes\n"
+        f"    UserKnownHostsFile {gw.base}/known_hosts.%p\n"
+        "    StrictHostKeyChecking yes\n"
+        "    BatchMode yes\n"
+        "    ConnectTimeout 10\n"
+        "    LogLevel ERROR\n"
+    )
+
+
+def gateway_up(
+    name: str, arch: str, ssh_port: int, key: Path = CI_KEY, cache: Path | None = None
+) -> dict[str, object]:
+    """Boot gateway ``name`` (a leftover one of that name is stopped first) and wait until root can
+    log in over SSH on 127.0.0.1:``ssh_port`` and systemd says running (or degraded)."""
+    gw = _gateway(name, cache)
+    if not 1024 <= ssh_port <= 65535:
+        raise BedError(f"--ssh-port {ssh_port}: expected 1024-65535")
+    if os.geteuid() != 0:
+        raise BedError("a gateway needs root (mounts, systemd-nspawn)")
+    if shutil.which("systemd-nspawn") is None:
+        raise BedError("systemd-nspawn: not found (apt-get install systemd-container)")
+    if not key.is_file() or not key.with_name(key.name + ".pub").is_file():
+        raise BedError(f"{key}: no such SSH key (bash scripts/ci-services.sh makes it) or no {key}.pub")
+    if not os.path.ismount(NSPAWN_RUNTIME) and not Path("/run/systemd/system").is_dir():
+        raise BedError(f"{NSPAWN_RUNTIME} is not a tmpfs here (bash scripts/ci-services.sh mounts one)")
+    rootfs = ensure_gateway(arch, cache)
+    started = time.monotonic()
+    with locked(gw.base / f".{name}.lock"):
+        if gw.info() is not None or gw.path.exists():
+            gateway_down(name, cache, locked_already=True)
+        if port_open(ssh_port):
+            raise BedError(f"port {ssh_port} on 127.0.0.1 is taken: choose another --ssh-port")
+        for directory in ("upper", "work", "root"):
+            (gw.path / directory).mkdir(parents=True)
+        _prepare_upper(gw, rootfs, ssh_port, key)
+        nspawn = [
+            shutil.which("systemd-nspawn") or "systemd-nspawn",
+            "--keep-unit",
+            "--register=no",
+            "--console=read-only",
+            "-D",
+            str(gw.path / "root"),
+            "-M",
+            name,
+            "-b",
+        ]
+        with open(gw.console, "wb") as console:
+            proc = subprocess.Popen(
+                [
+                    "unshare",
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "--",
+                    "/bin/sh",
+                    "-c",
+                    NSPAWN_SCRIPT,
+                    "gateway",
+                    str(rootfs.resolve()),
+                    str(gw.path),
+                    *nspawn,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # outlives this process; `down` ends it
+            )
+        info: dict[str, object] = {
+            "name": name,
+            "arch": arch,
+            "ssh_port": ssh_port,
+            "pid": proc.pid,
+            "url": f"ssh://root@127.0.0.1:{ssh_port}",
+            "ssh_command": f"ssh -F {gw.ssh_config}",
+            "rootfs": str(rootfs),
+        }
+        gw.info_path.write_text(json.dumps(info, indent=1) + "\n")
+        deadline = time.monotonic() + GATEWAY_BOOT_TIMEOUT_S
+        state = ""
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = gw.console.read_text(errors="replace").strip().splitlines()[-5:]
+                raise BedError(
+                    f"gateway {name}: systemd-nspawn ended (exit {proc.returncode}): {' | '.join(tail)}"
+                )
+            if port_open(ssh_port):
+                try:
+                    check = subprocess.run(
+                        ssh_argv(gw, ssh_port, "systemctl", "is-system-running", "--wait"),
+                        capture_output=True,
+                        text=True,
+                        stdin=subprocess.DEVNULL,
+                        timeout=max(1.0, deadline - time.monotonic()),
+                        check=False,
+                    )
+                    state = check.stdout.strip()
+                except subprocess.TimeoutExpired:
+                    state = "timed out"
+                if state in ("running", "degraded"):
+                    break
+            time.sleep(0.5)
+        else:
+            raise BedError(
+                f"gateway {name}: not up after {GATEWAY_BOOT_TIMEOUT_S:.0f} s "
+                f"(systemd: {state or 'no ssh yet'}); see {gw.console}"
+            )
+        info["state"] = state
+        info["boot_seconds"] = round(time.monotonic() - started, 1)
+        gw.info_path.write_text(json.dumps(info, indent=1) + "\n")
+    say(f"gateway {name} ({arch}) {state} in {info['boot_seconds']} s: {info['url']}")
+    return info
+
+
+def _stop_nspawn(gw: Gateway, pid: int, info: Mapping[str, object], port: int | None) -> None:
+    """Power the gateway off from inside (systemd's own shutdown, over SSH: the one way that works for
+    an emulated gateway too, whose systemd does not see the SIGRTMIN+3 nspawn's SIGTERM sends it),
+    then SIGTERM (a clean poweroff of a native one), a second SIGTERM (nspawn ends at once), SIGKILL."""
+
+    def ended(wait: float) -> bool:
+        deadline = time.monotonic() + wait
+        while nspawn_pid(info, gw.name) is not None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+        return True
+
+    if port is not None and gw.ssh_config.is_file():
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run(
+                ssh_argv(gw, port, "systemctl", "poweroff", "--no-block"),
+                capture_output=True,
+                stdin=subprocess.DEVNULL,
+                timeout=20,
+                check=False,
+            )
+        if ended(GATEWAY_STOP_TIMEOUT_S):
+            return
+    for sig, wait in ((signal.SIGTERM, 20.0), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        if ended(wait):
+            return
+    raise BedError(f"gateway {gw.name}: systemd-nspawn (pid {pid}) does not end")
+
+
+def gateway_down(name: str, cache: Path | None = None, *, locked_already: bool = False) -> bool:
+    """Stop gateway ``name`` (poweroff, else SIGTERM, twice: see _stop_nspawn) and
+    remove its state. Whether one was running."""
+    gw = _gateway(name, cache)
+    with contextlib.ExitStack() as stack:
+        if not locked_already:
+            stack.enter_context(locked(gw.base / f".{name}.lock"))
+        info = gw.info() or {}
+        pid = nspawn_pid(info, name)
+        port = info.get("ssh_port")
+        if pid is not None:
+            _stop_nspawn(gw, pid, info, port if isinstance(port, int) else None)
+        if isinstance(port, int):
+            gw.known_hosts(port).unlink(missing_ok=True)
+        remove_tree(gw.path)
+    if pid is not None:
+        say(f"gateway {name} stopped")
+    return pid is not None
+
+
+def gateway_list(cache: Path | None = None) -> list[dict[str, object]]:
+    base = (cache or cache_root()) / ".gateways"
+    found = []
+    for path in sorted(base.glob("*/gateway.json")):
+        gw = _gateway(path.parent.name, cache)
+        info = gw.info() or {"name": gw.name}
+        found.append({**info, "running": nspawn_pid(info, gw.name) is not None})
+    return found
+
+
+GATEWAY_COMMANDS: Final = ("gateway", "up", "down", "list")
+
+
+def add_gateway_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    arch = host_arch() if host_arch() in ARCHES else "amd64"
+    root = sub.add_parser("gateway", help="print the path of a gateway root (bookworm, systemd, sshd)")
+    root.add_argument("--arch", choices=ARCHES, default=arch)
+    up = sub.add_parser("up", help="boot a gateway with systemd-nspawn; sshd on 127.0.0.1:PORT")
+    up.add_argument("name")
+    up.add_argument("--arch", choices=ARCHES, default=arch)
+    up.add_argument("--ssh-port", type=int, required=True)
+    up.add_argument("--key", type=Path, default=CI_KEY, help=f"the client's private key (default {CI_KEY})")
+    up.add_argument("--json", action="store_true", help="print what the gateway is as JSON")
+    down = sub.add_parser("down", help="stop a gateway and remove its state")
+    down.add_argument("name")
+    sub.add_parser("list", help="the gateways brought up, one JSON object a line")
+
+
+def gateway_command(args: argparse.Namespace) -> int:
+    if args.command == "gateway":
+        print(ensure_gateway(args.arch))
+    elif args.command == "up":
+        info = gateway_up(args.name, args.arch, args.ssh_port, args.key)
+        if args.json:
+            print(json.dumps(info))
+        else:
+            print(f"{info['url']}\nEDGEBUNDLE_SSH_COMMAND='{info['ssh_command']}'")
+    elif args.command == "down":
+        gateway_down(args.name)
+    else:
+        for info in gateway_list():
+            print(json.dumps(info))
+    return 0
+
+
 # --- the command line -----------------------------------------------------------------------------
 
 
@@ -561,7 +993,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
     run.add_argument("--cwd", default="/", help="working directory inside the root (default /)")
     run.add_argument("cmd", nargs="+", metavar="CMD")
-    sub.add_parser("clean", help="remove every bed")
+    sub.add_parser("clean", help="remove every bed (stopping every gateway)")
+    add_gateway_commands(sub)
     args = parser.parse_args(argv)
     try:
         if args.command == "root":
@@ -570,6 +1003,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(ensure_bare(args.arch))
         elif args.command == "clean":
             clean()
+        elif args.command in GATEWAY_COMMANDS:
+            return gateway_command(args)
         else:
             if not args.rootfs or not Path(args.rootfs).is_dir():
                 raise BedError(f"{args.rootfs!r}: not a directory")

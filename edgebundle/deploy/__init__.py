@@ -10,11 +10,14 @@ Per device, in this order, stopping at the first failure (one line naming the de
  3. ``current`` switched to it by a rename (the previous release stays, for rollback);
  4. with --service: the unit written (unit.py), ``systemctl restart`` (Type=notify: it returns once
     the binary said READY=1), then /readyz probed through an SSH tunnel (the gateway needs no curl);
- 5. not ready within --ready-timeout: ``current`` switched back, the previous release restarted and
-    probed, and the device reported "rolled back" (a failure).
+    once ready, the unit is kept beside the release (releases/SHA12/unit.service) for ``rollback``;
+ 5. not ready within --ready-timeout: the device put back as the deploy found it: ``current`` switched
+    back, the new release forgotten (history), the unit's previous text (another port, say) or no
+    unit at all, the previous release restarted and probed; reported "rolled back" (a failure). A
+    first deploy that fails leaves no ``current`` and no unit.
 
-Every step is idempotent: a deploy of the release that is already current and ready changes nothing
-but the unit file's text (rewritten, same content) and restarts nothing.
+Every step is idempotent: a deploy of the release that is already current and ready, with the same
+unit, changes nothing and restarts nothing.
 """
 
 from __future__ import annotations
@@ -30,16 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from ..device import Transport, open_transport
-from ..device.local import native_launch
 from ..device.measurement import binary_arch, check_libc
 from ..device.scripts import Script
 from ..errors import ConfigError, DeviceError, EdgeBundleError
 from ..inspection import inspect_binary
 from ..proc import Completed, Echo
-from ..target import Arch
+from ..target import Arch, normalize_arch
 from . import scripts
 from .probe import probe_ready
-from .unit import ServiceSpec, render
+from .unit import UNIT_DIR, ServiceSpec, render
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 SHA12_RE = re.compile(r"[0-9a-f]{12}")
@@ -195,7 +197,12 @@ def preflight(dev: Device, binary: Binary, opts: DeployOptions) -> None:
         dev.run(scripts.PREFLIGHT, opts.prefix, opts.name, binary.sha12, what="preflight")
     )
     facts = dev.facts
-    native_launch(binary.path, binary.arch, facts.get("machine", "?"), dev.url, "a gateway of that arch")
+    machine = facts.get("machine", "?")
+    if normalize_arch(machine) != binary.arch:
+        raise DeviceError(
+            f"{dev.url}: the gateway is {machine} but {binary.path.name} is an {binary.arch} binary; "
+            "nothing changed"
+        )
     check_libc(binary.path, dev.url, facts.get("kernel", ""), facts.get("libc", "").removeprefix("glibc "))
     if facts.get("sha256sum") != "yes":
         raise DeviceError(f"{dev.url}: has no sha256sum (coreutils or busybox) to check the copy with")
@@ -261,10 +268,11 @@ def start_service(dev: Device, spec: ServiceSpec, timeout_s: float) -> str | Non
     return probe_ready(dev.transport, spec.host, spec.port, timeout_s)
 
 
-def write_unit(dev: Device, spec: ServiceSpec) -> bool:
-    """Write the unit (daemon-reload when its text changed); whether it changed."""
+def write_unit(dev: Device, spec: ServiceSpec, text: str | None = None) -> bool:
+    """Install the unit (``text``, by default the one ``spec`` renders) atomically, daemon-reload when
+    its text changed; whether it changed."""
     with tempfile.NamedTemporaryFile("w", suffix=".service", delete=False) as f:
-        f.write(render(spec))
+        f.write(render(spec) if text is None else text)
     try:
         out = dev.run(
             scripts.WRITE_UNIT, spec.unit_name, spec.unit_path, stdin=Path(f.name), what="writing the unit"
@@ -272,6 +280,16 @@ def write_unit(dev: Device, spec: ServiceSpec) -> bool:
     finally:
         Path(f.name).unlink(missing_ok=True)
     return parse_facts(out).get("unit") != "same"
+
+
+def read_unit(dev: Device, spec: ServiceSpec) -> str | None:
+    """The unit's text on the device now; None when there is no unit."""
+    text = dev.run(scripts.READ_UNIT, spec.unit_path, what="reading the unit").stdout
+    return text or None
+
+
+def release_dir(opts: DeployOptions, sha12: str) -> str:
+    return f"{opts.prefix}/{opts.name}/releases/{sha12}"
 
 
 def deploy_one(binary: Binary, device: str, opts: DeployOptions, echo: Echo | None) -> DeviceResult:
@@ -283,15 +301,18 @@ def deploy_one(binary: Binary, device: str, opts: DeployOptions, echo: Echo | No
         preflight(dev, binary, opts)
         current = release_of(dev.facts.get("current", ""))
         spec = spec_for(binary, opts)
+        old_unit = read_unit(dev, spec) if opts.service else None
         if current == binary.sha12 and dev.facts.get("have") == binary.sha256:
             if not opts.service:
                 result.outcome, result.message = "unchanged", "already current"
                 return result
-            changed = write_unit(dev, spec)
-            if not changed and probe_ready(dev.transport, spec.host, spec.port, 2.0) is None:
+            # Unchanged only when the unit is the same too (else the running process has other
+            # arguments) and the service answers.
+            if old_unit == render(spec) and probe_ready(dev.transport, spec.host, spec.port, 2.0) is None:
                 result.outcome, result.message = "unchanged", "already current and ready"
                 return result
             # the same release, a new unit (another port...) or not ready: restart it, no switch
+            write_unit(dev, spec)
             problem = start_service(dev, spec, opts.ready_timeout_s)
             if problem is not None:
                 result.message = f"already current but not ready: {problem}"
@@ -299,34 +320,53 @@ def deploy_one(binary: Binary, device: str, opts: DeployOptions, echo: Echo | No
             result.outcome, result.message = "deployed", "already current; service restarted, ready"
             return result
         install(dev, binary, opts)
-        previous = switch(dev, opts, binary.sha12)
-        result.previous = previous or current
+        switch(dev, opts, binary.sha12)
+        result.previous = current if current != binary.sha12 else None
         if not opts.service:
             result.outcome, result.message = "deployed", "current switched"
             return result
         write_unit(dev, spec)
         problem = start_service(dev, spec, opts.ready_timeout_s)
         if problem is None:
+            dev.run(
+                scripts.SAVE_UNIT, spec.unit_path, release_dir(opts, binary.sha12), what="saving the unit"
+            )
             result.outcome, result.message = "deployed", "ready"
             return result
-        result.message = f"not ready: {problem}"
-        back = result.previous
-        if back is None:
-            dev.transport.shell(scripts.STOP, [spec.unit_name], timeout=120)
-            result.message += "; no previous release to roll back to: service stopped"
-            return result
-        switch(dev, opts, back)
-        again = start_service(dev, spec, opts.ready_timeout_s)
-        result.outcome = "rolled back"
-        result.message += f"; rolled back to {back}" + (
-            "" if again is None else f", which is not ready either: {again}"
-        )
+        result.message = f"not ready: {problem}; " + undo(dev, binary, opts, spec, current, old_unit)
+        result.outcome = "failed" if current is None else "rolled back"
         return result
     except EdgeBundleError as exc:
         result.message = str(exc)
         return result
     finally:
         result.seconds = round(time.monotonic() - start, 1)
+
+
+def undo(
+    dev: Device,
+    binary: Binary,
+    opts: DeployOptions,
+    spec: ServiceSpec,
+    current: str | None,
+    old_unit: str | None,
+) -> str:
+    """Put the device back as the deploy found it, after the new release did not become ready: the
+    release that was current (the new one forgotten), the unit as it was (its text, or none), that
+    service restarted and probed. What was done, for the device's message."""
+    if current != binary.sha12:
+        if current is not None:
+            switch(dev, opts, current)
+        dev.run(scripts.FORGET, opts.prefix, opts.name, binary.sha12, what="forgetting the release")
+    if old_unit is None:
+        dev.run(scripts.REMOVE_UNIT, spec.unit_name, spec.unit_path, what="removing the unit")
+        if current is None:
+            return "nothing was deployed before: the release and its service removed"
+        return f"rolled back to {current}; no service ran before: the unit removed"
+    write_unit(dev, spec, old_unit)
+    again = _restart_and_probe(dev, opts.name, old_unit, opts.ready_timeout_s)
+    back = f"rolled back to {current or 'no release'} and the unit as it was"
+    return back if again is None else f"{back}, which is not ready either: {again}"
 
 
 OnResult = Callable[[DeviceResult], None]
@@ -465,6 +505,13 @@ def rollback_one(device: str, opts: DeployOptions, echo: Echo | None) -> DeviceR
             raise DeviceError(f"{dev.url}: no previous release of {opts.name} to roll back to")
         result.release, result.previous = facts["previous"], facts.get("current")
         switch(dev, opts, facts["previous"])
+        unit = f"edgebundle-{opts.name}.service"
+        dev.run(
+            scripts.RESTORE_UNIT,
+            release_dir(opts, facts["previous"]),
+            f"{UNIT_DIR}/{unit}",
+            what="putting back the release's unit",
+        )
         status = parse_facts(dev.run(scripts.STATUS, opts.prefix, opts.name, what="status"))
         if status.get("active") is not None:
             problem = _restart_and_probe(dev, opts.name, status.get("exec", ""), opts.ready_timeout_s)

@@ -119,6 +119,72 @@ systemctl enable "$1" >/dev/null 2>&1
 """,
 )
 
+# $1 unit file path. The unit's text as it is now ("" when there is none): what a failed deploy puts back.
+READ_UNIT = Script(
+    "read-unit",
+    r"""
+[ -f "$1" ] && cat "$1"
+exit 0
+""",
+)
+
+# $1 unit file path, $2 a release directory. The unit the release has just been proven ready with, kept
+# beside it (releases/SHA12/unit.service) for `edgebundle rollback` to put back with the release.
+SAVE_UNIT = Script(
+    "save-unit",
+    r"""
+set -e
+cp "$1" "$2/.unit.new"
+mv -f "$2/.unit.new" "$2/unit.service"
+""",
+)
+
+# $1 a release directory, $2 unit file path. The unit saved with the release (SAVE_UNIT) installed
+# again, when there is one and it differs (a rollback to a release that served with other options).
+RESTORE_UNIT = Script(
+    "restore-unit",
+    r"""
+set -e
+[ -f "$1/unit.service" ] || exit 0
+if [ -f "$2" ] && cmp -s "$1/unit.service" "$2"; then exit 0; fi
+cp "$1/unit.service" "$2.new.$$"
+mv -f "$2.new.$$" "$2"
+systemctl daemon-reload
+""",
+)
+
+# $1 unit name, $2 unit file path. Stop, disable and remove the unit: a release that never became
+# ready, deployed where no service ran before, leaves no service behind.
+REMOVE_UNIT = Script(
+    "remove-unit",
+    r"""
+systemctl stop "$1" 2>/dev/null
+systemctl disable "$1" >/dev/null 2>&1
+rm -f "$2"
+systemctl daemon-reload
+systemctl reset-failed "$1" 2>/dev/null
+exit 0
+""",
+)
+
+# $1 PREFIX, $2 NAME, $3 SHA12 of a release that failed. Dropped from history (so that neither status
+# nor rollback offers it as a previous release); when it is current (a first deploy), current is
+# removed too. Its directory goes with the next switch's clean-up.
+FORGET = Script(
+    "forget",
+    r"""
+set -e
+d="$1/$2"
+if [ -f "$d/history" ]; then
+    grep -vx "$3" "$d/history" > "$d/.history.new" || true
+    mv -f "$d/.history.new" "$d/history"
+fi
+if [ -L "$d/current" ] && [ "$(readlink "$d/current")" = "releases/$3/$2" ]; then
+    rm -f "$d/current"
+fi
+""",
+)
+
 # $1 unit name. Restart it: with Type=notify this returns once the binary said READY=1 (model loaded,
 # self-test passed) or failed/timed out. Prints the unit's state either way.
 RESTART = Script(
@@ -150,16 +216,6 @@ if [ -n "$unit" ]; then
     fi
     printf 'exec=%s\n' "$(systemctl show -p ExecStart --value "$u" | tr '\n' ' ')"
 fi
-exit 0
-""",
-)
-
-# $1 unit name. Stop and disable it (a first release that never became ready leaves nothing running).
-STOP = Script(
-    "stop",
-    r"""
-systemctl stop "$1"
-systemctl disable "$1" >/dev/null 2>&1
 exit 0
 """,
 )

@@ -86,6 +86,40 @@ def test_switch_history_previous_and_keep(shell: list[str], tmp_path: Path) -> N
     assert missing.returncode == 95
 
 
+def test_forget_drops_a_failed_release_and_a_first_deploys_current(shell: list[str], tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    good = install(shell, tmp_path, b"#!/bin/sh\necho good\n")
+    bad = install(shell, tmp_path, b"#!/bin/sh\necho bad\n")
+    for release in (good, bad, good):  # the new one failed: switched back to the good one
+        sh(shell, scripts.SWITCH, str(tmp_path), "app", release, "3")
+    assert sh(shell, scripts.FORGET, str(tmp_path), "app", bad).returncode == 0
+    assert (app / "history").read_text().split() == [good]
+    assert (app / "current").readlink() == Path(f"releases/{good}/app")
+    assert sh(shell, scripts.PREVIOUS, str(tmp_path), "app").stdout.split() == [
+        f"current={good}",
+        "previous=",
+    ]
+    # a first deploy that failed: nothing current afterwards
+    assert sh(shell, scripts.FORGET, str(tmp_path), "app", good).returncode == 0
+    assert not (app / "current").is_symlink()
+    assert (app / "history").read_text() == ""
+    assert not list(app.glob(".*"))
+
+
+def test_unit_read_saved_and_restored_only_when_it_differs(shell: list[str], tmp_path: Path) -> None:
+    unit, release = tmp_path / "app.service", tmp_path / "release"
+    release.mkdir()
+    assert sh(shell, scripts.READ_UNIT, str(unit)).stdout == ""
+    unit.write_text("[Service]\nExecStart=/x --port 1\n")
+    assert sh(shell, scripts.READ_UNIT, str(unit)).stdout == unit.read_text()
+    # no saved unit, or the same text: nothing to do (no daemon-reload)
+    assert sh(shell, scripts.RESTORE_UNIT, str(release), str(unit)).returncode == 0
+    assert sh(shell, scripts.SAVE_UNIT, str(unit), str(release)).returncode == 0
+    assert (release / "unit.service").read_text() == unit.read_text()
+    assert sh(shell, scripts.RESTORE_UNIT, str(release), str(unit)).returncode == 0
+    assert sorted(p.name for p in release.iterdir()) == ["unit.service"]
+
+
 def test_previous_on_a_device_with_nothing_deployed(shell: list[str], tmp_path: Path) -> None:
     out = sh(shell, scripts.PREVIOUS, str(tmp_path), "app")
     assert out.returncode == 94

@@ -137,3 +137,25 @@ def test_a_failed_make_leaves_nothing(tmp_path: Path) -> None:
         testbeds.create(bed, make)
     assert [p.name for p in tmp_path.iterdir()] == [".bullseye-arm64.lock"]
     assert bed.info() is None
+
+
+def test_a_gateway_is_bookworm_with_systemd_and_sshd(tmp_path: Path) -> None:
+    argv = testbeds.gateway_mmdebstrap_argv("arm64", tmp_path / "rootfs", tmp_path / "apt.sources")
+    assert "bookworm" in argv
+    assert "bullseye" not in argv
+    assert "--include=systemd,systemd-sysv,openssh-server,dbus,procps" in argv
+    assert "--arch=arm64" in argv
+    assert not any("python" in a or "curl" in a for a in argv)
+
+
+def test_gateway_names_and_their_state(tmp_path: Path) -> None:
+    for bad in ("", "Up", "a/b", "-x", "x" * 40):
+        with pytest.raises(testbeds.BedError):
+            testbeds.gateway_down(bad, tmp_path)
+    assert testbeds.gateway_down("gw-1", tmp_path) is False  # nothing up: nothing to stop
+    gw = testbeds.Gateway(name="gw-1", cache=tmp_path)
+    gw.path.mkdir(parents=True)
+    gw.info_path.write_text('{"name": "gw-1", "pid": 1, "ssh_port": 2222}')
+    assert testbeds.gateway_list(tmp_path) == [{"name": "gw-1", "pid": 1, "ssh_port": 2222, "running": False}]
+    assert testbeds.gateway_down("gw-1", tmp_path) is False  # pid 1 is not its systemd-nspawn
+    assert not gw.path.exists()
