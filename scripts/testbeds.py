@@ -337,32 +337,38 @@ def _smoke(rootfs: Path, what: str) -> None:
         )
 
 
+def _mmdebstrap(bed: Bed, tmp: Path, sources_text: str, argv: Callable[[Path], list[str]]) -> None:
+    """Run mmdebstrap for ``bed`` in ``tmp`` (``argv`` of the apt sources file it is given), its output
+    into the bed's log; a BedError with the log's tail when it fails."""
+    sources = tmp / "apt.sources"  # mmdebstrap reads a .sources file as deb822
+    sources.write_text(sources_text)
+    say(f"making {bed.name} with mmdebstrap (a few minutes under QEMU; log {bed.log})")
+    with open(bed.log, "w") as log:
+        try:
+            proc = subprocess.run(
+                argv(sources),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=MMDEBSTRAP_TIMEOUT_S,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise BedError(f"mmdebstrap took over {MMDEBSTRAP_TIMEOUT_S:.0f} s; see {bed.log}") from None
+    if proc.returncode != 0:
+        tail = bed.log.read_text(errors="replace").strip().splitlines()[-5:]
+        raise BedError(f"mmdebstrap failed (exit {proc.returncode}); see {bed.log}: " + " | ".join(tail))
+    sources.unlink()
+
+
 def ensure_bullseye(arch: str, cache: Path | None = None) -> Path:
     """The rootfs of the Debian bullseye minbase bed for ``arch``, made on first use."""
     bed = _bed("bullseye", arch, cache)
 
     def make(tmp: Path) -> dict[str, object]:
         _check_can_make(arch)
-        sources = tmp / "apt.sources"  # mmdebstrap reads a .sources file as deb822
-        sources.write_text(bullseye_sources())
         rootfs = tmp / "rootfs"
-        say(f"making {bed.name} with mmdebstrap (a few minutes under QEMU; log {bed.log})")
-        with open(bed.log, "w") as log:
-            try:
-                proc = subprocess.run(
-                    mmdebstrap_argv(arch, rootfs, sources),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    timeout=MMDEBSTRAP_TIMEOUT_S,
-                    check=False,
-                )
-            except subprocess.TimeoutExpired:
-                raise BedError(f"mmdebstrap took over {MMDEBSTRAP_TIMEOUT_S:.0f} s; see {bed.log}") from None
-        if proc.returncode != 0:
-            tail = bed.log.read_text(errors="replace").strip().splitlines()[-5:]
-            raise BedError(f"mmdebstrap failed (exit {proc.returncode}); see {bed.log}: " + " | ".join(tail))
-        sources.unlink()
+        _mmdebstrap(bed, tmp, bullseye_sources(), lambda sources: mmdebstrap_argv(arch, rootfs, sources))
         (rootfs / "etc" / "hosts").write_text(ETC_HOSTS)  # as Debian's installer writes it
         if not is_static_elf(rootfs / "bin" / "busybox"):
             raise BedError(f"{rootfs}/bin/busybox is not a static executable")
@@ -608,26 +614,10 @@ def ensure_gateway(arch: str, cache: Path | None = None) -> Path:
 
     def make(tmp: Path) -> dict[str, object]:
         _check_can_make(arch)
-        sources = tmp / "apt.sources"
-        sources.write_text(gateway_sources())
         rootfs = tmp / "rootfs"
-        say(f"making {bed.name} with mmdebstrap (a few minutes under QEMU; log {bed.log})")
-        with open(bed.log, "w") as log:
-            try:
-                proc = subprocess.run(
-                    gateway_mmdebstrap_argv(arch, rootfs, sources),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    timeout=MMDEBSTRAP_TIMEOUT_S,
-                    check=False,
-                )
-            except subprocess.TimeoutExpired:
-                raise BedError(f"mmdebstrap took over {MMDEBSTRAP_TIMEOUT_S:.0f} s; see {bed.log}") from None
-        if proc.returncode != 0:
-            tail = bed.log.read_text(errors="replace").strip().splitlines()[-5:]
-            raise BedError(f"mmdebstrap failed (exit {proc.returncode}); see {bed.log}: " + " | ".join(tail))
-        sources.unlink()
+        _mmdebstrap(
+            bed, tmp, gateway_sources(), lambda sources: gateway_mmdebstrap_argv(arch, rootfs, sources)
+        )
         present = [p for p in GATEWAY_ABSENT if (rootfs / p).exists()]
         if present:
             raise BedError(f"{bed.name}: has {', '.join(present)}; a gateway must have none")

@@ -22,7 +22,6 @@ unit, changes nothing and restarts nothing.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import tempfile
 import threading
@@ -32,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..build import sha256_file
 from ..device import Transport, open_transport
 from ..device.measurement import binary_arch, check_libc
 from ..device.scripts import Script
@@ -160,14 +160,6 @@ class Binary:
     @property
     def sha12(self) -> str:
         return self.sha256[:12]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_binary(path: Path) -> Binary:
