@@ -48,6 +48,7 @@ def _suite(suites: ET.Element, report: DeviceReport) -> None:
         ),
         ("latency_ms.p50", str(report.latency_ms.p50)),
         ("latency_ms.p90", str(report.latency_ms.p90)),
+        *(report.benchmark.properties() if report.benchmark else []),
     ):
         ET.SubElement(props, "property", name=name, value=value)
     classname = f"edgebundle.budgets.{report.device}"

@@ -38,7 +38,7 @@ from ..target import Arch, Budgets, host_arch, load_target, normalize_arch
 from . import Launch, Transport, open_transport, scripts
 from .budgets import check_budgets
 from .qemu import QemuTransport, build_root_of
-from .report import EMULATED_NOTE, DeviceReport, LatencyMs, Samples, StartupMs, percentile
+from .report import EMULATED_NOTE, Benchmark, DeviceReport, LatencyMs, Samples, StartupMs, percentile
 
 NOT_OURS = "is not an edgebundle binary"
 BUILD_HINT = "build one with: edgebundle build MODEL.tflite --recipe RECIPE"
@@ -126,7 +126,7 @@ def run_device_test(
             peak = max(int(r["peak_rss_bytes"]) for r in runs)
             step.summary = f"p50 {percentile(warm_ms, 50):.0f} ms, peak RSS {peak / 1e6:.1f} MB"
         with ui.step(say, f"inference x{plan.runs}") as step:
-            warmup, latencies = _latency(
+            warmup, latencies, benchmark = _latency(
                 dev, [*command, "--eb-bench", str(plan.runs), *inputs], plan.runs, progress
             )
             step.summary = f"p50 {percentile(latencies, 50):.3f} ms"
@@ -172,6 +172,7 @@ def run_device_test(
             latency_warmup_ms=warmup,
         ),
         notes=tuple(notes),
+        benchmark=benchmark,
     )
 
 
@@ -443,15 +444,21 @@ def _startup(
 
 def _latency(
     dev: DeviceDir, argv: list[str], runs: int, progress: Callable[[str], None]
-) -> tuple[float, list[float]]:
+) -> tuple[float, list[float], Benchmark | None]:
     warmup: list[float] = []
     latencies: list[float] = []
+    init: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
 
     def on_line(line: str) -> None:
         event = _json_object(line)
         if event is None:
             return
-        if event.get("event") == "warmup":
+        if event.get("event") == "init":
+            init.update(event)
+        elif event.get("event") == "summary":
+            summary.update(event)
+        elif event.get("event") == "warmup":
             warmup.append(float(event["ms"]))
         elif event.get("event") == "inference":
             latencies.append(float(event["ms"]))
@@ -462,7 +469,8 @@ def _latency(
     if result.returncode != 0 or len(latencies) != runs or not warmup:
         detail = tail(result.stderr) or f"exit code {result.returncode}"
         raise DeviceError(f"measuring inference latency on {dev.transport.device} failed: {detail}")
-    return warmup[0], latencies
+    benchmark = Benchmark.from_events(init, warmup, latencies, summary) if init else None
+    return warmup[0], latencies, benchmark
 
 
 def _manifest_budgets(raw: object, binary: Path) -> Budgets:

@@ -43,6 +43,85 @@ class LatencyMs:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Benchmark:
+    """One process's own figures (``APP --eb-bench``), as TFLite's benchmark_model users know them:
+    the start-up split (``runtime``: launcher, bootloader and Python up to the runtime's first line;
+    ``imports``; ``model_load``, benchmark_model's "init"; ``first_inference``), the warm-up average
+    (after the first), steady-state inference and the process's memory once the model is loaded and
+    at its peak."""
+
+    startup_ms: dict[str, float | None]
+    warmup_avg_ms: float
+    inference_ms: dict[str, float]  # avg, p5, p50, p95
+    rss_init_bytes: int | None
+    rss_peak_bytes: int | None
+
+    @classmethod
+    def from_events(
+        cls, init: dict[str, Any], warmups: list[float], latencies: list[float], summary: dict[str, Any]
+    ) -> Benchmark:
+        split = {k: v for k, v in init.get("startup_ms", {}).items() if k in STARTUP_PHASES}
+        split["first_inference"] = warmups[0]
+        later = warmups[1:] or warmups
+        return cls(
+            startup_ms={phase: split.get(phase) for phase in (*STARTUP_PHASES, "first_inference")},
+            warmup_avg_ms=round(sum(later) / len(later), 4),
+            inference_ms={
+                "avg": round(sum(latencies) / len(latencies), 4),
+                "p5": round(percentile(latencies, 5), 4),
+                "p50": round(percentile(latencies, 50), 4),
+                "p95": round(percentile(latencies, 95), 4),
+            },
+            rss_init_bytes=init.get("rss_bytes"),
+            rss_peak_bytes=summary.get("peak_rss_bytes"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "startup_ms": self.startup_ms,
+            "first_inference_ms": self.startup_ms["first_inference"],
+            "warmup_avg_ms": self.warmup_avg_ms,
+            "inference_ms": self.inference_ms,
+            "rss_init_bytes": self.rss_init_bytes,
+            "rss_peak_bytes": self.rss_peak_bytes,
+        }
+
+    def properties(self) -> list[tuple[str, str]]:
+        """Flat name/value pairs (JUnit properties)."""
+        pairs = [(f"benchmark.startup_ms.{k}", v) for k, v in self.startup_ms.items()]
+        pairs += [("benchmark.warmup_avg_ms", self.warmup_avg_ms)]
+        pairs += [(f"benchmark.inference_ms.{k}", v) for k, v in self.inference_ms.items()]
+        pairs += [
+            ("benchmark.rss_init_bytes", self.rss_init_bytes),
+            ("benchmark.rss_peak_bytes", self.rss_peak_bytes),
+        ]
+        return [(name, "" if value is None else str(value)) for name, value in pairs]
+
+    def rows(self) -> list[tuple[str, str]]:
+        split = ", ".join(
+            f"{phase.replace('_', ' ')} {ms:.1f}" for phase, ms in self.startup_ms.items() if ms is not None
+        )
+        inf = self.inference_ms
+        rss = [
+            f"{label} {_mb(value)}"
+            for label, value in (("at init", self.rss_init_bytes), ("peak", self.rss_peak_bytes))
+            if value is not None
+        ]
+        return [
+            ("  in process", f"start-up split ms: {split}"),
+            (
+                "  inference",
+                f"avg {inf['avg']:.3f}, p5 {inf['p5']:.3f}, median {inf['p50']:.3f}, "
+                f"p95 {inf['p95']:.3f} ms; warm-up avg {self.warmup_avg_ms:.3f} ms",
+            ),
+            *([("  memory", ", ".join(rss) + " (the measuring process)")] if rss else []),
+        ]
+
+
+STARTUP_PHASES = ("runtime", "imports", "model_load")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Samples:
     """The raw figures behind the summaries, for whoever wants to look closer."""
 
@@ -71,6 +150,7 @@ class DeviceReport:
     budgets: tuple[BudgetResult, ...]
     samples: Samples
     notes: tuple[str, ...] = ()
+    benchmark: Benchmark | None = None  # None from a binary older than the in-process figures
 
     @property
     def ok(self) -> bool:
@@ -103,6 +183,7 @@ class DeviceReport:
                 else {}
             ),
             "latency_ms": {"p50": self.latency_ms.p50, "p90": self.latency_ms.p90},
+            "benchmark": self.benchmark.to_json() if self.benchmark else None,
             "budgets": {
                 b.name: {"limit": b.limit, "value": b.value, "unit": b.unit, "pass": b.passed}
                 | ({"note": b.note} if b.note else {})
@@ -141,6 +222,7 @@ class DeviceReport:
                 else []
             ),
             ("latency", f"p50 {lat.p50:.3f} ms, p90 {lat.p90:.3f} ms", None),
+            *((label, value, None) for label, value in (self.benchmark.rows() if self.benchmark else [])),
         ]
         width = max(len(value) for _, value, _ in rows)
         limits = {label: f"budget {b.limit:g} {b.unit}" if b else "" for label, _, b in rows}

@@ -65,6 +65,10 @@
 /* The open binary, passed to the runtime (edgebundle/runtime/payload.py reads and removes it). */
 #define EB_ENV_PAYLOAD_FD "_EDGEBUNDLE_PAYLOAD_FD"
 
+/* CLOCK_MONOTONIC in ns when the launcher started, for the runtime's start-up split (--eb-bench);
+ * the runtime removes it from its environment. */
+#define EB_ENV_T0 "_EDGEBUNDLE_T0"
+
 /* How many unpacked runners a cache keeps besides those in use (see prune() in launcher.c). */
 #define EB_KEEP_RUNNERS 2
 

@@ -66,6 +66,7 @@
 #define MAX_RUNNERS 64
 
 static const char *prog = "edgebundle";
+static char t0[24]; /* EB_ENV_T0: when this process started, for the runtime */
 static int debug;
 static char reasons[2048];
 static char damage[PATH_MAX + 64]; /* what verify() found wrong, for the one line saying so */
@@ -616,6 +617,7 @@ static int try_exec(const char *run, int runfd, const struct trailer *t, int sel
     snprintf(path, sizeof path, "%s/%s/%s", run, t->key, EB_ENTRY);
     snprintf(fdtext, sizeof fdtext, "%d", self);
     setenv(EB_ENV_PAYLOAD_FD, fdtext, 1);
+    setenv(EB_ENV_T0, t0, 1);
     fcntl(kfd, F_SETFD, 0);
     fcntl(self, F_SETFD, 0);
     say("exec %s", path);
@@ -747,6 +749,9 @@ static int path_of(char *out, const char *a, const char *b) {
 
 int main(int argc, char **argv) {
     (void)argc;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    snprintf(t0, sizeof t0, "%lld", (long long)now.tv_sec * 1000000000LL + now.tv_nsec);
     if (argv[0] && argv[0][0]) {
         const char *slash = strrchr(argv[0], '/');
         prog = slash ? slash + 1 : argv[0];

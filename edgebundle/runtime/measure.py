@@ -409,14 +409,40 @@ def startup(
     return 0
 
 
-def bench(infer: Callable[[], float], runs: int, out: Callable[[dict[str, Any]], None] = emit) -> int:
-    """Inference latency inside one process: one warm-up, then ``runs`` timed inferences.
+WARMUP_RUNS = 3  # the first inference (slow: lazy allocations) and two more, as benchmark_model warms up
+
+
+def status_bytes(field: str) -> int | None:
+    """A ``kB`` field of /proc/self/status (VmRSS, VmHWM) in bytes; None without /proc."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(field.encode() + b":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def bench(
+    infer: Callable[[], float],
+    runs: int,
+    out: Callable[[dict[str, Any]], None] = emit,
+    *,
+    startup: dict[str, float | None] | None = None,
+) -> int:
+    """Inference inside one process, as TFLite's benchmark_model reports it: the start-up split and
+    the memory once the model is loaded (``init``), WARMUP_RUNS warm-up inferences (the first one
+    is the "first inference"), ``runs`` timed ones, then the peak memory (``summary``).
 
     ``infer`` runs one inference and returns its own duration in ms, so that only inference is timed.
     """
-    out({"event": "warmup", "ms": round(infer(), 4)})
+    out({"event": "init", "startup_ms": startup or {}, "rss_bytes": status_bytes("VmRSS")})
+    for i in range(WARMUP_RUNS):
+        out({"event": "warmup", "run": i, "ms": round(infer(), 4)})
     for i in range(1, runs + 1):
         out({"event": "inference", "run": i, "runs": runs, "ms": round(infer(), 4)})
+    out({"event": "summary", "peak_rss_bytes": status_bytes("VmHWM")})
     return 0
 
 

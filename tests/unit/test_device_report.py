@@ -176,3 +176,55 @@ def test_junit_marks_emulated_timing_budgets_skipped() -> None:
     assert suite.get("skipped") == "2"
     skipped = [c.get("name") for c in suite.iter("testcase") if c.find("skipped") is not None]
     assert skipped == ["max_startup_ms", "max_rss_mb"]
+
+
+def test_the_in_process_benchmark_as_benchmark_model_reports_it() -> None:
+    """APP --eb-bench's events (runtime/measure.py bench) -> the report's benchmark block, table rows
+    and JUnit properties."""
+    import dataclasses
+    import xml.etree.ElementTree as ET
+
+    from edgebundle.device.junit import junit_xml
+    from edgebundle.device.report import Benchmark
+    from edgebundle.runtime.measure import WARMUP_RUNS, bench
+
+    events: list[dict[str, object]] = []
+    timings = iter([5.0, 1.5, 0.5, *[float(i) for i in range(1, 21)]])
+    assert (
+        bench(
+            lambda: next(timings),
+            20,
+            events.append,
+            startup={"runtime": 31.0, "imports": 40.0, "model_load": 2.5},
+        )
+        == 0
+    )
+    kinds = [e["event"] for e in events]
+    assert kinds == ["init", *["warmup"] * WARMUP_RUNS, *["inference"] * 20, "summary"]
+    assert isinstance(events[0]["rss_bytes"], int)
+    assert isinstance(events[-1]["peak_rss_bytes"], int)
+    init, summary = events[0], events[-1]
+    warmups = [float(e["ms"]) for e in events if e["event"] == "warmup"]  # type: ignore[arg-type]
+    latencies = [float(e["ms"]) for e in events if e["event"] == "inference"]  # type: ignore[arg-type]
+    got = Benchmark.from_events(init, warmups, latencies, summary)  # type: ignore[arg-type]
+    assert got.startup_ms == {"runtime": 31.0, "imports": 40.0, "model_load": 2.5, "first_inference": 5.0}
+    assert got.warmup_avg_ms == 1.0  # the first inference is apart
+    assert got.inference_ms == {"avg": 10.5, "p5": 1.95, "p50": 10.5, "p95": 19.05}
+    assert got.rss_peak_bytes is not None
+    assert got.rss_init_bytes is not None
+    assert got.rss_peak_bytes >= got.rss_init_bytes
+
+    with_bench = dataclasses.replace(report(), benchmark=got)
+    data = with_bench.to_json()["benchmark"]
+    assert data["first_inference_ms"] == 5.0
+    assert data["inference_ms"]["p95"] == 19.05
+    assert report().to_json()["benchmark"] is None
+    table = with_bench.table()
+    assert "start-up split ms: runtime 31.0, imports 40.0, model load 2.5, first inference 5.0" in table
+    assert "avg 10.500, p5 1.950, median 10.500, p95 19.050 ms; warm-up avg 1.000 ms" in table
+    props = {
+        p.get("name"): p.get("value")
+        for p in ET.fromstring(junit_xml(with_bench).split("\n", 1)[1]).iter("property")
+    }
+    assert props["benchmark.startup_ms.model_load"] == "2.5"
+    assert props["benchmark.inference_ms.avg"] == "10.5"
