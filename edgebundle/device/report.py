@@ -222,7 +222,6 @@ class DeviceReport:
                 else []
             ),
             ("latency", f"p50 {lat.p50:.3f} ms, p90 {lat.p90:.3f} ms", None),
-            *((label, value, None) for label, value in (self.benchmark.rows() if self.benchmark else [])),
         ]
         width = max(len(value) for _, value, _ in rows)
         limits = {label: f"budget {b.limit:g} {b.unit}" if b else "" for label, _, b in rows}
@@ -236,6 +235,9 @@ class DeviceReport:
             if budget is not None:
                 verdict = {True: "pass", False: "FAIL", None: "not enforced"}[budget.passed]
             lines.append(f"  {label:14} {value:{width}}  {limits[label]:{limit_width}}  {verdict}".rstrip())
+        lines.extend(
+            f"  {label:14} {value}" for label, value in (self.benchmark.rows() if self.benchmark else [])
+        )
         lines.extend(f"  note: {note}" for note in self.notes)
         failed = self.failed()
         enforced = [b for b in self.budgets if b.passed is not None]
