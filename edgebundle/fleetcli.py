@@ -81,7 +81,8 @@ def deploy(
     device failed or was rolled back.
 
     """
-    from .deploy import DeployOptions, check_options, deploy_fleet, read_devices
+    from .deploy import DeployOptions, check_options
+    from .deploy.fleet import deploy_fleet, read_devices
 
     opts = DeployOptions(
         name=name,
@@ -130,7 +131,8 @@ deploy.help = (deploy.help or "") + DEVICES_HELP
 def status(devices: tuple[str, ...], name: str, prefix: str, as_json: bool) -> None:
     """Per device: the current release, the previous ones, the service's state, whether /readyz answers
     200, since when it runs and its resident memory."""
-    from .deploy import DeployOptions, check_options, read_devices, status_one
+    from .deploy import DeployOptions, check_options
+    from .deploy.fleet import read_devices, status_one
 
     check_options(DeployOptions(name=name, prefix=prefix))
     ui = reporter()
@@ -165,7 +167,8 @@ def status(devices: tuple[str, ...], name: str, prefix: str, as_json: bool) -> N
 def rollback(devices: tuple[str, ...], name: str, prefix: str, ready_timeout: int, as_json: bool) -> None:
     """Switch PREFIX/NAME/current back to the release before it; a service is restarted and must answer
     /readyz 200 again. Exits 8 when a device could not be rolled back."""
-    from .deploy import DeployOptions, FleetReport, check_options, read_devices, rollback_one
+    from .deploy import DeployOptions, check_options
+    from .deploy.fleet import FleetReport, read_devices, rollback_one
 
     opts = DeployOptions(name=name, prefix=prefix, ready_timeout_s=ready_timeout)
     check_options(opts)

@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import re
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -31,12 +30,13 @@ from types import FrameType
 from typing import Any
 
 from .. import ui
-from ..elf import NotElfError, read_elf, version_key
+from ..elf import NotElfError, read_elf
 from ..errors import ConfigError, DeviceError, EdgeBundleError, IntegrityError
 from ..proc import TIMEOUT_S, Completed, Echo, tail
 from ..target import Arch, Budgets, host_arch, load_target, normalize_arch
 from . import Launch, Transport, open_transport, scripts
 from .budgets import check_budgets
+from .needs import check_libc
 from .qemu import QemuTransport, build_root_of
 from .report import EMULATED_NOTE, Benchmark, DeviceReport, LatencyMs, Samples, StartupMs, percentile
 
@@ -195,34 +195,6 @@ def run_device_tests(
     with ThreadPoolExecutor(max_workers=min(len(plans), MAX_PARALLEL_DEVICES)) as pool:
         results = list(pool.map(one, plans))
     return [r for r in results if not isinstance(r, str)], [r for r in results if isinstance(r, str)]
-
-
-def check_libc(binary: Path, device: str, kernel: str, glibc: str) -> str | None:
-    """What the binary needs of the device's kernel and C library, checked before it is copied:
-    DeviceError when the device cannot run it, else a note for the report (None when the file is not
-    one the builder can read: the device's --info step then says what it is)."""
-    from ..inspection import inspect_binary
-
-    try:
-        libc = inspect_binary(binary)["libc"]
-    except ConfigError:
-        return None
-    if libc["mode"] == "bundled":
-        floor = libc["kernel_floor"]
-        release = re.match(r"\d+(?:\.\d+)*", kernel)  # "6.1.0-13-amd64" -> 6.1.0
-        if release and version_key(release.group()) < version_key(floor):
-            raise DeviceError(
-                f"{device} runs Linux {kernel} but {binary.name}'s bundled glibc {libc['glibc']} needs "
-                f"Linux >= {floor}"
-            )
-        return f"C library: bundled glibc {libc['glibc']} (device: Linux {kernel or '?'})"
-    floor = libc["glibc_floor"]
-    if floor and glibc and version_key(glibc) < version_key(floor):
-        raise DeviceError(
-            f"{device} has glibc {glibc} but {binary.name} was built with --system-libc and needs glibc >= "
-            f"{floor}; rebuild it without --system-libc (it then carries its own)"
-        )
-    return f"C library: the device's glibc {glibc or '(none found)'}, needs >= {floor}"
 
 
 def binary_arch(path: Path) -> Arch:

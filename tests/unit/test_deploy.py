@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgebundle import deploy
-from edgebundle.deploy import DeployOptions, DeviceResult, scripts
+from edgebundle.deploy import DeployOptions, DeviceResult, fleet, scripts
 from edgebundle.deploy.unit import ServiceSpec, render
 from edgebundle.device.scripts import Script
 from edgebundle.errors import ConfigError
@@ -203,18 +203,18 @@ def test_options_are_checked(change: dict[str, object], message: str) -> None:
 def test_devices_from_arguments_and_files(tmp_path: Path) -> None:
     listed = tmp_path / "fleet.txt"
     listed.write_text("# gateways\nssh://root@gw1\n\nssh://gw2:2222  # the lab one\nssh://root@gw1\n")
-    assert deploy.read_devices(["ssh://gw0", f"@{listed}"]) == [
+    assert fleet.read_devices(["ssh://gw0", f"@{listed}"]) == [
         "ssh://gw0",
         "ssh://root@gw1",
         "ssh://gw2:2222",
     ]
     with pytest.raises(ConfigError, match="cannot read the device list"):
-        deploy.read_devices([f"@{tmp_path / 'missing'}"])
+        fleet.read_devices([f"@{tmp_path / 'missing'}"])
     with pytest.raises(ConfigError, match="ssh://"):
-        deploy.read_devices(["gw1"])
+        fleet.read_devices(["gw1"])
     (tmp_path / "empty").write_text("# nothing yet\n")
     with pytest.raises(ConfigError, match="no devices"):
-        deploy.read_devices([f"@{tmp_path / 'empty'}"])
+        fleet.read_devices([f"@{tmp_path / 'empty'}"])
 
 
 def fake_fleet(monkeypatch: pytest.MonkeyPatch, failing: set[str]) -> list[str]:
@@ -224,15 +224,15 @@ def fake_fleet(monkeypatch: pytest.MonkeyPatch, failing: set[str]) -> list[str]:
         started.append(device)
         return DeviceResult(device=device, outcome="rolled back" if device in failing else "deployed")
 
-    monkeypatch.setattr(deploy, "deploy_one", one)
-    monkeypatch.setattr(deploy, "read_binary", lambda path: None)
+    monkeypatch.setattr(fleet, "deploy_one", one)
+    monkeypatch.setattr(fleet, "read_binary", lambda path: None)
     return started
 
 
 def test_a_failed_canary_stops_the_rollout(monkeypatch: pytest.MonkeyPatch) -> None:
     started = fake_fleet(monkeypatch, {"ssh://b"})
     devices = ["ssh://a", "ssh://b", "ssh://c", "ssh://d"]
-    report = deploy.deploy_fleet(Path("x"), devices, DeployOptions(name="n", canary=2), None, lambda r: None)
+    report = fleet.deploy_fleet(Path("x"), devices, DeployOptions(name="n", canary=2), None, lambda r: None)
     assert sorted(started) == ["ssh://a", "ssh://b"]
     assert [r.outcome for r in report.results] == ["deployed", "rolled back", "skipped", "skipped"]
     assert not report.ok
@@ -241,7 +241,7 @@ def test_a_failed_canary_stops_the_rollout(monkeypatch: pytest.MonkeyPatch) -> N
 def test_the_rollout_stops_past_max_failures(monkeypatch: pytest.MonkeyPatch) -> None:
     started = fake_fleet(monkeypatch, {"ssh://a", "ssh://b"})
     devices = ["ssh://a", "ssh://b", "ssh://c", "ssh://d"]
-    report = deploy.deploy_fleet(
+    report = fleet.deploy_fleet(
         Path("x"), devices, DeployOptions(name="n", parallel=1, max_failures=1), None, lambda r: None
     )
     assert started == ["ssh://a", "ssh://b"]

@@ -175,7 +175,7 @@ def test_check_libc_refuses_a_device_that_cannot_run_the_binary(
     monkeypatch: pytest.MonkeyPatch, libc: dict[str, str], kernel: str, glibc: str, refused: str | None
 ) -> None:
     from edgebundle import inspection
-    from edgebundle.device.measurement import check_libc
+    from edgebundle.device.needs import check_libc
     from edgebundle.errors import DeviceError
 
     monkeypatch.setattr(inspection, "inspect_binary", lambda path: {"libc": libc})
