@@ -138,9 +138,11 @@ def binaries(tmp_path_factory: pytest.TempPathFactory) -> Binaries:
     return built
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def gateways() -> Iterator[dict[str, Gateway]]:
-    """An x86_64 and an arm64 gateway, booted in parallel for the session, stopped at its end."""
+    """An x86_64 and an arm64 gateway, booted in parallel for this module's tests, stopped after them.
+    EDGEBUNDLE_SSH_COMMAND names the gateways' ssh_config meanwhile only: other modules' tests (the
+    test sshd of tests/integration/test_device_e2e.py) need their own."""
     _need(arm64=True)
     wanted = {"x86": ("eb-test-x86", "amd64"), "arm": ("eb-test-arm", "arm64")}
     ports = {key: free_port() for key in wanted}
