@@ -1,8 +1,8 @@
 """Where each variant's start-up and memory go, side by side: ``edgebundle test`` of each binary on
-this machine (one run each, in turn), its in-process figures (the start-up split, first inference,
-steady inference, memory) as one markdown table.
+this machine, ``--rounds`` times with the variants in turn, the median of each figure: the
+in-process start-up split, first inference, steady inference and memory, as one markdown table.
 
-    .venv/bin/python benchmarks/breakdown.py NAME=BINARY... [--runs 20] [--out FILE.md]
+    .venv/bin/python benchmarks/breakdown.py NAME=BINARY... [--runs 20] [--rounds 3] [--out FILE.md]
 
 Build the variants first, e.g. the same model with ``--backend nuitka`` and ``--system-libc``; every
 change to start-up should add its row here, so that the table shows what each change bought.
@@ -12,29 +12,36 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-COLUMNS = (
-    ("size MB", lambda r: f"{r['size_bytes'] / 1e6:.2f}"),
-    ("warm p50 ms", lambda r: f"{r['startup_ms']['warm_p50']:.0f}"),
-    ("cold ms", lambda r: f"{r['startup_ms']['cold']:.0f}"),
-    ("runtime ms", lambda r: _ms(r, "runtime")),
-    ("imports ms", lambda r: _ms(r, "imports")),
-    ("model load ms", lambda r: _ms(r, "model_load")),
-    ("first inference ms", lambda r: _ms(r, "first_inference")),
-    ("inference avg ms", lambda r: f"{r['benchmark']['inference_ms']['avg']:.3f}" if r["benchmark"] else "-"),
-    ("peak RSS MB", lambda r: f"{r['peak_rss_bytes'] / 1e6:.1f}"),
+COLUMNS: tuple[tuple[str, str, Callable[[dict[str, Any]], float | None]], ...] = (
+    ("size MB", ".2f", lambda r: r["size_bytes"] / 1e6),
+    ("warm p50 ms", ".0f", lambda r: r["startup_ms"]["warm_p50"]),
+    ("cold ms", ".0f", lambda r: r["startup_ms"]["cold"]),
+    ("runtime ms", ".1f", lambda r: _phase(r, "runtime")),
+    ("imports ms", ".1f", lambda r: _phase(r, "imports")),
+    ("model load ms", ".1f", lambda r: _phase(r, "model_load")),
+    ("first inference ms", ".1f", lambda r: _phase(r, "first_inference")),
+    ("inference avg ms", ".3f", lambda r: r["benchmark"]["inference_ms"]["avg"] if r["benchmark"] else None),
+    ("peak RSS MB", ".1f", lambda r: r["peak_rss_bytes"] / 1e6),
 )
 
 
-def _ms(report: dict[str, Any], phase: str) -> str:
+def _phase(report: dict[str, Any], phase: str) -> float | None:
     bench = report["benchmark"]
     value = bench["startup_ms"].get(phase) if bench else None
-    return "-" if value is None else f"{value:.1f}"
+    return None if value is None else float(value)
+
+
+def _cell(reports: list[dict[str, Any]], fmt: str, get: Callable[[dict[str, Any]], float | None]) -> str:
+    values = [v for v in (get(r) for r in reports) if v is not None]
+    return format(statistics.median(values), fmt) if values else "-"
 
 
 def main() -> int:
@@ -43,32 +50,48 @@ def main() -> int:
     )
     parser.add_argument("variants", nargs="+", metavar="NAME=BINARY")
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "breakdown.md")
     args = parser.parse_args()
-    rows = []
-    for variant in args.variants:
-        name, _, binary = variant.partition("=")
-        proc = subprocess.run(
-            [sys.executable, "-m", "edgebundle", "test", binary, "--runs", str(args.runs), "--json", "-q"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode not in (0, 7):  # 7: a budget failed, the figures are still there
-            print(f"{name}: edgebundle test failed: {proc.stderr.strip()}", file=sys.stderr)
-            return 1
-        rows.append((name, json.loads(proc.stdout)))
-    header = "| variant | " + " | ".join(title for title, _ in COLUMNS) + " |"
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for _ in range(args.rounds):
+        for variant in args.variants:
+            name, _, binary = variant.partition("=")
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "edgebundle",
+                    "test",
+                    binary,
+                    "--runs",
+                    str(args.runs),
+                    "--json",
+                    "-q",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if proc.returncode not in (0, 7):  # 7: a budget failed, the figures are still there
+                print(f"{name}: edgebundle test failed: {proc.stderr.strip()}", file=sys.stderr)
+                return 1
+            rows.setdefault(name, []).append(json.loads(proc.stdout))
+    header = "| variant | " + " | ".join(title for title, _, _ in COLUMNS) + " |"
     lines = [
         "# Start-up and memory by variant",
         "",
-        f"`edgebundle test BINARY --runs {args.runs}` on this machine, each variant in turn "
+        f"`edgebundle test BINARY --runs {args.runs}` on this machine, {args.rounds} rounds of the variants "
+        "in turn, the median of each figure "
         "(`benchmarks/breakdown.py`). runtime: launcher, bootloader and Python up to the runtime's first "
         "line; imports: NumPy, Pillow, the interpreter; model load: into the interpreter (TFLite's init).",
         "",
         header,
         "|" + "---|" * (len(COLUMNS) + 1),
-        *(f"| {name} | " + " | ".join(cell(r) for _, cell in COLUMNS) + " |" for name, r in rows),
+        *(
+            f"| {name} | " + " | ".join(_cell(reports, fmt, get) for _, fmt, get in COLUMNS) + " |"
+            for name, reports in rows.items()
+        ),
         "",
     ]
     args.out.write_text("\n".join(lines))
