@@ -81,7 +81,7 @@ def deploy(
     device failed or was rolled back.
 
     """
-    from .deploy import DeployOptions, check_options
+    from .deploy import DeployOptions, DeviceResult, check_options
     from .deploy.fleet import deploy_fleet, read_devices
 
     opts = DeployOptions(
@@ -100,10 +100,7 @@ def deploy(
     targets = read_devices(list(devices))
     ui = reporter()
 
-    def said(result: object) -> None:
-        from .deploy import DeviceResult
-
-        assert isinstance(result, DeviceResult)
+    def said(result: DeviceResult) -> None:
         if len(targets) > 1:  # progress as devices finish; one device says it once, below
             ui.info(f"{result.device}: {result.outcome} ({result.message}, {result.seconds:.1f} s)")
 

@@ -126,7 +126,7 @@ def bundle(toolchain: Toolchain, folder: Path, entry: str, arch: Arch, log: Path
                 f"{', '.join(library_dirs(arch))} (build with --system-libc to leave the C library out)"
             )
         copied |= set(batch)
-        elves = elf_files(folder)
+        elves |= {libdir / name: read_elf(libdir / name) for name in batch}  # only the new files
         wanted |= missing_libraries(elves)
     libc = read_elf(libdir / "libc.so.6") if (libdir / "libc.so.6").is_file() else None
     if libc is None or libc.glibc_version is None or libc.kernel_floor is None:
@@ -134,7 +134,7 @@ def bundle(toolchain: Toolchain, folder: Path, entry: str, arch: Arch, log: Path
     for lib in libdir.iterdir():
         lib.chmod(0o755)
     preload = sorted(name for name in copied if name != loader and name not in info.needed)
-    _patch(toolchain, program, loader, preload, info.rpath, log)
+    _patch(toolchain, program, loader, preload, info, log)
     return BundledLibc(
         glibc=".".join(map(str, libc.glibc_version)),
         kernel_floor=".".join(map(str, libc.kernel_floor)),
@@ -143,11 +143,14 @@ def bundle(toolchain: Toolchain, folder: Path, entry: str, arch: Arch, log: Path
 
 
 def _patch(
-    toolchain: Toolchain, program: Path, loader: str, preload: list[str], rpath: str | None, log: Path
+    toolchain: Toolchain, program: Path, loader: str, preload: list[str], info: ElfInfo, log: Path
 ) -> None:
+    """``program`` (as ``info`` read it before) gets the placeholder loader, the preloads and the
+    search path."""
     # One change per patchelf run: patchelf 0.14 (Debian 12) writes a wrong DT_RPATH when
     # --add-needed and --set-rpath are given together.
-    search = ":".join([f"$ORIGIN/{LIBDIR}", *(rpath.split(":") if rpath else []), *_dirs_of(program)])
+    rpath = info.rpath.split(":") if info.rpath else []
+    search = ":".join([f"$ORIGIN/{LIBDIR}", *rpath, *_dirs_of(program.parent, info.needed)])
     steps = [["--set-interpreter", placeholder(loader)]]
     if preload:
         steps.append([arg for name in preload for arg in ("--add-needed", name)])
@@ -165,14 +168,13 @@ def _patch(
         raise BuildError(f"{program}: patchelf did not set the loader placeholder")
 
 
-def _dirs_of(program: Path) -> list[str]:
-    """The folder's directories that hold a library the program needs ($ORIGIN-relative): PyInstaller
-    puts libz, which its bootloader needs, in _internal/."""
-    info = read_elf(program)
+def _dirs_of(folder: Path, needed: tuple[str, ...]) -> list[str]:
+    """The directories of ``folder`` that hold a library of ``needed`` ($ORIGIN-relative, the program
+    being at the top): PyInstaller puts libz, which its bootloader needs, in _internal/."""
     dirs: list[str] = []
-    for name in info.needed:
-        for hit in sorted(program.parent.rglob(name)):
-            rel = hit.parent.relative_to(program.parent).as_posix()
+    for name in needed:
+        for hit in sorted(folder.rglob(name)):
+            rel = hit.parent.relative_to(folder).as_posix()
             entry = "$ORIGIN" if rel == "." else f"$ORIGIN/{rel}"
             if hit.parent.name != LIBDIR and entry not in dirs:
                 dirs.append(entry)

@@ -155,6 +155,7 @@ class Binary:
     arch: Arch
     rss_budget_mb: float | None
     description: str
+    libc: dict[str, Any]  # inspect's: what it needs of the device's kernel or C library
 
     @property
     def sha12(self) -> str:
@@ -176,6 +177,7 @@ def read_binary(path: Path) -> Binary:
         unpacked_bytes=sum(report["unpacked_bytes"].values()),
         arch=binary_arch(path),
         rss_budget_mb=budgets.get("max_rss_mb"),
+        libc=report["libc"],
         description=(
             f"edgebundle {path.name}: {manifest['model'].get('source_name', manifest['model']['file'])} "
             f"({manifest['recipe'].get('name', 'recipe')})"
@@ -194,7 +196,8 @@ def preflight(dev: Device, binary: Binary, opts: DeployOptions) -> None:
             f"{dev.url}: the gateway is {machine} but {binary.path.name} is an {binary.arch} binary; "
             "nothing changed"
         )
-    check_libc(binary.path, dev.url, facts.get("kernel", ""), facts.get("libc", "").removeprefix("glibc "))
+    glibc = facts.get("libc", "").removeprefix("glibc ")
+    check_libc(binary.libc, binary.path.name, dev.url, facts.get("kernel", ""), glibc)
     if facts.get("sha256sum") != "yes":
         raise DeviceError(f"{dev.url}: has no sha256sum (coreutils or busybox) to check the copy with")
     if opts.service and facts.get("systemd") != "yes":
@@ -252,11 +255,17 @@ def spec_for(binary: Binary, opts: DeployOptions) -> ServiceSpec:
 
 def start_service(dev: Device, spec: ServiceSpec, timeout_s: float) -> str | None:
     """Restart the unit and wait for /readyz; None when ready, else why not."""
-    result = dev.transport.shell(scripts.RESTART, [spec.unit_name], timeout=timeout_s + 30)
+    return restart(dev, spec.unit_name, spec.host, spec.port, timeout_s)
+
+
+def restart(dev: Device, unit: str, host: str, port: int | None, timeout_s: float) -> str | None:
+    """Restart ``unit`` (Type=notify: systemctl returns once the binary said READY=1, or failed) and
+    wait for /readyz on ``port`` (not probed when None); None when ready, else why not."""
+    result = dev.transport.shell(scripts.RESTART, [unit], timeout=timeout_s + 30)
     active = parse_facts(result).get("active", "?")
     if result.returncode != 0 or active != "active":
-        return f"{spec.unit_name} did not start ({active}; see journalctl -u {spec.unit_name} on the device)"
-    return probe_ready(dev.transport, spec.host, spec.port, timeout_s)
+        return f"{unit} did not start ({active}; see journalctl -u {unit} on the device)"
+    return None if port is None else probe_ready(dev.transport, host, port, timeout_s)
 
 
 def write_unit(dev: Device, spec: ServiceSpec, text: str | None = None) -> bool:
@@ -368,9 +377,6 @@ def listen_address(exec_line: str) -> tuple[str, int | None]:
 
 
 def restart_and_probe(dev: Device, name: str, exec_line: str, timeout_s: int) -> str | None:
-    unit = f"edgebundle-{name}.service"
-    restarted = dev.transport.shell(scripts.RESTART, [unit], timeout=timeout_s + 30)
-    if restarted.returncode != 0:
-        return f"{unit} did not start ({parse_facts(restarted).get('active', '?')})"
+    """``restart`` for a unit known by its ExecStart line (a restored or existing unit)."""
     host, port = listen_address(exec_line)
-    return None if port is None else probe_ready(dev.transport, host, port, timeout_s)
+    return restart(dev, f"edgebundle-{name}.service", host, port, timeout_s)

@@ -36,7 +36,7 @@ from ..proc import TIMEOUT_S, Completed, Echo, tail
 from ..target import Arch, Budgets, host_arch, load_target, normalize_arch
 from . import Launch, Transport, open_transport, scripts
 from .budgets import check_budgets
-from .needs import check_libc
+from .needs import binary_libc, check_libc
 from .qemu import QemuTransport, build_root_of
 from .report import EMULATED_NOTE, Benchmark, DeviceReport, LatencyMs, Samples, StartupMs, percentile
 
@@ -106,10 +106,11 @@ def run_device_test(
     size = binary.stat().st_size
     transport = transport or _open(plan.device, binary, arch, echo)
     say = echo or _silent
+    libc = None if transport.emulated else binary_libc(binary)
     with _term_as_interrupt(), DeviceDir(transport, echo) as dev:
         launch = transport.launch(binary, arch, dev.machine)
         libc_note = (
-            None if transport.emulated else check_libc(binary, transport.device, dev.kernel, dev.glibc)
+            None if libc is None else check_libc(libc, binary.name, transport.device, dev.kernel, dev.glibc)
         )
         with ui.step(say, f"copy to {transport.device}") as step:
             app = dev.upload(binary, binary.name, size)

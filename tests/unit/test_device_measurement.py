@@ -172,17 +172,14 @@ def test_inspect_fails_on_a_model_mismatch_only() -> None:
     ],
 )
 def test_check_libc_refuses_a_device_that_cannot_run_the_binary(
-    monkeypatch: pytest.MonkeyPatch, libc: dict[str, str], kernel: str, glibc: str, refused: str | None
+    libc: dict[str, str], kernel: str, glibc: str, refused: str | None
 ) -> None:
-    from edgebundle import inspection
     from edgebundle.device.needs import check_libc
     from edgebundle.errors import DeviceError
 
-    monkeypatch.setattr(inspection, "inspect_binary", lambda path: {"libc": libc})
     if refused is None:
-        note = check_libc(Path("app"), "ssh://gw", kernel, glibc)
-        assert note is not None
+        note = check_libc(libc, "app", "ssh://gw", kernel, glibc)
         assert note.startswith("C library: ")
     else:
         with pytest.raises(DeviceError, match=refused):
-            check_libc(Path("app"), "ssh://gw", kernel, glibc)
+            check_libc(libc, "app", "ssh://gw", kernel, glibc)
