@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from .geometry import image_geometry, placement
+from .pixels import tensor_bytes
 
 if TYPE_CHECKING:
     from .manifest import TensorSpec
@@ -203,24 +204,13 @@ def to_tensor(img: Image.Image, spec: dict[str, Any], tensor: TensorSpec) -> np.
             img = _resize(img if img.mode == want else img.convert(want), geo.width, geo.height, spec)
     except ValueError as exc:  # a mode Pillow cannot convert (e.g. LAB from a TIFF)
         raise ImageError(f"cannot convert a {img.mode} image to {want}: {exc}") from None
-    arr = np.asarray(img, dtype=np.float32)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
+    bands = [img.tobytes()] if img.mode == "L" else [img.getchannel(c).tobytes() for c in range(3)]
     if color == "BGR":
-        arr = arr[:, :, ::-1]
-    mean = np.asarray(spec["mean"], dtype=np.float32)
-    std = np.asarray(spec["std"], dtype=np.float32)
-    arr = (arr - mean) / std
-    if geo.channels != arr.shape[2]:  # the builder refuses such recipes; never feed garbage
-        raise ValueError(f"model wants {geo.channels} channels, recipe gives {arr.shape[2]}")
-    if geo.layout in ("NCHW", "CHW"):
-        arr = arr.transpose(2, 0, 1)
-    elif geo.layout == "HW":
-        arr = arr[:, :, 0]
-    arr = quantize(arr, tensor)
-    if geo.layout in ("NHWC", "NCHW"):
-        arr = arr[None, ...]
-    return np.ascontiguousarray(arr)
+        bands.reverse()
+    if geo.channels != len(bands):  # the builder refuses such recipes; never feed garbage
+        raise ValueError(f"model wants {geo.channels} channels, recipe gives {len(bands)}")
+    data = tensor_bytes(bands, spec["mean"], spec["std"], tensor, planar=geo.layout in ("NCHW", "CHW"))
+    return np.frombuffer(data, dtype=tensor["dtype"]).reshape(tensor["shape"])
 
 
 # Transparent pixels are composited over white: what an image viewer or a browser page shows, so what

@@ -1,0 +1,101 @@
+"""Resized 8-bit pixels -> the bytes of an input tensor, without NumPy.
+
+Everything the recipe does after the resize acts on one 8-bit value of one channel at a time: float32,
+(x - mean) / std, then quantized with the tensor's scale and zero point (round half to even, clipped)
+or cast to its float type. So each channel has a table of 256 tensor elements, computed once with
+float32 arithmetic (struct's 4-byte packing rounds a double to the nearest float32, and a double sum
+or quotient of float32 values rounded to float32 is exactly float32's own result), and the tensor is
+one ``bytes.translate`` per channel and byte of an element, interleaved by extended-slice assignment:
+all of it in C, and bit for bit what the NumPy expression gives.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .manifest import TensorSpec
+
+# dtype name -> struct format (native byte order) and, for integers, the range to clip to
+DTYPES: dict[str, tuple[str, tuple[int, int] | None]] = {
+    "float32": ("=f", None),
+    "float16": ("=e", None),
+    "float64": ("=d", None),
+    "uint8": ("=B", (0, 255)),
+    "int8": ("=b", (-128, 127)),
+    "int16": ("=h", (-32768, 32767)),
+    "uint16": ("=H", (0, 65535)),
+    "int32": ("=i", (-(2**31), 2**31 - 1)),
+    "uint32": ("=I", (0, 2**32 - 1)),
+    "int64": ("=q", (-(2**63), 2**63 - 1)),
+}
+
+_F32 = struct.Struct("=f")
+
+
+def f32(value: float) -> float:
+    """``value`` rounded to the nearest float32 (as NumPy stores a float32 result)."""
+    result: float = _F32.unpack(_F32.pack(value))[0]
+    return result
+
+
+def element(real: float, tensor: TensorSpec) -> bytes:
+    """One real value as an element of ``tensor``: quantized with its scale and zero point (or
+    rounded, when it has none) and clipped for integer types, cast for float types."""
+    fmt, bounds = DTYPES[tensor["dtype"]]
+    if bounds is None:
+        try:
+            return struct.pack(fmt, real)
+        except OverflowError:  # beyond float16's range: NumPy's cast gives infinity
+            return struct.pack(fmt, math.copysign(math.inf, real))
+    scale = tensor["scale"]
+    # np.round(x / scale) + zero_point in float32 (round half to even, as Python's round)
+    value = f32(round(f32(real / f32(scale))) + tensor["zero_point"]) if scale else float(round(real))
+    return struct.pack(fmt, int(min(max(value, bounds[0]), bounds[1])))
+
+
+def table(mean: float, std: float, tensor: TensorSpec) -> list[bytes]:
+    """The tensor element for each 8-bit value 0..255 of a channel with this mean and std."""
+    m, s = f32(mean), f32(std)
+    return [element(f32(f32(x - m) / s), tensor) for x in range(256)]
+
+
+_TABLES: dict[tuple[Any, ...], list[list[bytes]]] = {}
+
+
+def channel_tables(
+    mean: list[float], std: list[float], channels: int, tensor: TensorSpec
+) -> list[list[bytes]]:
+    """One table per channel (a single mean or std applies to every channel); cached."""
+    key = (tuple(mean), tuple(std), channels, tensor["dtype"], tensor["scale"], tensor["zero_point"])
+    found = _TABLES.get(key)
+    if found is None:
+        found = [
+            table(mean[k if len(mean) > 1 else 0], std[k if len(std) > 1 else 0], tensor)
+            for k in range(channels)
+        ]
+        _TABLES[key] = found
+    return found
+
+
+def tensor_bytes(
+    bands: list[bytes], mean: list[float], std: list[float], tensor: TensorSpec, planar: bool
+) -> bytearray:
+    """The tensor's bytes from its channels' 8-bit pixels (``bands``, each the same number of
+    pixels, in the tensor's channel order): interleaved (HWC) or ``planar`` (CHW)."""
+    channels = len(bands)
+    pixels = len(bands[0])
+    tables = channel_tables(mean, std, channels, tensor)
+    size = len(tables[0][0])
+    out = bytearray(pixels * channels * size)
+    for k, band in enumerate(bands):
+        for j in range(size):
+            plane = band.translate(bytes(entry[j] for entry in tables[k]))
+            if planar:
+                start = k * pixels * size + j
+                out[start : start + pixels * size : size] = plane
+            else:
+                out[k * size + j :: channels * size] = plane
+    return out
