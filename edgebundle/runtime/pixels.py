@@ -5,7 +5,7 @@ Everything the recipe does after the resize acts on one 8-bit value of one chann
 or cast to its float type. So each channel has a table of 256 tensor elements, computed once with
 float32 arithmetic (struct's 4-byte packing rounds a double to the nearest float32, and a double sum
 or quotient of float32 values rounded to float32 is exactly float32's own result), and the tensor is
-one ``bytes.translate`` per channel and byte of an element, interleaved by extended-slice assignment:
+Pillow's ``point`` or a ``bytes.translate`` per byte of an element, interleaved by Pillow's merge:
 all of it in C, and bit for bit what the NumPy expression gives.
 """
 
@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 import struct
 from typing import TYPE_CHECKING, Any
+
+from PIL import Image
 
 if TYPE_CHECKING:
     from .manifest import TensorSpec
@@ -81,21 +83,47 @@ def channel_tables(
 
 
 def tensor_bytes(
-    bands: list[bytes], mean: list[float], std: list[float], tensor: TensorSpec, planar: bool
-) -> bytearray:
-    """The tensor's bytes from its channels' 8-bit pixels (``bands``, each the same number of
-    pixels, in the tensor's channel order): interleaved (HWC) or ``planar`` (CHW)."""
+    img: Image.Image, bgr: bool, mean: list[float], std: list[float], tensor: TensorSpec, planar: bool
+) -> bytes:
+    """The tensor's bytes from a resized 8-bit L or RGB image (``bgr``: its channels reversed):
+    interleaved (HWC) or ``planar`` (CHW). Pillow does the per-pixel work: a one-byte type is a
+    ``point`` (per-band tables); a wider one is a ``translate`` per byte of an element, whose planes
+    an RGBA merge (4 bytes) interleaves."""
+    bands = list(img.split())
+    if bgr:
+        bands.reverse()
     channels = len(bands)
-    pixels = len(bands[0])
     tables = channel_tables(mean, std, channels, tensor)
     size = len(tables[0][0])
-    out = bytearray(pixels * channels * size)
-    for k, band in enumerate(bands):
+    if size == 1:
+        mapped = [band.point([entry[0] for entry in tables[k]]) for k, band in enumerate(bands)]
+        if planar or channels == 1:
+            return b"".join(band.tobytes() for band in mapped)
+        return Image.merge("RGB", mapped).tobytes()
+    uniform = all(t == tables[0] for t in tables)
+    if not planar and uniform and channels > 1:
+        # One table for every channel: map the interleaved pixels (as one wide gray image) at once.
+        width, height = img.size
+        pixels = Image.merge("RGB", bands) if bgr else img
+        return _elements(Image.frombytes("L", (width * channels, height), pixels.tobytes()), tables[0])
+    planes = [_elements(band, tables[k]) for k, band in enumerate(bands)]
+    if planar or channels == 1:
+        return b"".join(planes)
+    out = bytearray(len(planes[0]) * channels)
+    for k, plane in enumerate(planes):
         for j in range(size):
-            plane = band.translate(bytes(entry[j] for entry in tables[k]))
-            if planar:
-                start = k * pixels * size + j
-                out[start : start + pixels * size : size] = plane
-            else:
-                out[k * size + j :: channels * size] = plane
-    return out
+            out[k * size + j :: channels * size] = plane[j::size]
+    return bytes(out)
+
+
+def _elements(band: Image.Image, entries: list[bytes]) -> bytes:
+    """Each 8-bit pixel of ``band`` as its table entry (``len(entries[0])`` bytes each), in order."""
+    size = len(entries[0])
+    data = band.tobytes()
+    planes = [data.translate(bytes(entry[j] for entry in entries)) for j in range(size)]
+    if size == 4:  # an RGBA merge interleaves four byte planes
+        return Image.merge("RGBA", [Image.frombytes("L", band.size, plane) for plane in planes]).tobytes()
+    out = bytearray(len(data) * size)
+    for j, plane in enumerate(planes):
+        out[j::size] = plane
+    return bytes(out)

@@ -204,12 +204,10 @@ def to_tensor(img: Image.Image, spec: dict[str, Any], tensor: TensorSpec) -> np.
             img = _resize(img if img.mode == want else img.convert(want), geo.width, geo.height, spec)
     except ValueError as exc:  # a mode Pillow cannot convert (e.g. LAB from a TIFF)
         raise ImageError(f"cannot convert a {img.mode} image to {want}: {exc}") from None
-    bands = [img.tobytes()] if img.mode == "L" else [img.getchannel(c).tobytes() for c in range(3)]
-    if color == "BGR":
-        bands.reverse()
-    if geo.channels != len(bands):  # the builder refuses such recipes; never feed garbage
-        raise ValueError(f"model wants {geo.channels} channels, recipe gives {len(bands)}")
-    data = tensor_bytes(bands, spec["mean"], spec["std"], tensor, planar=geo.layout in ("NCHW", "CHW"))
+    if geo.channels != len(img.mode):  # the builder refuses such recipes; never feed garbage
+        raise ValueError(f"model wants {geo.channels} channels, recipe gives {len(img.mode)}")
+    planar = geo.layout in ("NCHW", "CHW")
+    data = tensor_bytes(img, color == "BGR", spec["mean"], spec["std"], tensor, planar)
     return np.frombuffer(data, dtype=tensor["dtype"]).reshape(tensor["shape"])
 
 

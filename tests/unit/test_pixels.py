@@ -86,15 +86,20 @@ def test_random_reals_quantize_as_numpy() -> None:
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
 @pytest.mark.parametrize("color", ["RGB", "BGR", "L"])
 @pytest.mark.parametrize(
-    ("dtype", "scale", "zp"), [("float32", 0.0, 0), ("int8", 0.02, -4), ("float16", 0.0, 0)]
-)
-def test_images_as_numpy_computes_them(layout: str, color: str, dtype: str, scale: float, zp: int) -> None:
+    ("dtype", "scale", "zp"),
+    [("float32", 0.0, 0), ("int8", 0.02, -4), ("uint8", 0.0, 0), ("float16", 0.0, 0), ("int16", 0.01, 3),
+     ("float64", 0.0, 0)],
+)  # fmt: skip
+@pytest.mark.parametrize("uniform", [True, False])  # one mean/std for every channel, or one each
+def test_images_as_numpy_computes_them(
+    layout: str, color: str, dtype: str, scale: float, zp: int, uniform: bool
+) -> None:
     rng = np.random.default_rng(3)
     pixels = rng.integers(0, 256, (9, 11, 3), dtype=np.uint8)
     img = Image.fromarray(pixels, "RGB")
     channels = 1 if color == "L" else 3
-    mean = [0.485 * 255, 0.456 * 255, 0.406 * 255][:channels]
-    std = [0.229 * 255, 0.224 * 255, 0.225 * 255][:channels]
+    mean = [127.5] * channels if uniform else [0.485 * 255, 0.456 * 255, 0.406 * 255][:channels]
+    std = [127.5] * channels if uniform else [0.229 * 255, 0.224 * 255, 0.225 * 255][:channels]
     spec = {
         "color": color,
         "resize": "stretch",
