@@ -109,7 +109,7 @@ def _reference(appdir: str) -> None:
     values, _ = session.infer(session.feeds_for_image(str(image_path)))
     outputs = named_outputs(session.outputs, values)
     save_npz(root / manifest["selftest"]["reference"], outputs)
-    summary = {k: {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in outputs.items()}
+    summary = {k: {"shape": list(v.shape), "dtype": v.dtype} for k, v in outputs.items()}
     json.dump(summary, sys.stdout)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from .anchors import ssd_anchors
 from .geometry import Frame
-from .postprocess import dequantize
+from .tensors import Tensor
 
 if TYPE_CHECKING:
     from .manifest import TensorSpec
@@ -46,8 +46,16 @@ class Detections(NamedTuple):
         return Detections(self.boxes[index], self.scores[index], self.classes[index], kp)
 
 
-def _float(arr: Array, info: TensorSpec) -> Array:
-    return np.asarray(dequantize(arr, info), dtype=np.float32)
+def _float(value: Tensor | Array, info: TensorSpec) -> Array:
+    """An output as float32 real numbers: (x - zero_point) * scale when quantized."""
+    arr = (
+        np.frombuffer(value.data, dtype=value.dtype).reshape(value.shape)
+        if isinstance(value, Tensor)
+        else value
+    )
+    if arr.dtype.kind == "f" or not info["scale"]:
+        return np.asarray(arr, dtype=np.float32)
+    return (arr.astype(np.float32) - np.float32(info["zero_point"])) * np.float32(info["scale"])
 
 
 # --- SSD: MediaPipe's TensorsToDetectionsCalculator ------------------------------------------------
@@ -395,7 +403,7 @@ class Detector:
         value = self.spec["detections"]["min_score_thresh"]
         return None if value is None else float(value)
 
-    def detect(self, values: list[Array], score_threshold: float | None = None) -> Detections:
+    def detect(self, values: list[Tensor] | list[Array], score_threshold: float | None = None) -> Detections:
         """Detections relative to the model input, best first."""
         raw = [_float(values[i], self.outputs[i]) for i in self.tensors]
         threshold = self.threshold(score_threshold)
@@ -410,7 +418,9 @@ class Detector:
             found = decode_postprocess(boxes, classes, scores, count, self.spec["detections"], threshold)
         return found.take(_by_score(found.scores))
 
-    def answer(self, values: list[Array], frame: Frame, score_threshold: float | None = None) -> list[Any]:
+    def answer(
+        self, values: list[Tensor] | list[Array], frame: Frame, score_threshold: float | None = None
+    ) -> list[Any]:
         """The JSON-able detections, in the original image's pixels."""
         found = self.detect(values, score_threshold)
         boxes = to_image(found.boxes.reshape(-1, 2, 2), frame, self.input_w, self.input_h).reshape(-1, 4)

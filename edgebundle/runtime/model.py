@@ -1,4 +1,5 @@
-"""Loading a .tflite model with the interpreter package the target names, and describing its tensors."""
+"""Loading a .tflite model with the interpreter package the target names (its Python API, which needs
+NumPy), describing its tensors, and running it on ``Tensor`` values (runtime/tensors.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .tensors import Tensor
 
 if TYPE_CHECKING:
     from .manifest import Signature, TensorSpec
@@ -102,16 +105,20 @@ def output_keys(outputs: list[TensorSpec]) -> list[str]:
     return keys
 
 
-def named_outputs(
-    outputs: list[TensorSpec], values: list[np.ndarray[Any, Any]]
-) -> dict[str, np.ndarray[Any, Any]]:
+def named_outputs(outputs: list[TensorSpec], values: list[Tensor]) -> dict[str, Tensor]:
     """Output values keyed by ``output_keys``, as saved (``--save-outputs``, the self-test reference)."""
     return dict(zip(output_keys(outputs), values, strict=True))
 
 
-def run(interpreter: Any, feeds: dict[int, np.ndarray[Any, Any]]) -> list[np.ndarray[Any, Any]]:
-    """Set every input by tensor index, invoke, and return copies of all outputs in order."""
+def run(interpreter: Any, feeds: dict[int, Tensor]) -> list[Tensor]:
+    """Set every input by tensor index, invoke, and return all outputs in order."""
     for index, value in feeds.items():
-        interpreter.set_tensor(index, value)
+        # The Python API refuses read-only arrays: a bytes tensor is copied, a bytearray used in place.
+        data = value.data if isinstance(value.data, bytearray) else bytearray(value.data)
+        interpreter.set_tensor(index, np.frombuffer(data, dtype=value.dtype).reshape(value.shape))
     interpreter.invoke()
-    return [interpreter.get_tensor(d["index"]).copy() for d in interpreter.get_output_details()]
+    out = []
+    for d in interpreter.get_output_details():
+        arr = interpreter.get_tensor(d["index"])
+        out.append(Tensor(arr.dtype.name, tuple(int(n) for n in arr.shape), arr.tobytes()))
+    return out

@@ -3,15 +3,14 @@ current time), and any output file whole or not at all (a temp file renamed into
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 import zipfile
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
-import numpy as np
+from .tensors import Tensor, npy_bytes
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip member can carry
 
@@ -92,16 +91,14 @@ class AtomicOutput:
         return OutputError(f"{self.path}: cannot write: {exc.strerror or exc}")
 
 
-def write_npz(f: IO[bytes], arrays: dict[str, np.ndarray[Any, Any]]) -> None:
+def write_npz(f: IO[bytes], arrays: dict[str, Tensor]) -> None:
     with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
         for key, value in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.asanyarray(value), allow_pickle=False)  # type: ignore[no-untyped-call]
             info = zipfile.ZipInfo(f"{key}.npy", date_time=_EPOCH)
             info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue())
+            zf.writestr(info, npy_bytes(value))
 
 
-def save_npz(out: str | Path | AtomicOutput, arrays: dict[str, np.ndarray[Any, Any]]) -> None:
+def save_npz(out: str | Path | AtomicOutput, arrays: dict[str, Tensor]) -> None:
     """``arrays`` as an .npz file, whole or not at all: at a path, or into an output opened before."""
     (out if isinstance(out, AtomicOutput) else AtomicOutput(out)).commit(lambda f: write_npz(f, arrays))

@@ -1,26 +1,83 @@
-"""Raw output tensors -> the JSON result the binary prints (top-k with labels, or every output)."""
+"""Raw output tensors -> the JSON result the binary prints (top-k with labels, or every output), in
+float32 arithmetic as the model's own outputs, without NumPy: ``array("f", ...)`` rounds a list of
+doubles to float32 in C, and a double sum, product or quotient of two float32 values rounded to
+float32 is exactly float32's own result."""
 
 from __future__ import annotations
 
+import math
+from array import array
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from .tensors import Tensor
 
 if TYPE_CHECKING:
     from .manifest import TensorSpec
 
 
-def dequantize(arr: np.ndarray[Any, Any], tensor: TensorSpec) -> np.ndarray[Any, Any]:
-    if np.dtype(tensor["dtype"]).kind == "f" or not tensor["scale"]:
-        return arr
-    return (arr.astype(np.float32) - np.float32(tensor["zero_point"])) * np.float32(tensor["scale"])
+def f32s(values: list[float]) -> list[float]:
+    """Each value rounded to the nearest float32."""
+    return array("f", values).tolist()
 
 
-def softmax(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    x = x.astype(np.float32)
-    e = np.exp(x - x.max())
-    out: np.ndarray[Any, Any] = e / e.sum()
-    return out
+def dequantize(t: Tensor, tensor: TensorSpec) -> tuple[str, list[float] | list[int]]:
+    """The values as real numbers: (x - zero_point) * scale in float32 for a quantized tensor, else
+    as they are; with the dtype they then have."""
+    values = t.values()
+    if t.is_float or not tensor["scale"]:
+        return t.dtype, values
+    zero_point = tensor["zero_point"]
+    scale = f32s([tensor["scale"]])[0]
+    return "float32", f32s([x * scale for x in f32s([v - zero_point for v in values])])
+
+
+def softmax(x: list[float]) -> list[float]:
+    """exp(x - max) / sum in float32, as NumPy computes it: exp correctly rounded (glibc's expf),
+    the sum NumPy's own way (sum32)."""
+    if not x:
+        return []
+    x = f32s(x)
+    top = max(x)
+    e = f32s([math.exp(v) for v in f32s([v - top for v in x])])
+    total = sum32(e)
+    return f32s([v / total for v in e])
+
+
+def _f32(value: float) -> float:
+    result: float = array("f", (value,))[0]
+    return result
+
+
+def sum32(values: list[float]) -> float:
+    """The float32 sum NumPy's ``sum`` gives: blocks of 8192 (its buffer), each summed pairwise
+    (halves down to 128 elements, then 8 running sums combined as a tree, then the rest in turn);
+    a different order rounds differently in the last place, which a 6-decimal score can show."""
+    total = 0.0
+    for start in range(0, len(values), 8192):
+        total = _f32(total + _pairwise(values[start : start + 8192]))
+    return total
+
+
+def _pairwise(a: list[float]) -> float:
+    n = len(a)
+    if n < 8:
+        total = 0.0
+        for v in a:
+            total = _f32(total + v)
+        return total
+    if n > 128:
+        half = n // 2
+        half -= half % 8
+        return _f32(_pairwise(a[:half]) + _pairwise(a[half:]))
+    r = a[:8]
+    i = 8
+    while i < n - n % 8:
+        r = f32s([r[j] + a[i + j] for j in range(8)])
+        i += 8
+    total = _f32(_f32(_f32(r[0] + r[1]) + _f32(r[2] + r[3])) + _f32(_f32(r[4] + r[5]) + _f32(r[6] + r[7])))
+    for v in a[i:]:
+        total = _f32(total + v)
+    return total
 
 
 def target_output(outputs: list[TensorSpec], name: str | None) -> int:
@@ -34,7 +91,7 @@ def target_output(outputs: list[TensorSpec], name: str | None) -> int:
 
 
 def summarize(
-    values: list[np.ndarray[Any, Any]],
+    values: list[Tensor],
     outputs: list[TensorSpec],
     spec: dict[str, Any],
     labels: list[str] | None,
@@ -43,19 +100,21 @@ def summarize(
     chosen = target_output(outputs, spec.get("tensor"))
     result: dict[str, Any] = {}
     listed = []
-    for i, (arr, info) in enumerate(zip(values, outputs, strict=True)):
-        real = dequantize(arr, info) if spec.get("dequantize", True) else arr
+    for i, (t, info) in enumerate(zip(values, outputs, strict=True)):
+        real_numbers = spec.get("dequantize", True)
+        dtype, real = dequantize(t, info) if real_numbers else (t.dtype, t.values())
         if i == chosen and spec.get("softmax"):
-            real = softmax(real.reshape(-1)).reshape(real.shape)
+            real, dtype = softmax([float(v) for v in real]), "float32"
         if i == chosen and spec.get("top_k"):
             result["top_k"] = top_k(real, int(spec["top_k"]), labels)
             continue
+        # With dequantize = false the stored type is reported, softmax or not (as always).
         listed.append(
             {
                 "name": info["name"],
-                "shape": list(arr.shape),
-                "dtype": arr.dtype.name if not spec.get("dequantize", True) else real.dtype.name,
-                "values": real.reshape(-1).tolist(),
+                "shape": list(t.shape),
+                "dtype": dtype if real_numbers else t.dtype,
+                "values": real,
             }
         )
     if listed:
@@ -63,14 +122,13 @@ def summarize(
     return result
 
 
-def top_k(scores: np.ndarray[Any, Any], k: int, labels: list[str] | None) -> list[dict[str, Any]]:
-    flat = scores.reshape(-1)
-    k = min(k, flat.size)
-    # Stable order: highest score first, lower index first among equal scores.
-    order = np.argsort(-flat.astype(np.float64), kind="stable")[:k]
+def top_k(scores: list[float] | list[int], k: int, labels: list[str] | None) -> list[dict[str, Any]]:
+    """The k highest scores, highest first, lower index first among equal scores, NaN last."""
+    k = min(k, len(scores))
+    order = sorted(range(len(scores)), key=lambda i: (math.isnan(scores[i]), -scores[i]))[:k]
     out = []
     for index in order:
-        item: dict[str, Any] = {"index": int(index), "score": round(float(flat[index]), 6)}
+        item: dict[str, Any] = {"index": index, "score": round(float(scores[index]), 6)}
         if labels is not None and index < len(labels):
             item["label"] = labels[index]
         out.append(item)

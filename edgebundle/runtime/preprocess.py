@@ -16,11 +16,11 @@ import struct
 import sys
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from PIL import Image
 
 from .geometry import image_geometry, placement
 from .pixels import tensor_bytes
+from .tensors import Tensor
 
 if TYPE_CHECKING:
     from .manifest import TensorSpec
@@ -189,7 +189,7 @@ def _pil_message(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def to_tensor(img: Image.Image, spec: dict[str, Any], tensor: TensorSpec) -> np.ndarray[Any, Any]:
+def to_tensor(img: Image.Image, spec: dict[str, Any], tensor: TensorSpec) -> Tensor:
     """Turn a decoded image into the value for one input tensor (see the module docstring)."""
     geo = image_geometry(tensor["shape"], spec.get("layout"))
     color = spec["color"]
@@ -208,7 +208,7 @@ def to_tensor(img: Image.Image, spec: dict[str, Any], tensor: TensorSpec) -> np.
         raise ValueError(f"model wants {geo.channels} channels, recipe gives {len(img.mode)}")
     planar = geo.layout in ("NCHW", "CHW")
     data = tensor_bytes(img, color == "BGR", spec["mean"], spec["std"], tensor, planar)
-    return np.frombuffer(data, dtype=tensor["dtype"]).reshape(tensor["shape"])
+    return Tensor(tensor["dtype"], tuple(tensor["shape"]), data)
 
 
 # Transparent pixels are composited over white: what an image viewer or a browser page shows, so what
@@ -266,17 +266,6 @@ def _resized_size(size: tuple[int, int], width: int, height: int, spec: dict[str
     """The size ``_resize`` scales an image of ``size`` to before padding or cropping."""
     place = placement(size[0], size[1], width, height, spec["resize"])
     return place.width, place.height
-
-
-def quantize(arr: np.ndarray[Any, Any], tensor: TensorSpec) -> np.ndarray[Any, Any]:
-    """Real values -> the tensor's dtype: quantized with its scale/zero point when it has one."""
-    dtype = np.dtype(tensor["dtype"])
-    if dtype.kind == "f":
-        return arr.astype(dtype)
-    scale, zero_point = tensor["scale"], tensor["zero_point"]
-    arr = np.round(arr / np.float32(scale)) + zero_point if scale else np.round(arr)
-    info = np.iinfo(dtype)
-    return np.clip(arr, info.min, info.max).astype(dtype)
 
 
 def _resize(img: Image.Image, width: int, height: int, spec: dict[str, Any]) -> Image.Image:

@@ -11,14 +11,15 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from .geometry import Frame, Placement, image_geometry, placement
 from .model import load_interpreter, run, signature
 from .payload import Bundle, DirBundle
 from .payload import read_manifest as _read_manifest
+from .pixels import element as _element
+from .pixels import f32
 from .postprocess import summarize
-from .preprocess import FULL_SIZE, ImageError, decode_cost, load, open_image, quantize, to_tensor
+from .preprocess import FULL_SIZE, ImageError, decode_cost, load, open_image, to_tensor
+from .tensors import NpyError, Tensor, is_known, read_arrays
 
 if TYPE_CHECKING:
     from .manifest import Manifest, TensorSpec
@@ -69,9 +70,7 @@ class Session:
         self.image_input = next(t for t in self.inputs if t["name"] == image_name)
         # Inputs other than the image get the recipe's constants, computed once.
         self.constant_feeds = {
-            t["index"]: quantize(
-                np.full(t["shape"], self.recipe["constants"][t["name"]], dtype=np.float32), t
-            )
+            t["index"]: constant(self.recipe["constants"][t["name"]], t)
             for t in self.inputs
             if t["name"] != image_name
         }
@@ -87,9 +86,7 @@ class Session:
 
             self.detector = Detector(self.recipe["output"], self.outputs, self.input_size, self.labels)
 
-    def feeds_for_image(
-        self, data: bytes | str, admit: Admit | None = None
-    ) -> dict[int, np.ndarray[Any, Any]]:
+    def feeds_for_image(self, data: bytes | str, admit: Admit | None = None) -> dict[int, Tensor]:
         spec = self.recipe["input"]
         img = open_image(data, self.max_pixels, spec, self.image_input)
         try:
@@ -108,11 +105,11 @@ class Session:
             img.close()  # the decoded pixels go now, not whenever the last reference does
         return {self.image_input["index"]: tensor, **self.constant_feeds}
 
-    def selftest_feeds(self) -> dict[int, np.ndarray[Any, Any]]:
+    def selftest_feeds(self) -> dict[int, Tensor]:
         """Feeds for the self-test image bundled with the model."""
         return self.feeds_for_image(self.bundle.read(self.manifest["selftest"]["image"]))
 
-    def feeds_for_file(self, path: str, admit: Admit | None = None) -> dict[int, np.ndarray[Any, Any]]:
+    def feeds_for_file(self, path: str, admit: Admit | None = None) -> dict[int, Tensor]:
         """An image, or raw tensors: ``.npy`` for a one-input model, ``.npz`` keyed by input name."""
         if path.endswith((".npy", ".npz")):
             w, h = self.input_size
@@ -120,14 +117,12 @@ class Session:
             return self._raw_feeds(path)
         return self.feeds_for_image(path, admit)
 
-    def infer(self, feeds: dict[int, np.ndarray[Any, Any]]) -> tuple[list[np.ndarray[Any, Any]], float]:
+    def infer(self, feeds: dict[int, Tensor]) -> tuple[list[Tensor], float]:
         start = time.perf_counter()
         values = run(self.interpreter, feeds)
         return values, (time.perf_counter() - start) * 1000.0
 
-    def result(
-        self, values: list[np.ndarray[Any, Any]], score_threshold: float | None = None
-    ) -> dict[str, Any]:
+    def result(self, values: list[Tensor], score_threshold: float | None = None) -> dict[str, Any]:
         """The answer for the outputs of the last input fed: detections in the image's pixels, or
         top-k / the outputs as the recipe says. ``score_threshold`` overrides the session's and the
         recipe's threshold."""
@@ -136,32 +131,44 @@ class Session:
         threshold = score_threshold if score_threshold is not None else self.score_threshold
         return {"detections": self.detector.answer(values, self.frame, threshold)}
 
-    def _raw_feeds(self, path: str) -> dict[int, np.ndarray[Any, Any]]:
+    def _raw_feeds(self, path: str) -> dict[int, Tensor]:
         try:
-            loaded = np.load(path, allow_pickle=False)
+            with open(path, "rb") as f:
+                loaded = read_arrays(f.read())
         except FileNotFoundError:
             raise ImageError("no such file") from None
-        except (OSError, ValueError) as exc:
+        except IsADirectoryError:
+            raise ImageError("is a directory") from None
+        except (OSError, NpyError) as exc:
             raise ImageError(f"not a valid .npy/.npz file: {exc}") from None
-        if isinstance(loaded, np.ndarray):
+        if isinstance(loaded, Tensor):
             if len(self.inputs) != 1:
                 names = ", ".join(t["name"] for t in self.inputs)
                 raise ImageError(f"model has {len(self.inputs)} inputs ({names}); pass an .npz")
             arrays = {self.inputs[0]["name"]: loaded}
         else:
-            arrays = {key: loaded[key] for key in loaded.files}
+            arrays = loaded
         feeds = {}
         for t in self.inputs:
             if t["name"] not in arrays:
                 raise ImageError(f"missing array for input {t['name']!r}")
             arr = arrays[t["name"]]
-            if list(arr.shape) != t["shape"] or arr.dtype.name != t["dtype"]:
+            if list(arr.shape) != t["shape"] or arr.dtype != t["dtype"]:
                 raise ImageError(
-                    f"input {t['name']!r} wants {t['dtype']}{t['shape']}, "
-                    f"got {arr.dtype.name}{list(arr.shape)}"
+                    f"input {t['name']!r} wants {t['dtype']}{t['shape']}, got {arr.dtype}{list(arr.shape)}"
                 )
             feeds[t["index"]] = arr
         return feeds
+
+
+def constant(value: float, tensor: TensorSpec) -> Tensor:
+    """A recipe constant filling a whole input: float32, then quantized or cast to the input's type."""
+    if not is_known(tensor["dtype"]):
+        raise ValueError(f"input {tensor['name']!r} has type {tensor['dtype']}, which edgebundle cannot fill")
+    count = 1
+    for d in tensor["shape"]:
+        count *= d
+    return Tensor(tensor["dtype"], tuple(tensor["shape"]), _element(f32(value), tensor) * count)
 
 
 def default_threads() -> int | None:

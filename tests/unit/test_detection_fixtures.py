@@ -61,7 +61,8 @@ def run(model: str, image: Image.Image, spec: dict[str, Any]) -> tuple[dict[str,
         "scale": scale,
         "zero_point": zero_point,
     }
-    interp.set_tensor(detail["index"], to_tensor(image, spec, tensor))
+    value = to_tensor(image, spec, tensor)  # type: ignore[arg-type]
+    interp.set_tensor(detail["index"], np.frombuffer(bytearray(value.data), value.dtype).reshape(value.shape))
     interp.invoke()
     outputs = {}
     for d in interp.get_output_details():

@@ -22,10 +22,18 @@ from edgebundle.runtime.preprocess import (
     load,
     max_pixels,
     open_image,
-    quantize,
-    to_tensor,
 )
+from edgebundle.runtime.preprocess import to_tensor as _to_tensor
+from edgebundle.runtime.session import constant
 from tests.conftest import IMAGES
+
+
+def to_tensor(img: Image.Image, s: dict[str, Any], t: dict[str, Any]) -> np.ndarray[Any, Any]:
+    """The runtime's tensor as a NumPy array, to check it against references."""
+    value = _to_tensor(img, s, t)  # type: ignore[arg-type]
+    assert value.dtype == t["dtype"]
+    assert list(value.shape) == t["shape"]
+    return np.frombuffer(value.data, dtype=value.dtype).reshape(value.shape)
 
 
 def spec(**kw: Any) -> dict[str, Any]:
@@ -149,9 +157,18 @@ def test_quantized_input_rounds_and_clips(dtype: str, scale: float, zp: int) -> 
                 assert got[0, y, x, ch] == min(max(q, info.min), info.max)
 
 
-def test_quantize_without_scale_just_rounds() -> None:
-    out = quantize(np.array([1.4, 2.5, 300.0, -5.0], dtype=np.float32), tensor([4], "uint8"))
-    assert out.tolist() == [1, 2, 255, 0]
+@pytest.mark.parametrize(("value", "want"), [(1.4, 1), (2.5, 2), (3.5, 4), (300.0, 255), (-5.0, 0)])
+def test_a_constant_without_scale_just_rounds(value: float, want: int) -> None:
+    out = constant(value, tensor([2, 2], "uint8"))  # type: ignore[arg-type]
+    assert (out.dtype, out.shape, list(out.data)) == ("uint8", (2, 2), [want] * 4)
+
+
+def test_a_constant_is_float32_first() -> None:
+    out = constant(0.1, tensor([3], "float16"))  # type: ignore[arg-type]
+    assert out.data == np.full(3, 0.1, dtype=np.float32).astype(np.float16).tobytes()
+    q = constant(0.1, tensor([1], "int8", scale=0.1 / 3, zp=2))  # type: ignore[arg-type]
+    want = np.round(np.float32(0.1) / np.float32(0.1 / 3)) + 2
+    assert q.data == np.array([want], dtype=np.int8).tobytes()
 
 
 def test_exif_orientation_is_applied() -> None:
