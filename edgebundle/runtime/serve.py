@@ -64,7 +64,7 @@ from .payload import Bundle
 from .preprocess import max_pixels
 from .sdnotify import Notifier
 from .selftest import run_self_test
-from .shared import BODY_BYTES, CONNECTIONS, Shared, SharedDecodeBudget
+from .shared import BODY_BYTES, BUSY, CONNECTIONS, Shared, SharedDecodeBudget
 from .supervisor import Acceptor, Child, preload, supervise
 from .supervisor import listen as _listen
 from .workers import (
@@ -95,6 +95,7 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "/v1/info": GET_METHODS,
 }
 TEST_DELAY_HEADER = "x-ebrt-test-delay-ms"
+SLOW_WORKER_ENV = "EDGEBUNDLE_TEST_SLOW_WORKER_MS"
 
 
 class Server:
@@ -244,6 +245,9 @@ class Server:
     def _load(self) -> None:
         """In a thread: the workers' interpreters and the self-test, then ready (or exit 3)."""
         try:
+            if self.test_hooks and self.child and self.child.slot == self.child.count - 1:
+                # Test-only: the last worker process loads late (READY=1 must wait for it).
+                time.sleep(float(os.environ.get(SLOW_WORKER_ENV) or 0) / 1000.0)
             count = 1 if self.child else self.workers
             sessions = load_sessions(self.root, self.manifest, count, self.threads, self.max_pixels)
             started = time.perf_counter()
@@ -263,7 +267,7 @@ class Server:
             self.loop.call_soon_threadsafe(self._fail, EXIT_INTERNAL, f"load failed: {error}")
             return
         self.loop.call_soon_threadsafe(
-            self._loaded, Pool(sessions, on_done=self._job_done, budget=self.budget), result
+            self._loaded, Pool(sessions, self._job_done, self.budget, self._busy), result
         )
 
     def _fail(self, code: int, status: str) -> None:
@@ -294,6 +298,10 @@ class Server:
             return
         self.log("info", "ready", self_test=result, workers=self.workers)
         self.notifier.ready(f"ready; serving on {self.address} with {self.workers} workers")
+
+    def _busy(self, delta: int) -> None:
+        """Jobs queued or running in the interpreters' threads (the accepting balance)."""
+        self.shared.give(self.slot, BUSY, -delta)
 
     def _job_done(self, job: Job) -> None:
         """In a worker thread."""
@@ -330,6 +338,7 @@ class Server:
             self.metrics.count("?", 503, None)
             return False
         self.conns.add(conn)
+        self.all_closed.clear()  # set again when the last connection closes (a drain waits for it)
         self.metrics.add_connections(1)
         return True
 

@@ -37,8 +37,8 @@ HIST = len(BUCKETS) + 2  # bucket counts, +Inf, sum
 # The header's fields (indexes of float64s)
 H_READY, HEADER = 0, 8
 # A slot's fields
-PID, IN_FLIGHT, CONNECTIONS, BODY_BYTES, STARTED, ACCEPTING, DECODE_USED, DECODE_WAITING = range(8)
-REQUESTS = 8
+PID, IN_FLIGHT, CONNECTIONS, BODY_BYTES, STARTED, ACCEPTING, DECODE_USED, DECODE_WAITING, BUSY = range(9)
+REQUESTS = 12
 WAIT_POLL_S = 0.002  # a decode waiting for the budget held by another process looks again after this
 
 
@@ -99,7 +99,7 @@ class Shared:
         """A new process in ``slot``: its gauges start at zero, its counters go on (they are the
         server's, not the process's)."""
         b = self.base(slot)
-        for field in (IN_FLIGHT, CONNECTIONS, BODY_BYTES, ACCEPTING, DECODE_USED, DECODE_WAITING):
+        for field in (IN_FLIGHT, CONNECTIONS, BODY_BYTES, ACCEPTING, DECODE_USED, DECODE_WAITING, BUSY):
             self.words[b + field] = 0.0
         self.words[b + PID] = float(pid)
         self.words[b + STARTED] = time.time()

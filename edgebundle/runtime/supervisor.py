@@ -36,7 +36,7 @@ from .exits import EXIT_FAILED, EXIT_INTERNAL, EXIT_OK
 from .jsonlog import Log
 from .sdnotify import Notifier
 from .session import is_detection
-from .shared import ACCEPTING, CONNECTIONS, IN_FLIGHT, PID, Shared
+from .shared import ACCEPTING, BUSY, CONNECTIONS, IN_FLIGHT, PID, Shared
 
 if TYPE_CHECKING:
     from .manifest import Manifest
@@ -100,7 +100,8 @@ def listen(host: str, port: int) -> socket.socket:
 
 class Acceptor:
     """A worker's side of the shared listening socket: the least busy worker takes a connection
-    (requests waiting for its interpreter count twice, connections once); a busier one leaves it to
+    (jobs queued or running in its interpreter's thread count twice, connections once); a busier
+    one leaves it to
     the others for ACCEPT_DEFER_S, then takes it if still nobody has. asyncio's own accepting would
     let whichever worker wakes first take up to 100 connections at once."""
 
@@ -136,7 +137,7 @@ class Acceptor:
 
     def _load(self, slot: int) -> float:
         words, base = self.shared.words, self.shared.base(slot)
-        return 2 * words[base + IN_FLIGHT] + words[base + CONNECTIONS]
+        return 2 * words[base + BUSY] + words[base + CONNECTIONS]
 
     def _ready(self) -> None:
         now = self.loop.time()

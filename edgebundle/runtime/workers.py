@@ -157,6 +157,7 @@ class Pool:
         sessions: list[Session],
         on_done: Callable[[Job], None] | None = None,
         budget: Budget | None = None,
+        on_busy: Callable[[int], None] | None = None,
     ) -> None:
         if budget is not None:
             tune_malloc()
@@ -165,6 +166,7 @@ class Pool:
         self._submitted = 0  # jobs given to the threads (by the submitting thread)...
         self._finished = 0  # ... and done (by the threads): all idle when equal
         self._lock = threading.Lock()
+        self._on_busy = on_busy  # told +1 when a job is queued, -1 when it is done or skipped
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._on_done = on_done
         self._threads = [
@@ -176,6 +178,8 @@ class Pool:
 
     def submit(self, job: Job) -> None:
         self._submitted += 1
+        if self._on_busy is not None:
+            self._on_busy(1)
         self._queue.put(job)
 
     def run_here(self, job: Job) -> bool:
@@ -213,6 +217,8 @@ class Pool:
             finally:
                 with self._lock:
                     self._finished += 1
+                if self._on_busy is not None:
+                    self._on_busy(-1)
 
 
 def score_threshold(query: str, manifest: Manifest) -> float | None:
