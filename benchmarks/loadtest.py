@@ -11,6 +11,10 @@ What it measures, in one run, and prints as a Markdown table:
 - RSS of the server (the whole process tree of the binary) over 10,000 requests after a warm-up;
 - a mix with 10% malformed requests: every malformed one must get a 4xx, every good one a 200.
 
+``--old OLD_BINARY`` (and serving.py's other options after it): instead, the old and the new
+binary side by side in one run, and a detection binary against its in-process bound
+(benchmarks/serving.py).
+
 The client is one process with one selector loop (no threads), the cheapest load generator Python
 has; it shares the machine's cores with the server, which the table states as the client's CPU time.
 Exit status 1 when a requirement (no failures, malformed -> 4xx, RSS growth < 5%) is not met.
@@ -340,6 +344,13 @@ def pct(values: list[float], q: float) -> float:
 
 
 def main() -> int:
+    if "--old" in sys.argv[1:]:  # side by side: serving.py, with the binary given first as --new
+        from benchmarks.serving import main as side_by_side
+
+        argv = sys.argv[1:]
+        if argv and not argv[0].startswith("-"):
+            argv = ["--new", argv[0], *argv[1:]]
+        return side_by_side(argv)
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

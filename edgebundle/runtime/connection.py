@@ -32,10 +32,13 @@ class Host(Protocol):
     read_timeout: float
     max_body: int
     max_inflight: int
-    body_bytes: int
     draining: bool
 
     def admit(self, conn: Connection) -> bool: ...
+
+    def grant_body(self, n: int) -> bool: ...
+
+    def release_body(self, n: int) -> None: ...
 
     def forget(self, conn: Connection) -> None: ...
 
@@ -264,7 +267,7 @@ class Connection(asyncio.Protocol):
     def _grant(self, n: int) -> None:
         """Count ``n`` more body bytes of this request in flight, or refuse the request (503)."""
         server = self.server
-        if n and server.body_bytes + n > server.max_inflight:
+        if n and not server.grant_body(n):
             raise HTTPError(
                 503,
                 "busy",
@@ -273,10 +276,9 @@ class Connection(asyncio.Protocol):
                 extra="Retry-After: 1\r\n",
             )
         self.granted += n
-        server.body_bytes += n
 
     def _release(self) -> None:
-        self.server.body_bytes -= self.granted
+        self.server.release_body(self.granted)
         self.granted = 0
 
     async def _respond(

@@ -11,15 +11,20 @@ from typing import Any
 
 
 class Log:
-    """One JSON object per line on stderr, whole lines only (a lock across threads)."""
+    """One JSON object per line on stderr, whole lines only (a lock across threads, one write per
+    line across processes). With ``pid`` set (the processes of ``--serve --workers N``), every line
+    says which process wrote it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self.pid: int | None = None
 
     def __call__(self, level: str, event: str, **fields: Any) -> None:
         now = time.time()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
         record = {"ts": stamp, "level": level, "event": event, **fields}
+        if self.pid is not None:
+            record["pid"] = self.pid
         line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
         with self._lock:
             try:

@@ -33,6 +33,10 @@ class Cancelled(Exception):
     """The job was given up (its request timed out) while it waited for the budget."""
 
 
+class WouldWait(Exception):
+    """A decode that was not to wait (``hold(..., wait=False)``) does not fit in the budget now."""
+
+
 def _libc() -> ctypes.CDLL | None:
     try:
         return ctypes.CDLL(None)
@@ -67,11 +71,15 @@ class DecodeBudget:
         self._cond = threading.Condition()
 
     @contextlib.contextmanager
-    def hold(self, cost: int, cancelled: Callable[[], bool] = lambda: False) -> Iterator[None]:
+    def hold(
+        self, cost: int, cancelled: Callable[[], bool] = lambda: False, wait: bool = True
+    ) -> Iterator[None]:
         """Wait until ``cost`` bytes fit, hold them for the ``with`` block. Cancelled when
-        ``cancelled()`` turned true while waiting."""
+        ``cancelled()`` turned true while waiting; WouldWait at once without ``wait``."""
         cost = min(cost, self.limit)  # larger than the whole budget: it waits for all of it
         with self._cond:
+            if not wait and self.used + cost > self.limit:
+                raise WouldWait
             self.waiting += 1
             try:
                 while self.used + cost > self.limit:

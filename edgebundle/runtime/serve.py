@@ -46,11 +46,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import math
 import os
 import signal
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from .connection import Answer, Connection, expire
@@ -64,19 +64,27 @@ from .payload import Bundle
 from .preprocess import max_pixels
 from .sdnotify import Notifier
 from .selftest import run_self_test
-from .session import is_detection
+from .shared import BODY_BYTES, BUSY, CONNECTIONS, Shared, SharedDecodeBudget
+from .supervisor import Acceptor, Child, preload, supervise
+from .supervisor import listen as _listen
 from .workers import (
     Job,
     Pool,
     RequestError,
     load_sessions,
+    score_threshold,
     test_hooks_enabled,
 )
 
 if TYPE_CHECKING:
     from .manifest import Manifest
+    from .workers import Budget
 
-MAX_CONNECTIONS = 512
+MAX_CONNECTIONS = 512  # the whole server's
+# A worker process runs an inference in its event loop's thread (no hand-over to its interpreter's
+# thread and back) while inferences take less than this on average, so that the loop (/healthz,
+# timeouts) is never held up longer; slower ones, and the test hook's delays, go to the thread.
+INLINE_MAX_S = 0.02
 
 GET_METHODS = ("GET", "HEAD")
 ROUTES: dict[str, tuple[str, ...]] = {
@@ -87,6 +95,7 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "/v1/info": GET_METHODS,
 }
 TEST_DELAY_HEADER = "x-ebrt-test-delay-ms"
+SLOW_WORKER_ENV = "EDGEBUNDLE_TEST_SLOW_WORKER_MS"
 
 
 class Server:
@@ -97,36 +106,69 @@ class Server:
         manifest: Manifest,
         log: Log,
         notifier: Notifier,
+        listener: socket.socket,
+        child: Child | None = None,
     ) -> None:
         self.root = root
         self.manifest = manifest
         self.log = log
         self.notifier = notifier  # systemd's notifications (sdnotify.py); does nothing outside systemd
-        self.workers: int = opts.workers or len(os.sched_getaffinity(0))
+        self.child = child  # one of the worker processes of supervisor.py (None: the only process)
+        self.workers: int = child.count if child else opts.workers or len(os.sched_getaffinity(0))
         self.threads: int = opts.threads or 1
         self.max_pixels = max_pixels(opts.max_megapixels)
-        self.budget = DecodeBudget(opts.max_decode_mb)
+        self.shared = child.shared if child else Shared([*ROUTES, "other"], 1, processes=False)
+        self.slot = child.slot if child else 0
+        self.budget: Budget = (
+            SharedDecodeBudget(opts.max_decode_mb, self.shared, self.slot)
+            if child
+            else DecodeBudget(opts.max_decode_mb)
+        )
         self.timeout = opts.timeout_ms / 1000.0
         self.read_timeout = opts.read_timeout_ms / 1000.0
         self.max_body = int(opts.max_body_mb * 1024 * 1024)
         self.max_inflight = int(opts.max_inflight_mb * 1024 * 1024)
-        self.body_bytes = 0  # request body bytes granted to connections (event loop thread only)
         self.access_log: bool = opts.access_log
         self.test_hooks = test_hooks_enabled()
-        self.metrics = Metrics(manifest, self.workers, ROUTES)
+        self.metrics = Metrics(manifest, self.workers, ROUTES, self.shared, self.slot)
+        if child:
+            self.shared.reset(self.slot, os.getpid())
         self.conns: set[Connection] = set()
         self.draining = False
-        self.ready = False
+        self.loaded = False  # this process: the model loaded and the self-test passed
         self.not_ready = "loading the model"
         self.pool: Pool | None = None
         self.exit_code: int | None = None
         self.signals = 0
-        self.listener = _listen(opts.host, opts.port)
+        self.listener = listener
+        self.job_s = INLINE_MAX_S  # a moving average of the time of a whole inference job
         host, port = self.listener.getsockname()[:2]
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.loop = asyncio.new_event_loop()
+        self.acceptor = (
+            Acceptor(self.loop, listener, self.shared, self.slot, lambda: Connection(self), log)
+            if child
+            else None
+        )
         self.stop = asyncio.Event()
         self.all_closed = asyncio.Event()
+
+    @property
+    def ready(self) -> bool:
+        """What /readyz says: this process is ready and, with worker processes, all of them were."""
+        return self.loaded and (self.child is None or self.shared.ready)
+
+    @property
+    def body_bytes(self) -> int:
+        """Request body bytes granted to connections, the whole server's."""
+        return int(self.shared.total(BODY_BYTES))
+
+    def grant_body(self, n: int) -> bool:
+        """In the event loop's thread, as release_body."""
+        return self.shared.take(self.slot, BODY_BYTES, n, self.max_inflight)
+
+    def release_body(self, n: int) -> None:
+        self.shared.give(self.slot, BODY_BYTES, n)
 
     # --- lifecycle -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -147,29 +189,38 @@ class Server:
         loop.set_exception_handler(self._loop_error)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal)
-        server = await loop.create_server(lambda: Connection(self), sock=self.listener, backlog=1024)
-        host, port = self.listener.getsockname()[:2]
-        self.log(
-            "info",
-            "listening",
-            host=host,
-            port=port,
-            workers=self.workers,
-            pid=os.getpid(),
-            timeout_ms=round(self.timeout * 1000),
-            max_body_bytes=self.max_body,
-            max_inflight_bytes=self.max_inflight,
-            max_decode_bytes=self.budget.limit,
-        )
-        self.notifier.status(f"loading the model; listening on {self.address}")
-        if self.notifier.watchdog_s is not None:
-            self._watchdog()
+        server: asyncio.Server | None = None
+        if self.child is None:
+            server = await loop.create_server(lambda: Connection(self), sock=self.listener, backlog=1024)
+            log_listening(self.log, self.listener, self.workers, self)
+            self.notifier.status(f"loading the model; listening on {self.address}")
+            if self.notifier.watchdog_s is not None:
+                self._watchdog()
+        else:
+            # The first workers answer /healthz (and 503 on /readyz) while they load; a replacement
+            # accepts only once it is ready.
+            if not self.child.replacement:
+                self._accept(True)
+            if self.child.heartbeat_s is not None:
+                self._heartbeat(self.child.heartbeat_s)
         threading.Thread(target=self._load, name="loader", daemon=True).start()
         await self.stop.wait()
-        server.close()  # no new connections
+        if server is not None:
+            server.close()  # no new connections
+        self._accept(False)
         if self.exit_code is not None:
             return self.exit_code
         return await self._drain()
+
+    def _accept(self, on: bool) -> None:
+        if self.acceptor is not None:
+            self.acceptor.start() if on and not self.draining else self.acceptor.close()
+
+    def _heartbeat(self, every_s: float) -> None:
+        """Tell the supervisor this loop is alive (it pings systemd's watchdog only while all are)."""
+        assert self.child is not None
+        self.child.report("H")
+        self.loop.call_later(every_s, self._heartbeat, every_s)
 
     def _watchdog(self) -> None:
         """Ping systemd's watchdog from the event loop itself: a wedged loop stops pinging, and
@@ -184,6 +235,8 @@ class Server:
 
     def _on_signal(self) -> None:
         self.signals += 1
+        if self.child is not None and self.signals > 1 and os.getppid() == self.child.parent:
+            return  # the supervisor relays the signal sent to it; a second one it handles itself
         if self.signals > 1:
             self.log("warning", "stopped", reason="second signal during drain", exit_code=EXIT_FAILED)
             os._exit(EXIT_FAILED)  # the drain is what would otherwise hold the exit up
@@ -192,8 +245,14 @@ class Server:
     def _load(self) -> None:
         """In a thread: the workers' interpreters and the self-test, then ready (or exit 3)."""
         try:
-            sessions = load_sessions(self.root, self.manifest, self.workers, self.threads, self.max_pixels)
+            if self.test_hooks and self.child and self.child.slot == self.child.count - 1:
+                # Test-only: the last worker process loads late (READY=1 must wait for it).
+                time.sleep(float(os.environ.get(SLOW_WORKER_ENV) or 0) / 1000.0)
+            count = 1 if self.child else self.workers
+            sessions = load_sessions(self.root, self.manifest, count, self.threads, self.max_pixels)
+            started = time.perf_counter()
             result = run_self_test(sessions[0])
+            self.job_s = time.perf_counter() - started  # the first estimate: the self-test's
             # First invokes are slow (lazy allocations): take that hit in every worker before traffic.
             feeds = sessions[0].selftest_feeds()
             for session in sessions[1:]:
@@ -208,27 +267,41 @@ class Server:
             self.loop.call_soon_threadsafe(self._fail, EXIT_INTERNAL, f"load failed: {error}")
             return
         self.loop.call_soon_threadsafe(
-            self._loaded, Pool(sessions, on_done=self._job_done, budget=self.budget), result
+            self._loaded, Pool(sessions, self._job_done, self.budget, self._busy), result
         )
 
     def _fail(self, code: int, status: str) -> None:
+        if self.child is not None:
+            self.child.report("X", f"{code} {status}")  # the supervisor tells systemd and exits
         self.notifier.status(f"{status} (exit {code})")
         self.exit_code = code
         self.stop.set()
 
     def _loaded(self, pool: Pool, result: dict[str, Any]) -> None:
         self.pool = pool
+        child = self.child
         if result["problems"]:
             self.not_ready = "self-test failed: " + "; ".join(result["problems"])
             self.log("error", "self_test_failed", problems=result["problems"])
-            if self.notifier.enabled:
+            if self.notifier.enabled or (child is not None and child.under_systemd):
                 # Under systemd a release that can never become ready fails its start at once
                 # (Restart=, a deploy's rollback) instead of after TimeoutStartSec (docs/serving.md).
                 self._fail(EXIT_FAILED, self.not_ready)
+            elif child is not None:
+                child.report("T", self.not_ready)
             return
-        self.ready = True  # /readyz answers 200 from here on
+        self.loaded = True  # /readyz answers 200 from here on (with worker processes: once all are)
+        if child is not None:
+            self.log("info", "worker_ready", slot=child.slot, self_test=result)
+            child.report("R")
+            self._accept(True)
+            return
         self.log("info", "ready", self_test=result, workers=self.workers)
         self.notifier.ready(f"ready; serving on {self.address} with {self.workers} workers")
+
+    def _busy(self, delta: int) -> None:
+        """Jobs queued or running in the interpreters' threads (the accepting balance)."""
+        self.shared.give(self.slot, BUSY, -delta)
 
     def _job_done(self, job: Job) -> None:
         """In a worker thread."""
@@ -245,8 +318,9 @@ class Server:
                 busy += 1
             elif conn.transport is not None:
                 conn.transport.close()
-        self.log("info", "draining", in_flight=busy)
-        self.notifier.stopping(f"draining: {busy} requests in flight")
+        if self.child is None:
+            self.log("info", "draining", in_flight=busy)
+            self.notifier.stopping(f"draining: {busy} requests in flight")
         # Every request in flight ends within the read timeout + the inference timeout (+ sending).
         limit = self.read_timeout * 2 + self.timeout + 1.0
         if self.conns:
@@ -254,15 +328,17 @@ class Server:
                 await asyncio.wait_for(self.all_closed.wait(), limit)
         if self.pool is not None:
             await self.loop.run_in_executor(None, self.pool.close, 1.0)
-        self.log("info", "stopped", reason="signal", abandoned_connections=len(self.conns), exit_code=EXIT_OK)
+        event = "stopped" if self.child is None else "worker_stopped"
+        self.log("info", event, reason="signal", abandoned_connections=len(self.conns), exit_code=EXIT_OK)
         return EXIT_OK
 
     # --- connections ---------------------------------------------------------------------------
     def admit(self, conn: Connection) -> bool:
-        if len(self.conns) >= MAX_CONNECTIONS or self.draining:
+        if self.shared.total(CONNECTIONS) >= MAX_CONNECTIONS or self.draining:
             self.metrics.count("?", 503, None)
             return False
         self.conns.add(conn)
+        self.all_closed.clear()  # set again when the last connection closes (a drain waits for it)
         self.metrics.add_connections(1)
         return True
 
@@ -326,6 +402,9 @@ class Server:
         except RequestError as exc:
             return exc.status, exc.body(), "", False
         job = Job(data, delay, threshold)
+        if self.child is not None and not delay and self.job_s < INLINE_MAX_S and pool.run_here(job):
+            self.metrics.observe_inference(job)
+            return self._answer(job)
         job.waiter = waiter = self.loop.create_future()
         timer = self.loop.call_at(req.started + self.timeout, expire, waiter)
         self.metrics.add_in_flight(1)
@@ -339,6 +418,10 @@ class Server:
         finally:
             timer.cancel()
             self.metrics.add_in_flight(-1)
+        return self._answer(job)
+
+    def _answer(self, job: Job) -> Answer:
+        self.job_s += (job.run_s - self.job_s) / 8
         if job.error is not None:
             if job.error.status >= 500:
                 self.log("error", "inference_failed", error=job.error.message)
@@ -347,50 +430,22 @@ class Server:
         return 200, job.result, "", False
 
 
-def score_threshold(query: str, manifest: Manifest) -> float | None:
-    """``?score_threshold=S`` (detection models): S, or None when the query does not give it."""
-    for part in query.split("&"):
-        name, _, value = part.partition("=")
-        if name != "score_threshold":
-            continue
-        if not is_detection(manifest):
-            raise RequestError(400, "bad_request", "score_threshold is for detection models only")
-        try:
-            number = float(value)
-        except ValueError:
-            number = math.nan
-        if not math.isfinite(number):
-            raise RequestError(400, "bad_request", f"score_threshold must be a number, got {value[:40]!r}")
-        return number
-    return None
-
-
 def _resolve(waiter: asyncio.Future[None] | None) -> None:
     if waiter is not None and not waiter.done():
         waiter.set_result(None)
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    # An ASCII host as bytes: a str goes through the "idna" codec, which a lean binary may not carry.
-    name: str | bytes = host.encode("ascii") if host.isascii() else host
-    try:
-        found = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror:
-        # A device without /etc/hosts (a bare root) cannot look up "localhost": it is loopback anyway
-        # (RFC 6761, what systemd's nss-myhostname answers). Any other name: the error, as it is.
-        if host.lower().rstrip(".") != "localhost":
-            raise
-        found = socket.getaddrinfo(b"127.0.0.1", port, type=socket.SOCK_STREAM)
-    family, kind, proto, _, address = found[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+def log_listening(log: Log, listener: socket.socket, workers: int, server: Server | None) -> None:
+    host, port = listener.getsockname()[:2]
+    limits = {}
+    if server is not None:
+        limits = {
+            "timeout_ms": round(server.timeout * 1000),
+            "max_body_bytes": server.max_body,
+            "max_inflight_bytes": server.max_inflight,
+            "max_decode_bytes": server.budget.limit,
+        }
+    log("info", "listening", host=host, port=port, workers=workers, pid=os.getpid(), **limits)
 
 
 def main(prog: str, root: Bundle, manifest: Manifest, opts: argparse.Namespace) -> int:
@@ -401,14 +456,26 @@ def main(prog: str, root: Bundle, manifest: Manifest, opts: argparse.Namespace) 
     if getattr(opts, "threads_capped", ""):
         log("warning", "threads_capped", message=opts.threads_capped)
     try:
-        server = Server(opts, root, manifest, log, notifier)
+        listener = _listen(opts.host, opts.port)
     except OSError as exc:
         log(
             "error", "listen_failed", host=opts.host, port=opts.port, error=str(exc), exit_code=EXIT_BAD_INPUT
         )
         notifier.status(f"cannot listen on {opts.host}:{opts.port}: {exc} (exit {EXIT_BAD_INPUT})")
         return EXIT_BAD_INPUT
+    workers = opts.workers or len(os.sched_getaffinity(0))
     try:
-        return server.run()
+        if workers == 1:
+            return Server(opts, root, manifest, log, notifier, listener).run()
+        log.pid = os.getpid()
+        listener.listen(1024)
+        log_listening(log, listener, workers, None)
+        preload(manifest)
+        quiet = Notifier(log, environ={})  # a worker speaks to systemd through the supervisor only
+
+        def start(child: Child) -> int:
+            return Server(opts, root, manifest, log, quiet, listener, child).run()
+
+        return supervise(workers, start, log, notifier, listener, [*ROUTES, "other"])
     finally:
         notifier.close()

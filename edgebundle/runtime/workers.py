@@ -12,6 +12,7 @@ Imported only in those modes, so plain ``APP IMAGE`` and ``--self-test`` never p
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import queue
 import threading
@@ -19,14 +20,17 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .memory import Cancelled, DecodeBudget, tune_malloc
+from .memory import Cancelled, DecodeBudget, WouldWait, tune_malloc
 from .model import ModelLoadError
 from .payload import Bundle
 from .preprocess import ImageError, ImageTooLarge
-from .session import Session
+from .session import Session, is_detection
 
 if TYPE_CHECKING:
     from .manifest import Manifest
+    from .shared import SharedDecodeBudget
+
+    Budget = DecodeBudget | SharedDecodeBudget
 
 # Test-only: with EDGEBUNDLE_TEST_HOOKS=1 a request may ask its worker to sleep first (the serve mode's
 # X-Ebrt-Test-Delay-Ms header), so that tests can hold a request in flight or past its timeout
@@ -74,6 +78,7 @@ class Job:
         "error",
         "infer_ms",
         "result",
+        "run_s",
         "score_threshold",
         "waiter",
     )
@@ -87,6 +92,7 @@ class Job:
         self.result: dict[str, Any] | None = None
         self.error: RequestError | None = None
         self.infer_ms = 0.0
+        self.run_s = 0.0  # the whole job's time (decode, preprocess, invoke, summary)
         self.waiter: Any = None  # for the serve mode's event loop: the future its request awaits
 
     def fail(self, error: RequestError) -> None:
@@ -94,19 +100,21 @@ class Job:
         self.done.set()
 
 
-def run_job(session: Session, job: Job, budget: DecodeBudget | None = None) -> None:
+def run_job(session: Session, job: Job, budget: Budget | None = None, wait: bool = True) -> None:
     """Prepare, infer and summarize one job in the calling thread; the outcome lands on the job.
-    Its decode holds its estimated memory (decode_cost) of ``budget`` while it runs."""
+    Its decode holds its estimated memory (decode_cost) of ``budget`` while it runs. Without
+    ``wait``, WouldWait (and nothing done) when the budget has no room for it now."""
 
     @contextlib.contextmanager
     def admit(cost: int) -> Iterator[None]:
         assert budget is not None
-        with budget.hold(cost, lambda: job.cancelled):
+        with budget.hold(cost, lambda: job.cancelled, wait):
             if job.delay_s:  # the test hook's delay holds the budget, so tests can fill it
                 time.sleep(job.delay_s)
                 job.delay_s = 0.0
             yield
 
+    started, delay = time.perf_counter(), job.delay_s
     try:
         data = job.data
         if isinstance(data, str):
@@ -121,10 +129,12 @@ def run_job(session: Session, job: Job, budget: DecodeBudget | None = None) -> N
         job.result, job.infer_ms = result, ms
     except Cancelled:
         job.error = RequestError(504, "timeout", "given up while waiting to decode")
+    except WouldWait:
+        raise
     except Exception as exc:
         job.error = classify(exc)
-    finally:
-        job.done.set()
+    job.run_s = time.perf_counter() - started - delay
+    job.done.set()
 
 
 def load_sessions(
@@ -146,11 +156,17 @@ class Pool:
         self,
         sessions: list[Session],
         on_done: Callable[[Job], None] | None = None,
-        budget: DecodeBudget | None = None,
+        budget: Budget | None = None,
+        on_busy: Callable[[int], None] | None = None,
     ) -> None:
         if budget is not None:
             tune_malloc()
         self.budget = budget
+        self._sessions = sessions
+        self._submitted = 0  # jobs given to the threads (by the submitting thread)...
+        self._finished = 0  # ... and done (by the threads): all idle when equal
+        self._lock = threading.Lock()
+        self._on_busy = on_busy  # told +1 when a job is queued, -1 when it is done or skipped
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._on_done = on_done
         self._threads = [
@@ -161,7 +177,23 @@ class Pool:
             thread.start()
 
     def submit(self, job: Job) -> None:
+        self._submitted += 1
+        if self._on_busy is not None:
+            self._on_busy(1)
         self._queue.put(job)
+
+    def run_here(self, job: Job) -> bool:
+        """Run ``job`` in the calling thread, with the first worker's interpreter, when every worker
+        is idle and its decode need not wait for the budget; False (nothing done) otherwise. Only
+        the thread that submits may call it (so that no job is submitted meanwhile)."""
+        if self._submitted != self._finished:
+            return False
+        try:
+            run_job(self._sessions[0], job, self.budget, wait=False)
+        except WouldWait:
+            job.done.clear()
+            return False
+        return True
 
     def close(self, timeout_s: float) -> None:
         """Let queued jobs finish, then stop the threads (waiting at most ``timeout_s`` in all)."""
@@ -176,8 +208,32 @@ class Pool:
             job = self._queue.get()
             if job is None:
                 return
-            if job.cancelled:
-                continue
-            run_job(session, job, self.budget)
-            if self._on_done is not None:
-                self._on_done(job)
+            try:
+                if job.cancelled:
+                    continue
+                run_job(session, job, self.budget)
+                if self._on_done is not None:
+                    self._on_done(job)
+            finally:
+                with self._lock:
+                    self._finished += 1
+                if self._on_busy is not None:
+                    self._on_busy(-1)
+
+
+def score_threshold(query: str, manifest: Manifest) -> float | None:
+    """``?score_threshold=S`` (detection models): S, or None when the query does not give it."""
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if name != "score_threshold":
+            continue
+        if not is_detection(manifest):
+            raise RequestError(400, "bad_request", "score_threshold is for detection models only")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise RequestError(400, "bad_request", f"score_threshold must be a number, got {value[:40]!r}")
+        return number
+    return None

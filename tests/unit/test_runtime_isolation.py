@@ -115,7 +115,18 @@ def test_importing_edgebundle_runtime_from_the_builder_package_loads_no_click() 
 
 
 # The serving modes' own modules: the image modes (APP IMAGE, --self-test, --info) must load none.
-SERVING_MODULES = {"serve", "connection", "http1", "metrics", "jsonlog", "sdnotify", "batch", "workers"}
+SERVING_MODULES = {
+    "serve",
+    "connection",
+    "http1",
+    "metrics",
+    "jsonlog",
+    "sdnotify",
+    "batch",
+    "workers",
+    "shared",
+    "supervisor",
+}
 
 
 def _image_mode_modules() -> list[str]:
