@@ -24,7 +24,8 @@ from .backends import RUNTIME_PACKAGE, Stage, stage_runtime
 from .backends.bundle import assemble
 from .backends.runners import ensure_runner
 from .buildenv import for_plan
-from .errors import BuildError, ModelError, OutputError
+from .decoders import DETECTION
+from .errors import BuildError, ConfigError, ModelError, OutputError
 from .modelcheck import check_file, parse_probe_error, validate
 from .plan import BuildPlan
 from .proc import TIMEOUT_S, Echo, stream
@@ -111,13 +112,22 @@ def _build_in(
     start: float,
 ) -> BuildReport:
     pins = interpreters()[plan.target.interpreter]
-    stage = Stage(workdir=workdir, name=plan.name, interpreter_module=pins.module, log_file=log)
+    stage = Stage(
+        workdir=workdir, name=plan.name, interpreter_module=pins.module, numpy=pins.numpy, log_file=log
+    )
     stage_runtime(stage)
     model_file = stage.app / "model.tflite"
     shutil.copyfile(plan.model, model_file)
     with ui.step(echo, f"model check with {plan.target.interpreter}") as step:
         sig = _probe_signature(toolchain, pins.module, pins.distribution, plan.model, model_file, stage)
         resolved = validate(plan.recipe, sig, labels)
+        decoder = resolved.output.get("decoder")
+        if decoder in DETECTION and not pins.numpy:
+            raise ConfigError(
+                f"{plan.recipe.path}: [output].decoder: {decoder!r} decodes with NumPy, which binaries of "
+                f"target {plan.target.name} ({plan.target.interpreter}: LiteRT's C API) leave out; "
+                "build it for a target with the tflite-runtime or ai-edge-litert interpreter (x86_64, arm64)"
+            )
         manifest = _manifest(plan, sig, resolved.image_input, labels, model_file)
         manifest["recipe"]["output"].update(resolved.output)
         (stage.app / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))

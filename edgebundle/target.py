@@ -82,6 +82,9 @@ class Pins:
     # pins a host venv builds from their sdist, with the settings of pins.toml's [build-from-source]
     source_builds: tuple[str, ...] = ()
     debian_root: tuple[DebianPin, ...] = ()  # pins a Debian build root takes from Debian
+    # whether binaries carry NumPy (the interpreter packages' Python APIs need it; LiteRT's C API,
+    # edgebundle's own binding, does not: its binaries leave NumPy and the decoders that use it out)
+    numpy: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,6 +134,7 @@ def interpreters() -> dict[str, Pins]:
             requires=tuple(t.require("requires", list)),
             source_builds=tuple(t.get("build-from-source", list, [])),
             debian_root=_debian_pins(t.sub("debian-root")),
+            numpy=t.get("numpy", bool, True),
         )
     return out
 

@@ -27,6 +27,7 @@ class Stage:
     workdir: Path
     name: str
     interpreter_module: str
+    numpy: bool = True  # whether the program carries NumPy (Pins.numpy)
     strip: bool = True
     # link with packed relative relocations (DT_RELR), which the target's glibc floor must allow
     pack_relocations: bool = False

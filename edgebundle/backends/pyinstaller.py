@@ -116,6 +116,11 @@ EXCLUDES = (
 )
 
 
+# What a binary without NumPy leaves out: NumPy, and the runtime's modules that use it (detection
+# recipes are refused for such interpreters: decoders.py).
+WITH_NUMPY = ("numpy", "ebrt.detection", "ebrt.anchors")
+
+
 def command(python: str, stage: Stage) -> list[str]:
     argv = [
         # PyInstaller's binary cache is per user (~/.cache/pyinstaller) and --clean empties it: two
@@ -152,10 +157,13 @@ def command(python: str, stage: Stage) -> list[str]:
         str(stage.app),
         "--hidden-import",
         stage.interpreter_module,
-        # NumPy's unused subpackages imported lazily, numpy.random left out (see the hook's docstring)
-        "--runtime-hook",
-        str(hooks_dir(stage) / "pyi_rth_edgebundle_numpy.py"),
     ]
+    if stage.numpy:
+        # NumPy's unused subpackages imported lazily, numpy.random left out (see the hook's docstring)
+        argv += ["--runtime-hook", str(hooks_dir(stage) / "pyi_rth_edgebundle_numpy.py")]
+    else:
+        # LiteRT's C API (hook-ebrt.litert.py brings its library): no NumPy, nor what needs it
+        argv += [arg for module in WITH_NUMPY for arg in ("--exclude-module", module)]
     if stage.strip:
         argv.append("--strip")
     for module in EXCLUDES:

@@ -243,6 +243,7 @@ def _make_runner(
             workdir=workdir,
             name=bundle.ENTRY,
             interpreter_module=pins.module,
+            numpy=pins.numpy,
             strip=strip,
             pack_relocations=version_key(target.glibc_floor) >= GLIBC_ABI_MARKERS["GLIBC_ABI_DT_RELR"],
         )

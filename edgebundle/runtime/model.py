@@ -10,8 +10,6 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from .tensors import Tensor
 
 if TYPE_CHECKING:
@@ -27,40 +25,55 @@ def load_interpreter(module: str, model: str | bytes, threads: int | None = None
     copied: the interpreter keeps a reference); errors become one-line ModelLoadError messages."""
     interpreter_module = importlib.import_module(module)
     source = {"model_content": model} if isinstance(model, bytes) else {"model_path": model}
-    with _quiet_info_logs():
+    failure = None
+    with _quiet_info_logs() as kept:
         try:
             interpreter = interpreter_module.Interpreter(**source, num_threads=threads)
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise ModelLoadError(one_line(str(exc))) from None
+            failure = str(exc)
+    if failure is not None:
+        # LiteRT says why on stderr only ("ERROR: ... failed to prepare"): the message carries it.
+        errors = [line[7:] for line in kept if line.startswith("ERROR: ") and line[7:].strip() not in failure]
+        raise ModelLoadError(one_line("\n".join([failure, *errors])))
     return interpreter
 
 
 @contextlib.contextmanager
-def _quiet_info_logs() -> Iterator[None]:
+def _quiet_info_logs() -> Iterator[list[str]]:
     """TFLite's C++ side prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." to stderr on
     every start, which pollutes the stderr users and health checks read. Capture fd 2 while the
-    interpreter is created and pass on every line that is not INFO."""
+    interpreter is created and pass on every line that is not such chatter (the list it yields holds
+    them once the block is done)."""
+    kept: list[str] = []
     try:
         sys.stderr.flush()
         saved = os.dup(2)
         capture = os.memfd_create("tflite-stderr")
     except (AttributeError, OSError):
-        yield
+        yield kept
         return
     os.dup2(capture, 2)
     try:
-        yield
+        yield kept
     finally:
         os.dup2(saved, 2)
         os.close(saved)
         os.lseek(capture, 0, os.SEEK_SET)
         with os.fdopen(capture, "rb") as f:
             text = f.read().decode("utf-8", "replace")
-        kept = [line for line in text.splitlines(keepends=True) if not line.startswith("INFO: ")]
+        kept.extend(line for line in text.splitlines(keepends=True) if not _chatter(line))
         if kept:
             sys.stderr.write("".join(kept))
             sys.stderr.flush()
+
+
+def _chatter(line: str) -> bool:
+    """TFLite's INFO lines, and LiteRT's warnings that a GPU or NPU accelerator is not there (it looks
+    for them at every start; a CPU binary never has them)."""
+    return line.startswith("INFO: ") or (
+        line.startswith("WARNING: ") and "accelerator could not be loaded and registered" in line
+    )
 
 
 def one_line(message: str) -> str:
@@ -81,10 +94,17 @@ def tensor_info(detail: dict[str, Any]) -> TensorSpec:
         "index": int(detail["index"]),
         "shape": [int(d) for d in detail["shape"]],
         "shape_signature": [int(d) for d in detail.get("shape_signature", detail["shape"])],
-        "dtype": np.dtype(detail["dtype"]).name,
+        "dtype": detail["dtype"] if isinstance(detail["dtype"], str) else _dtype_name(detail["dtype"]),
         "scale": float(scale),
         "zero_point": int(zero_point),
     }
+
+
+def _dtype_name(dtype: Any) -> str:
+    import numpy as np  # the Python APIs describe types as NumPy's; they import it anyway
+
+    name: str = np.dtype(dtype).name
+    return name
 
 
 def signature(interpreter: Any) -> Signature:
@@ -112,6 +132,11 @@ def named_outputs(outputs: list[TensorSpec], values: list[Tensor]) -> dict[str, 
 
 def run(interpreter: Any, feeds: dict[int, Tensor]) -> list[Tensor]:
     """Set every input by tensor index, invoke, and return all outputs in order."""
+    if not hasattr(interpreter, "invoke"):  # LiteRT's C API (litert.py) takes and gives Tensors
+        values: list[Tensor] = interpreter.run(feeds)
+        return values
+    import numpy as np  # only with an interpreter package's Python API, which imports it itself
+
     for index, value in feeds.items():
         # The Python API refuses read-only arrays: a bytes tensor is copied, a bytearray used in place.
         data = value.data if isinstance(value.data, bytearray) else bytearray(value.data)
