@@ -34,6 +34,35 @@ if TYPE_CHECKING:
     from .manifest import Manifest
 
 
+def untranslated() -> None:
+    """argparse passes every message through gettext, which imports locale and probes the locale
+    directories for a catalog at each of them (~25 per start); a binary carries no catalogs, so the
+    messages are what they would be anyway."""
+    argparse._ = lambda message: message  # type: ignore[attr-defined]
+    argparse.ngettext = lambda singular, plural, n: singular if n == 1 else plural  # type: ignore[attr-defined]
+
+
+class Formatter(argparse.HelpFormatter):
+    """argparse's formatter at the width shutil.get_terminal_size gives (COLUMNS, else the terminal,
+    else 80), found without importing shutil (argparse makes one per option, at every start)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=_columns())
+
+
+def _columns() -> int:
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns if sys.__stdout__ else 0
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
 def main(argv: list[str] | None = None) -> int:
     prog = os.path.basename(sys.argv[0]) or "app"
     launched = os.environ.pop(T0_ENV, "")
@@ -42,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         from .measure import main as measure_main
 
         return measure_main(args_list[1:], prog=prog)
+    untranslated()
     parser = argparse.ArgumentParser(
         prog=prog,
+        formatter_class=Formatter,
         description="Run the bundled TFLite model on images. One JSON line per image on stdout.",
         epilog="exit codes: 0 ok; 1 self-test failed, or the model does not match the manifest; 2 a bad "
         "input or argument (the other images are still processed); 3 the model cannot be loaded; "

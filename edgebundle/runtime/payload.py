@@ -12,13 +12,16 @@ read from a directory. Standard library only: this module is imported at every s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
+
+try:  # the C module itself: hashlib imports every algorithm (and tries OpenSSL) first
+    from _blake2 import blake2b
+except ImportError:  # another Python
+    from hashlib import blake2b
 
 if TYPE_CHECKING:
     from .manifest import Manifest
@@ -66,20 +69,21 @@ class _Digests:
 
 def check_digest(data: bytes) -> str:
     """The digest the binary checks its model against at start (the builder writes it the same way)."""
-    return hashlib.blake2b(data, digest_size=32).hexdigest()
+    return blake2b(data, digest_size=32).hexdigest()
 
 
 class DirBundle(_Digests):
     """Files in a directory (a build's staging directory, or next to the runtime package)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
         super().__init__()
-        self.root = root
+        self.root = os.fspath(root)
         self._read: dict[str, bytes] = {}
 
     def read(self, name: str) -> bytes:
         if name not in self._read:  # once: every session of a --serve pool shares the model's bytes
-            self._read[name] = (self.root / name).read_bytes()
+            with open(os.path.join(self.root, name), "rb") as f:
+                self._read[name] = f.read()
         return self._read[name]
 
     def describe(self) -> str:
@@ -128,7 +132,7 @@ class PayloadBundle(_Digests):
             return f"the payload in descriptor {self.fd}"
 
 
-def open_bundle(fallback: Path) -> Bundle:
+def open_bundle(fallback: str | os.PathLike[str]) -> Bundle:
     """The payload the launcher passed, else the directory ``fallback``.
 
     The variable is removed, and the descriptor kept from children, so that a program this one starts
@@ -136,7 +140,7 @@ def open_bundle(fallback: Path) -> Bundle:
     """
     value = os.environ.pop(ENV_PAYLOAD_FD, None)
     if value is None:
-        if not (fallback / "manifest.json").is_file() and getattr(sys, "frozen", False):
+        if not os.path.isfile(os.path.join(fallback, "manifest.json")) and getattr(sys, "frozen", False):
             raise PayloadError("this is the unpacked runtime of an edgebundle binary: run the binary itself")
         return DirBundle(fallback)
     fd = int(value)

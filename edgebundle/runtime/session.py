@@ -8,7 +8,6 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .geometry import Frame, Placement, image_geometry, placement
@@ -28,10 +27,10 @@ if TYPE_CHECKING:
 Admit = Callable[[int], AbstractContextManager[object]]
 
 
-def bundle_dir() -> Path:
+def bundle_dir() -> str:
     """Where bundled files are when no payload was passed: next to this package (a build's staging
     directory, or a plain ``python script.py`` next to its model)."""
-    return Path(__file__).resolve().parent.parent
+    return os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 
 
 DETECTION_DECODERS = ("ssd", "yolo", "tflite-detection")
@@ -42,20 +41,20 @@ def is_detection(manifest: Manifest) -> bool:
     return manifest["recipe"]["output"].get("decoder") in DETECTION_DECODERS
 
 
-def read_manifest(root: Bundle | Path) -> Manifest:
-    return _read_manifest(DirBundle(root) if isinstance(root, Path) else root)
+def read_manifest(root: Bundle | str | os.PathLike[str]) -> Manifest:
+    return _read_manifest(DirBundle(root) if isinstance(root, (str, os.PathLike)) else root)
 
 
 class Session:
     def __init__(
         self,
-        bundle: Bundle | Path,
+        bundle: Bundle | str | os.PathLike[str],
         manifest: Manifest,
         threads: int | None = None,
         max_pixels: int | None = None,
     ) -> None:
         self.max_pixels = max_pixels  # images with more are refused from their header
-        self.bundle = DirBundle(bundle) if isinstance(bundle, Path) else bundle
+        self.bundle = DirBundle(bundle) if isinstance(bundle, (str, os.PathLike)) else bundle
         self.manifest = manifest
         self.recipe: dict[str, Any] = manifest["recipe"]
         self.labels: list[str] | None = manifest.get("labels")

@@ -101,3 +101,20 @@ def test_npz_members_go_through_the_npy_reader() -> None:
         zf.writestr("x.npy", b"not npy")
     with pytest.raises(NpyError, match="magic"):
         read_npz(buf.getvalue())
+
+
+def test_a_stored_npz_is_read_without_zipfile_and_checked() -> None:
+    from edgebundle.runtime.npz import write_npz
+
+    arrays = {"a": tensor(sample("int8", (4,))), "b/c": tensor(sample("float32", (2, 3)))}
+    buf = io.BytesIO()
+    write_npz(buf, arrays)
+    data = buf.getvalue()
+    from edgebundle.runtime import tensors
+
+    assert tensors._stored_members(data) is not None
+    assert read_npz(data) == arrays
+    damaged = bytearray(data)
+    damaged[data.index(b"\x93NUMPY") + 60] ^= 1
+    with pytest.raises(NpyError, match="CRC"):
+        read_npz(bytes(damaged))
