@@ -249,7 +249,7 @@ def _manifest(
             "version": sig["interpreter_version"],
         },
         "python": sig["python"],
-        "numpy": sig["numpy"],
+        "numpy": sig["numpy"] if interpreters()[plan.target.interpreter].numpy else "",
         "pillow": sig["pillow"],
         "model": {
             "file": model_file.name,

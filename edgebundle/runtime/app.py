@@ -394,8 +394,8 @@ def _version(prog: str, manifest: Manifest) -> str:
         f"{prog}: model {model['source_name']} (sha256 {model['sha256'][:12]}), "
         f"recipe {manifest['recipe'].get('name', '?')}, target {manifest['target']['name']}; "
         f"built by edgebundle {manifest['edgebundle_version']} with {manifest['backend']}, "
-        f"{interp['name']} {interp['version']}, Python {manifest['python']}, NumPy {manifest['numpy']}, "
-        f"Pillow {manifest['pillow']}"
+        f"{interp['name']} {interp['version']}, Python {manifest['python']}, "
+        f"{'NumPy ' + manifest['numpy'] if manifest['numpy'] else 'no NumPy'}, Pillow {manifest['pillow']}"
     )
 
 

@@ -41,8 +41,11 @@ def _signature(module: str, distribution: str, model: str) -> None:
         for op in details:
             if op["op_name"] == "TFLite_Detection_PostProcess":
                 sig["detection_postprocess"] = [names.get(int(i)) for i in op["outputs"]]
+    distributions = _bundled_distributions()
+    if module.endswith(".litert"):  # LiteRT's C API: its library and Pillow, not the package's Python side
+        distributions = {k: v for k, v in distributions.items() if k in (distribution, "pillow")}
     sig.update(
-        distributions=_bundled_distributions(),
+        distributions=distributions,
         ops=ops,
         interpreter_version=metadata.version(distribution),
         python=platform.python_version(),

@@ -88,7 +88,8 @@ from ebrt.model import output_keys
 root, image, out = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 s = Session(root, json.loads((root / "manifest.json").read_text()))
 values, _ = s.infer(s.feeds_for_file(image))
-np.savez(out, **dict(zip(output_keys(s.outputs), values)))
+arrays = {k: np.frombuffer(v.data, v.dtype).reshape(v.shape) for k, v in zip(output_keys(s.outputs), values)}
+np.savez(out, **arrays)
 """
 
 

@@ -1,0 +1,188 @@
+"""The x86_64-lean target: LiteRT through its C API (runtime/litert.py), no NumPy in the binary. Real
+builds, run as a user runs them; answers against the in-process reference of the same interpreter and
+against the default target's binary (tflite-runtime), which computes the same model."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgebundle.target import load_target
+from edgebundle.toolchains.venv import HostVenv
+from tests.conftest import DIGITS, IMAGES, MODELS
+from tests.integration.conftest import (
+    Built,
+    assert_outputs_equal,
+    binary_outputs,
+    build,
+    edgebundle,
+    fixture_recipe,
+    reference_outputs,
+    run_binary,
+)
+
+pytestmark = pytest.mark.build
+
+SAMPLES = [DIGITS / f"sample_{d}.png" for d in range(10)] + [
+    IMAGES / n for n in ("rgb.jpg", "exif_rotated.jpg", "palette.png", "rgba.png", "gray16.png")
+]
+
+
+@pytest.fixture(scope="module")
+def lean(out_dir: Path) -> Built:
+    return build(out_dir, "digits_float.tflite", "digits", "--target", "x86_64-lean", name="digits_lean")
+
+
+@pytest.fixture(scope="module")
+def lean_int8(out_dir: Path) -> Built:
+    return build(out_dir, "digits_int8.tflite", "digits", "--target", "x86_64-lean", name="digits_int8_lean")
+
+
+def test_the_manifest_names_the_c_api_and_no_numpy(lean: Built, tmp_path: Path) -> None:
+    m = lean.manifest
+    assert (m["interpreter"]["name"], m["interpreter"]["module"]) == ("litert", "ebrt.litert")
+    assert m["numpy"] == ""
+    assert sorted(m["distributions"]) == ["ai-edge-litert", "pillow"]
+    version = run_binary(lean.path, "--version", cwd=tmp_path)
+    assert version.returncode == 0
+    assert "litert 2.1.6" in version.stdout
+    assert "no NumPy" in version.stdout
+
+
+def test_the_runner_carries_the_library_and_no_numpy(lean: Built, tmp_path: Path) -> None:
+    assert run_binary(lean.path, "--self-test", cwd=tmp_path).returncode == 0
+    (runner,) = [p for p in (tmp_path / "home" / ".cache" / "edgebundle" / "run").iterdir() if p.is_dir()]
+    internal = runner / "_internal"
+    assert (internal / "ai_edge_litert" / "libLiteRt.so").is_file()
+    assert sorted(p.name for p in (internal / "ai_edge_litert").iterdir()) == ["libLiteRt.so"]
+    assert not list(runner.rglob("numpy*")), "NumPy in a binary of the litert interpreter"
+    assert not list(runner.rglob("*tflite_runtime*"))
+
+
+@pytest.mark.parametrize("which", ["lean", "lean_int8"])
+def test_outputs_equal_the_in_process_reference(
+    which: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    built: Built = request.getfixturevalue(which)
+    python = HostVenv(load_target("x86_64-lean"), "pyinstaller").python
+    for image in SAMPLES[:4]:
+        work = tmp_path / image.stem
+        work.mkdir()
+        assert_outputs_equal(
+            binary_outputs(built, image, work), reference_outputs(python, built, image, work)
+        )
+
+
+def test_answers_equal_the_default_targets(lean: Built, digits_float: Built, tmp_path: Path) -> None:
+    """Same model, the tflite-runtime binary: the same labels, and scores within float rounding."""
+    args = [str(p) for p in SAMPLES]
+    got = run_binary(lean.path, *args, cwd=tmp_path)
+    want = run_binary(digits_float.path, *args, cwd=tmp_path)
+    assert got.returncode == want.returncode == 0, got.stderr + want.stderr
+    assert got.stderr == want.stderr == ""
+    for g, w in zip(got.stdout.splitlines(), want.stdout.splitlines(), strict=True):
+        a, b = json.loads(g), json.loads(w)
+        assert [t["label"] for t in a["top_k"]] == [t["label"] for t in b["top_k"]]
+        for x, y in zip(a["top_k"], b["top_k"], strict=True):
+            assert x["score"] == pytest.approx(y["score"], abs=2e-6)
+    for image in SAMPLES[:3]:
+        work = tmp_path / f"raw-{image.stem}"
+        work.mkdir()
+        assert_outputs_equal(binary_outputs(lean, image, work), binary_outputs(digits_float, image, work))
+
+
+def test_batch_raw_inputs_and_errors(lean: Built, tmp_path: Path) -> None:
+    raw = tmp_path / "x.npy"
+    np.save(raw, np.full((1, 16, 16, 1), 0.5, dtype=np.float32))
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((1, 16, 16, 1), dtype=np.float64))
+    requests = [{"path": str(DIGITS / "sample_3.png")}, {"path": str(raw)}, {"path": str(wrong)}]
+    lines = "".join(json.dumps(r) + "\n" for r in requests)
+    proc = run_binary(lean.path, "--batch", cwd=tmp_path, stdin=lines)
+    out = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert proc.returncode == 2  # a bad input; the others answered
+    assert out[0]["top_k"][0]["label"] == "three"
+    assert "top_k" in out[1]
+    assert "wants float32[1, 16, 16, 1], got float64" in out[2]["message"]
+    corrupt = run_binary(lean.path, str(IMAGES / "corrupt.png"), str(DIGITS / "sample_7.png"), cwd=tmp_path)
+    assert corrupt.returncode == 2
+    assert corrupt.stderr.count("\n") == 1
+    assert "corrupt.png" in corrupt.stderr
+    assert json.loads(corrupt.stdout)["top_k"][0]["label"] == "seven"
+
+
+def test_save_outputs_is_the_npy_numpy_writes(lean: Built, tmp_path: Path) -> None:
+    out = tmp_path / "o.npz"
+    proc = run_binary(lean.path, "--save-outputs", str(out), str(DIGITS / "sample_5.png"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    with np.load(out) as data:
+        (key,) = data.files
+        value = data[key]
+    assert (value.dtype, value.shape) == (np.float32, (1, 10))
+    assert int(value.argmax()) == 5
+    # byte for byte what np.save writes for that array (header, padding, data)
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    np.save(buf, value)
+    with zipfile.ZipFile(out) as zf:
+        assert zf.read(f"{key}.npy") == buf.getvalue()
+
+
+def test_a_detection_recipe_is_refused_in_one_line(tmp_path: Path) -> None:
+    proc = edgebundle(
+        "build",
+        str(MODELS / "det_ssd.tflite"),
+        "--recipe",
+        fixture_recipe("det-ssd"),
+        "--target",
+        "x86_64-lean",
+        "-o",
+        str(tmp_path / "det"),
+    )
+    assert proc.returncode == 3, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("edgebundle: error: ")
+    assert "decodes with NumPy" in last
+    assert "x86_64, arm64" in last
+    assert "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_litert_cannot_run_is_refused_with_the_op(tmp_path: Path) -> None:
+    proc = edgebundle(
+        "build",
+        str(MODELS / "custom_op.tflite"),
+        "--recipe",
+        "digits",
+        "--target",
+        "x86_64-lean",
+        "-o",
+        str(tmp_path / "c"),
+    )
+    assert proc.returncode == 4, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("edgebundle: error: ")
+    assert "FlexMatrixDeterminant" in last
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_broken_model_in_a_binary_is_exit_3(lean: Built, tmp_path: Path) -> None:
+    """The model bytes inside the binary replaced by garbage of the same size (the digest check is what
+    catches it first: exit 1 for --self-test, 3 when the interpreter refuses the bytes)."""
+    data = bytearray(lean.path.read_bytes())
+    model = lean.model.read_bytes()
+    at = bytes(data).index(model)
+    data[at : at + len(model)] = struct.pack("<I", 0) * (len(model) // 4) + bytes(len(model) % 4)
+    broken = tmp_path / "broken"
+    broken.write_bytes(bytes(data))
+    broken.chmod(0o755)
+    proc = run_binary(broken, str(DIGITS / "sample_1.png"), cwd=tmp_path)
+    assert proc.returncode in (1, 3), proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert "Traceback" not in proc.stderr
