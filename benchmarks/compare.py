@@ -590,7 +590,7 @@ def main() -> None:
                     continue
                 say(f"round {r}/{args.rounds}: {v.model}, {v.name}")
                 try:
-                    measure = measure_plain if v.kind == "plain" else measure_binary
+                    measure = measure_plain if v.kind in PLAIN_KINDS else measure_binary
                     v.samples.append(measure(v, args.runs, scratch))
                 except (RuntimeError, subprocess.CalledProcessError) as exc:
                     v.error = f"not measured: {exc}"
