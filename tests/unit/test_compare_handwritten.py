@@ -14,7 +14,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -26,6 +25,7 @@ from benchmarks import handwritten
 from edgebundle.runtime.buildtime import selftest_image
 from edgebundle.runtime.geometry import image_geometry
 from edgebundle.runtime.model import load_interpreter, named_outputs, run, signature
+from edgebundle.runtime.npz import write_npz
 from edgebundle.runtime.postprocess import summarize
 from edgebundle.runtime.preprocess import load, open_image, to_tensor
 
@@ -79,7 +79,7 @@ def runtime_answer(model: Path, manifest: dict[str, Any], image: Path) -> tuple[
     feeds = {tensor["index"]: to_tensor(load(open_image(str(image), None, spec, tensor)), spec, tensor)}
     values = run(interpreter, feeds)
     saved = io.BytesIO()
-    np.savez(saved, **named_outputs(sig["outputs"], values))
+    write_npz(saved, named_outputs(sig["outputs"], values))  # what --save-outputs writes
     return summarize(values, sig["outputs"], manifest["recipe"]["output"], None), saved.getvalue()
 
 
