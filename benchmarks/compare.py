@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import handwritten  # noqa: E402
 from edgebundle.backends import bundle  # noqa: E402
 from edgebundle.proc import run as run_cmd  # noqa: E402
-from edgebundle.target import load_target  # noqa: E402
+from edgebundle.target import interpreters, load_target  # noqa: E402
 from edgebundle.toolchains import cache_dir, content_key, pip_install_argv, requirements  # noqa: E402
 
 EDGEBUNDLE = [sys.executable, "-m", "edgebundle"]
@@ -142,6 +142,13 @@ def baseline_venv(target: str) -> Path:
         run_cmd(pip_install_argv(str(tmp / "bin" / "python"), reqs), what="baseline venv")
 
     return cached(f"baseline-venv-{t.interpreter}", reqs, make)
+
+
+def reference_target(target: str) -> str:
+    """The target whose plain scripts a binary is compared with: its own, or, for an interpreter no
+    user scripts in Python (LiteRT's C API, the lean targets), the default target's: a user's plain
+    script imports tflite_runtime and NumPy."""
+    return target if interpreters()[load_target(target).interpreter].numpy else "x86_64"
 
 
 def app_dir(binary: Path, model: Model, where: Path, interpreter: str) -> Path:
@@ -535,6 +542,8 @@ def main() -> None:
         variants: list[Variant] = []
         model_sizes = {m.name: m.path.stat().st_size for m in chosen}
         targets = args.targets.split(",")
+        # A lean target's ratios are to the default target's plain scripts, made from its binary.
+        targets = [*dict.fromkeys([*(reference_target(t) for t in targets), *targets])]
         backends = args.backends.split(",")
         host = load_target("x86_64").arch
         # Nuitka compiles C natively only (plan.check_native_only): no emulated Nuitka builds.
@@ -547,7 +556,7 @@ def main() -> None:
             ours = []
             for target, backend in builds:
                 name = f"edgebundle {target}" + ("" if backend == "pyinstaller" else f" {backend}")
-                v = Variant(m.name, name, "edgebundle", load_target(target).interpreter)
+                v = Variant(m.name, name, "edgebundle", load_target(reference_target(target)).interpreter)
                 try:
                     v.binary, v.build_s, v.runner_cached = edgebundle_build(m, target, backend, bins)
                     v.size_bytes = v.binary.stat().st_size
@@ -562,6 +571,8 @@ def main() -> None:
                 (t, v) for (t, _), v in zip(builds, ours, strict=True) if v.binary and v.device == "local"
             ]
             for target, v in native:
+                if reference_target(target) != target:
+                    continue  # its plain scripts are the reference target's
                 if any(p.kind == "plain" and p.interpreter == v.interpreter for p in variants[start:]):
                     continue
                 assert v.binary is not None
