@@ -108,6 +108,22 @@ def test_the_detection_decoders_load_only_in_detection_binaries(tmp_path: Path) 
     assert "PIL.ImageDraw" not in modules
 
 
+def test_only_the_interpreter_binding_and_the_decoders_need_numpy(tmp_path: Path) -> None:
+    # Binaries of LiteRT's C API leave NumPy out: every other module must import, and stay, without it.
+    shutil.copytree(RUNTIME, tmp_path / "ebrt", ignore=shutil.ignore_patterns("__pycache__"))
+    numpy_users = ("ebrt.detection", "ebrt.anchors", "ebrt.buildtime")
+    others = [m for m in _module_names("ebrt") if m not in numpy_users]
+    code = (
+        "import sys; sys.modules['numpy'] = None\n"  # any import of NumPy fails
+        f"import json, {', '.join(others)}; print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False, env={}
+    )
+    assert out.returncode == 0, out.stderr
+    assert "ebrt.session" in json.loads(out.stdout)
+
+
 def test_importing_edgebundle_runtime_from_the_builder_package_loads_no_click() -> None:
     code = f"import sys, {', '.join(_module_names('edgebundle.runtime'))}; print('click' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
