@@ -186,3 +186,13 @@ def test_a_broken_model_in_a_binary_is_exit_3(lean: Built, tmp_path: Path) -> No
     assert proc.returncode in (1, 3), proc.stderr
     assert proc.stderr.count("\n") == 1
     assert "Traceback" not in proc.stderr
+
+
+def test_threads_says_it_runs_one(lean: Built, tmp_path: Path) -> None:
+    proc = run_binary(lean.path, "--threads", "2", str(DIGITS / "sample_2.png"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["top_k"][0]["label"] == "two"
+    assert (
+        proc.stderr
+        == "digits_lean: warning: 2 threads asked for, but LiteRT's C API runs this model on one thread\n"
+    )
