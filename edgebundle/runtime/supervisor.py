@@ -44,8 +44,11 @@ if TYPE_CHECKING:
 MAX_FAILED_STARTS = 3  # replacements in a row that die before being ready: give up with their code
 BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)  # before replacing a worker, by deaths in the last minute
 _PR_SET_PDEATHSIG = 1
-# A worker process busier than another waits this long before it accepts a new connection itself.
+# A worker process busier than another waits this long before it accepts a new connection itself;
+# longer when its interpreter has more jobs than another's: a connection taken then waits behind them
+# (a slow inference: seconds), while the other worker may only be slow to wake on a loaded machine.
 ACCEPT_DEFER_S = 0.002
+BUSY_DEFER_S = 0.05
 
 
 def preload(manifest: Manifest) -> None:
@@ -101,8 +104,8 @@ def listen(host: str, port: int) -> socket.socket:
 class Acceptor:
     """A worker's side of the shared listening socket: the least busy worker takes a connection
     (jobs queued or running in its interpreter's thread count twice, connections once); a busier
-    one leaves it to
-    the others for ACCEPT_DEFER_S, then takes it if still nobody has. asyncio's own accepting would
+    one leaves it to the others for ACCEPT_DEFER_S (BUSY_DEFER_S when its interpreter has more jobs
+    than another's), then takes it if still nobody has. asyncio's own accepting would
     let whichever worker wakes first take up to 100 connections at once."""
 
     def __init__(
@@ -144,14 +147,17 @@ class Acceptor:
         if now >= self.defer_until:
             words, shared = self.shared.words, self.shared
             others = [
-                self._load(s)
+                s
                 for s in range(shared.slots)
                 if s != self.slot and words[shared.base(s) + PID] and words[shared.base(s) + ACCEPTING]
             ]
-            if others and self._load(self.slot) > min(others):
+            if others and self._load(self.slot) > min(self._load(s) for s in others):
+                mine = words[shared.base(self.slot) + BUSY]
+                busier = mine > min(words[shared.base(s) + BUSY] for s in others)
+                wait = BUSY_DEFER_S if busier else ACCEPT_DEFER_S
                 self.stop()
-                self.defer_until = now + 2 * ACCEPT_DEFER_S
-                self.loop.call_later(ACCEPT_DEFER_S, self._resume)
+                self.defer_until = now + 2 * wait
+                self.loop.call_later(wait, self._resume)
                 return
         try:
             sock, _ = self.listener.accept()
