@@ -22,6 +22,12 @@ from the page cache), and defer_inspect.c, which moves Nuitka's start-up patch o
 of inspect, dis and opcode that the image modes never need) to inspect's first import; measured in
 benchmarks/results/nuitka-rss.md.
 
+Without NumPy (the litert interpreter, target x86_64-lean: LiteRT's C API through ctypes): NumPy and
+the runtime's modules that use it are not followed, nor is NumPy's run-time hook run, and our plugin
+carries the wheel's libLiteRt.so as a DLL at ai_edge_litert/ in the folder (the program's folder is its
+sys.path entry, where runtime/litert.py looks), so that Nuitka scans its needs and libc.py bundles its
+libstdc++ and libgcc_s. Warm start 0.34x the hand-written plain script's (benchmarks/results/nuitka-lean.md).
+
 Compiling C under QEMU is far too slow (an arm64 build was still compiling after 30 minutes), so an
 arm64 runner is built on a native arm64 host only (plan.check_native, and ``edgebundle matrix``).
 
@@ -43,6 +49,7 @@ from ..proc import Echo, LineHandler, which
 from ..toolchains import cache_dir
 from .pyinstaller import EXCLUDES as PYINSTALLER_EXCLUDES
 from .pyinstaller import SOURCES as PYINSTALLER_SOURCES
+from .pyinstaller import WITH_NUMPY
 
 if TYPE_CHECKING:
     from . import Stage
@@ -97,6 +104,7 @@ PACKAGE_CONFIG = """\
 # Imported from C, which Nuitka cannot see: by NumPy's bit generators (secrets) and by os.wait4 for
 # its rusage result (resource; the --eb-measure modes wait for runs with it).
 INCLUDES = ("secrets", "resource")
+NUMPY_INCLUDES = frozenset({"secrets"})
 # Nuitka's own anti-bloat, on by default: these ask it to cut the imports of test and build tools
 # out of the modules that have them rather than fail or drag them in.
 ANTI_BLOAT = (
@@ -182,10 +190,10 @@ def command(python: str, stage: Stage) -> list[str]:
         # whose hot loops are in NumPy and the interpreter, which Nuitka does not compile.
         "--lto=no",
         f"--include-module={stage.interpreter_module}",
-        *(f"--include-module={m}" for m in INCLUDES),
-        *(f"--nofollow-import-to={m}" for m in (*NOFOLLOW, *UNUSED_STDLIB)),
+        *(f"--include-module={m}" for m in includes(stage)),
+        *(f"--nofollow-import-to={m}" for m in nofollow(stage)),
         *ANTI_BLOAT,
-        *(f"--noinclude-custom-mode={m}:bytecode" for m in BYTECODE),
+        *(f"--noinclude-custom-mode={m}:bytecode" for m in bytecode(stage)),
         f"--user-package-configuration-file={package_config(stage)}",
         f"--user-plugin={stage.workdir / PLUGIN_FILES.name / PLUGIN}",
         *(f"--python-flag={flag}" for flag in PYTHON_FLAGS),
@@ -197,13 +205,29 @@ def command(python: str, stage: Stage) -> list[str]:
     return argv
 
 
+def includes(stage: Stage) -> tuple[str, ...]:
+    return INCLUDES if stage.numpy else tuple(m for m in INCLUDES if m not in NUMPY_INCLUDES)
+
+
+def nofollow(stage: Stage) -> tuple[str, ...]:
+    """What Nuitka neither compiles nor packs; a program without NumPy (the litert interpreter, whose
+    library our plugin carries: nuitka_plugin/) also leaves out NumPy and the runtime's modules that
+    use it, as PyInstaller does (pyinstaller.WITH_NUMPY)."""
+    return (*NOFOLLOW, *UNUSED_STDLIB, *(() if stage.numpy else WITH_NUMPY))
+
+
+def bytecode(stage: Stage) -> tuple[str, ...]:
+    return BYTECODE if stage.numpy else tuple(m for m in BYTECODE if m != "numpy")
+
+
 def prepare(stage: Stage) -> None:
     """Nuitka compiles with the host's C compiler and rewrites RPATHs with patchelf: say how to get
     them before minutes of work, not after."""
     for tool in TOOLS:
         which(tool)
     cache_root().mkdir(parents=True, exist_ok=True)
-    stage.entry.write_text(NUMPY_HOOK.read_text() + "\n" + stage.entry.read_text())
+    if stage.numpy:
+        stage.entry.write_text(NUMPY_HOOK.read_text() + "\n" + stage.entry.read_text())
     package_config(stage).write_text(PACKAGE_CONFIG)
     shutil.copytree(
         PLUGIN_FILES, stage.workdir / PLUGIN_FILES.name, ignore=shutil.ignore_patterns("__pycache__")

@@ -55,6 +55,61 @@ def nuitka_int8(nuitka_dir: Path, nuitka_float: Built) -> Built:
     return build(nuitka_dir, "digits_int8.tflite", "digits", "--backend", "nuitka")
 
 
+@pytest.fixture(scope="module")
+def nuitka_lean(nuitka_dir: Path) -> Built:
+    """The x86_64-lean target (LiteRT's C API, no NumPy) with Nuitka: a runner of its own (minutes)."""
+    return build(
+        nuitka_dir,
+        "digits_float.tflite",
+        "digits",
+        "--target",
+        "x86_64-lean",
+        "--backend",
+        "nuitka",
+        name="digits_lean",
+    )
+
+
+@pytest.fixture(scope="module")
+def pyinstaller_lean(nuitka_dir: Path) -> Built:
+    return build(
+        nuitka_dir, "digits_float.tflite", "digits", "--target", "x86_64-lean", name="digits_lean_pi"
+    )
+
+
+def test_lean_carries_the_litert_library_and_no_numpy(nuitka_lean: Built, tmp_path: Path) -> None:
+    """nofollow of NumPy and the runtime's modules that use it; libLiteRt.so where the binding looks
+    (ai_edge_litert/ under the folder, a sys.path entry: our plugin's DLL entry), its libstdc++ and
+    libgcc_s with the bundled C library."""
+    m = nuitka_lean.manifest
+    assert (m["backend"], m["interpreter"]["module"], m["numpy"]) == ("nuitka", "ebrt.litert", "")
+    proc = run_binary(nuitka_lean.path, "--self-test", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["self_test"] == "pass"
+    (runner,) = [p for p in (tmp_path / "home" / ".cache" / "edgebundle" / "run").iterdir() if p.is_dir()]
+    assert sorted(p.name for p in (runner / "ai_edge_litert").iterdir()) == ["libLiteRt.so"]
+    assert {"libstdc++.so.6", "libgcc_s.so.1"} <= {p.name for p in (runner / "_libc").iterdir()}
+    assert not list(runner.rglob("*numpy*")), "NumPy in a binary of the litert interpreter"
+    program = (runner / "run").read_bytes()  # NumPy's modules compiled or as bytecode: their names
+    assert not any(module in program for module in (b"numpy._core", b"numpy.core", b"numpy.lib"))
+
+
+def test_lean_answers_equal_pyinstallers(nuitka_lean: Built, pyinstaller_lean: Built, tmp_path: Path) -> None:
+    samples = [str(DIGITS / f"sample_{d}.png") for d in range(10)]
+    got = run_binary(nuitka_lean.path, *samples, cwd=tmp_path)
+    want = run_binary(pyinstaller_lean.path, *samples, cwd=tmp_path)
+    assert got.returncode == want.returncode == 0, got.stderr + want.stderr
+    labels = [[t["label"] for t in json.loads(line)["top_k"]] for line in got.stdout.splitlines()]
+    assert labels == [[t["label"] for t in json.loads(line)["top_k"]] for line in want.stdout.splitlines()]
+    assert [top[0] for top in labels] == [
+        *("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    ]
+    image = DIGITS / "sample_3.png"
+    assert_outputs_equal(
+        binary_outputs(nuitka_lean, image, tmp_path), binary_outputs(pyinstaller_lean, image, tmp_path)
+    )
+
+
 def test_info_names_the_backend(nuitka_float: Built) -> None:
     m = nuitka_float.manifest
     assert m["backend"] == "nuitka"

@@ -21,11 +21,12 @@ from edgebundle.target import host_arch, load_target
 from tests.conftest import MODELS
 
 
-def stage(tmp_path: Path, *, strip: bool = True, pack_relocations: bool = True) -> Stage:
+def stage(tmp_path: Path, *, strip: bool = True, pack_relocations: bool = True, numpy: bool = True) -> Stage:
     s = Stage(
         workdir=tmp_path,
         name="run",
-        interpreter_module="tflite_runtime.interpreter",
+        interpreter_module="tflite_runtime.interpreter" if numpy else "ebrt.litert",
+        numpy=numpy,
         strip=strip,
         pack_relocations=pack_relocations,
     )
@@ -104,6 +105,38 @@ def test_no_mode_of_the_runtime_imports_what_is_left_out_of_the_standard_library
     left_out = {*nuitka.UNUSED_STDLIB, *nuitka.NOFOLLOW}
     assert not {m for m in imported if any(m == x or m.startswith(x + ".") for x in left_out)}
     assert {"fractions", "colorsys"}.isdisjoint(left_out)  # Pillow imports them (TIFF/EXIF, colours)
+
+
+def test_a_program_without_numpy_leaves_it_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The litert interpreter (Stage.numpy False): NumPy and the runtime's modules that use it are not
+    followed, as PyInstaller excludes them; nothing of NumPy's is asked for, nor its run-time hook run."""
+    argv = nuitka.command("python", stage(tmp_path / "lean", numpy=False))
+    nofollow = set(options(argv, "--nofollow-import-to"))
+    assert {"numpy", "ebrt.detection", "ebrt.anchors"} == set(pyinstaller.WITH_NUMPY)
+    assert set(pyinstaller.WITH_NUMPY) <= nofollow
+    assert options(argv, "--noinclude-custom-mode") == ["PIL:bytecode"]
+    assert "ebrt.litert" in options(argv, "--include-module")
+    assert "secrets" not in options(argv, "--include-module")  # NumPy's bit generators' import
+    assert "resource" in options(argv, "--include-module")
+    default = nuitka.command("python", stage(tmp_path / "default"))
+    assert not set(pyinstaller.WITH_NUMPY) & set(options(default, "--nofollow-import-to"))
+
+    monkeypatch.setenv("EDGEBUNDLE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(nuitka, "TOOLS", ())
+    s = stage(tmp_path / "prepared", numpy=False)
+    s.entry.write_text("from ebrt.app import entry\n\nentry()\n")
+    nuitka.prepare(s)
+    assert s.entry.read_text() == "from ebrt.app import entry\n\nentry()\n"
+
+
+def test_the_plugin_carries_the_litert_library_where_the_binding_looks() -> None:
+    """The plugin runs inside Nuitka and imports nothing of edgebundle: its names are the binding's."""
+    from edgebundle.runtime import litert
+
+    source = (nuitka.PLUGIN_FILES / nuitka.PLUGIN).read_text()
+    assert f'LITERT_PACKAGE = "{litert.PACKAGE_DIR}"' in source
+    assert f'LITERT_LIBRARY = "{litert.LIBRARY}"' in source
+    assert 'LITERT_BINDING = "ebrt.litert"' in source
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """edgebundle's Nuitka plugin (``--user-plugin``): links the C files next to this one into the
 program (release_bytecode.c, defer_inspect.c), runs the deferred inspect patch after inspect's
-import, and lets NumPy bring the system libraries it links to. Runs inside Nuitka, in the build
-environment: imports nothing of edgebundle."""
+import, lets NumPy bring the system libraries it links to, and carries LiteRT's C library for the
+runtime's binding to it. Runs inside Nuitka, in the build environment: imports nothing of edgebundle."""
 
+import os
 from pathlib import Path
 
 from nuitka.plugins.PluginBase import NuitkaPluginBase
@@ -16,6 +17,13 @@ if _patch is not None:
 """
 
 
+# The runtime's LiteRT binding (runtime/litert.py: LIBRARY, PACKAGE_DIR) and where it looks for the
+# library: ai_edge_litert/libLiteRt.so under a sys.path entry, the program's folder in a Nuitka program.
+LITERT_BINDING = "ebrt.litert"
+LITERT_PACKAGE = "ai_edge_litert"
+LITERT_LIBRARY = "libLiteRt.so"
+
+
 class EdgebundlePlugin(NuitkaPluginBase):  # type: ignore[misc]  # Nuitka has no type hints
     plugin_name = "edgebundle"
     plugin_desc = "Bytecode pages given back once read; inspect patched when imported (edgebundle)."
@@ -27,6 +35,26 @@ class EdgebundlePlugin(NuitkaPluginBase):  # type: ignore[misc]  # Nuitka has no
     def getExtraCodeFiles(self) -> dict[str, str]:
         here = Path(__file__).parent
         return {f"edgebundle_{c.name}": c.read_text() for c in sorted(here.glob("*.c"))}
+
+    def getExtraDlls(self, module: object) -> object:
+        """libLiteRt.so, which the binding loads with ctypes (Nuitka cannot see that), at
+        ai_edge_litert/ in the folder: the library alone, not the package (its Python side imports
+        NumPy; its other libraries are GPU/NPU accelerators). As a DLL, not a data file: Nuitka then
+        scans what it needs (libstdc++, libgcc_s: left to the system as for every library, and carried
+        with the C library unless --system-libc, backends/libc.py) and sets its RPATH."""
+        if module.getFullName() != LITERT_BINDING:  # type: ignore[attr-defined]
+            return
+        package = self.locateModule(LITERT_PACKAGE)
+        library = os.path.join(package or "", LITERT_LIBRARY)
+        if package is None or not os.path.isfile(library):
+            self.sysexit(f"{LITERT_BINDING} needs {LITERT_PACKAGE}/{LITERT_LIBRARY}, not in this environment")
+        yield self.makeDllEntryPoint(
+            source_path=os.path.abspath(library),
+            dest_path=os.path.join(LITERT_PACKAGE, LITERT_LIBRARY),
+            module_name=LITERT_BINDING,
+            package_name="ebrt",
+            reason="loaded by the runtime's LiteRT binding with ctypes",
+        )
 
     @staticmethod
     def decideAllowOutsideDependencies(module_name: object) -> bool | None:
