@@ -20,13 +20,22 @@ from typing import Final
 #   ROOTFS EMULATED(0|1) USERNS(0|1) [MODE:PATH ...] -- COMMAND...
 # MODE:PATH binds the host's directory PATH at the same path inside the root, read-write (rw) or
 # read-only (ro).
-# The empty tmpfs over /sys/devices/system/cpu works around ai-edge-litert 2.2/2.3 crashing under
+# The tmpfs over /sys/devices/system/cpu works around ai-edge-litert 2.2/2.3 crashing under
 # Debian's qemu 7.2 after reading the host's CPU cache topology there (we pin 2.1.6, which does
-# not, but a user's --interpreter pin may). In a user namespace (an unprivileged user running an
+# not, but a user's --interpreter pin may). It holds the host's CPU lists and nothing else (CPU_LISTS):
+# XNNPACK's cpuinfo needs "possible" or "present", and LiteRT's C API refuses to compile a model for
+# the CPU without it (the litert interpreter's model check, arm64-lean); the per-CPU directories,
+# caches included, stay absent. In a user namespace (an unprivileged user running an
 # existing root) proc and sysfs cannot be mounted afresh without new PID and network namespaces, so
 # the host's are bound; no PID namespace also means the command's own exit status or signal (a
 # crash of the interpreter on a bad model) reaches the caller unchanged.
-MOUNT_SCRIPT: Final = """\
+CPU_LISTS: Final = """\
+for list in possible present online; do
+    cat "/sys/devices/system/cpu/$list" >"$root/sys/devices/system/cpu/$list" || :
+done
+"""
+MOUNT_SCRIPT: Final = (
+    """\
 set -eu
 root=$1 emulated=$2 userns=$3
 shift 3
@@ -37,7 +46,12 @@ else
     mount -t proc proc "$root/proc"
     mount -t sysfs sysfs "$root/sys"
 fi
-if [ "$emulated" = 1 ]; then mount -t tmpfs -o size=64k,mode=755 nocpuinfo "$root/sys/devices/system/cpu"; fi
+if [ "$emulated" = 1 ]; then
+    mount -t tmpfs -o size=64k,mode=755 nocpuinfo "$root/sys/devices/system/cpu"
+"""
+    + CPU_LISTS
+    + """\
+fi
 mount --rbind /dev "$root/dev"
 mount -t tmpfs -o mode=1777 tmp "$root/tmp"
 while [ "$1" != -- ]; do
@@ -50,6 +64,7 @@ done
 shift
 exec "$@"
 """
+)
 
 
 # A private mount namespace: what is mounted in it is gone when its last process exits.

@@ -19,7 +19,7 @@ from edgebundle.toolchains import requirements
 from edgebundle.toolchains.aptsources import default_sources, select_sources
 from edgebundle.toolchains.bootstrap import ca_certificates_hook, mmdebstrap_argv
 from edgebundle.toolchains.debroot import VENV, DebRoot, check_debian_pins, debian_requirements
-from edgebundle.toolchains.namespace import MOUNT_SCRIPT, Bind, namespace_argv
+from edgebundle.toolchains.namespace import CPU_LISTS, MOUNT_SCRIPT, Bind, namespace_argv
 from edgebundle.toolchains.pipconfig import (
     ENV_PIP_CONF,
     pip_config_files,
@@ -112,6 +112,22 @@ def test_mount_script_mounts_what_the_build_needs_and_binds_at_the_same_path() -
         'exec "$@"',
     ):
         assert needed in MOUNT_SCRIPT
+
+
+def test_an_emulated_root_sees_the_host_cpu_lists_and_no_per_cpu_directories(tmp_path: Path) -> None:
+    """LiteRT's C API compiles no model for the CPU when XNNPACK's cpuinfo finds neither "possible"
+    nor "present" (arm64-lean's model check); the caches of ai-edge-litert 2.2/2.3's crash stay out."""
+    emulated = MOUNT_SCRIPT.index('if [ "$emulated" = 1 ]; then')
+    assert MOUNT_SCRIPT.index(CPU_LISTS) > MOUNT_SCRIPT.index("nocpuinfo", emulated)
+    cpu = tmp_path / "sys/devices/system/cpu"
+    cpu.mkdir(parents=True)
+    env = {"root": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    subprocess.run(["sh", "-euc", CPU_LISTS], check=True, env=env)
+    assert sorted(p.name for p in cpu.iterdir()) == ["online", "possible", "present"]
+    host = Path("/sys/devices/system/cpu/possible")
+    if host.is_file():
+        assert (cpu / "possible").read_text() == host.read_text()
+        assert (cpu / "possible").read_text().strip()
 
 
 def test_mmdebstrap_argv() -> None:
