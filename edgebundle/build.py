@@ -33,6 +33,7 @@ from .recipe import read_labels
 from .runtime.manifest import Manifest
 from .runtime.payload import check_digest
 from .target import Arch, BackendName, interpreters
+from .tflite import read_model
 from .toolchains import Toolchain, cache_dir
 from .toolchains.binfmt import registered as binfmt_registered
 
@@ -120,6 +121,9 @@ def _build_in(
     shutil.copyfile(plan.model, model_file)
     with ui.step(echo, f"model check with {plan.target.interpreter}") as step:
         sig = _probe_signature(toolchain, pins.module, pins.distribution, plan.model, model_file, stage)
+        if not sig["ops"] and not pins.numpy:
+            # LiteRT's C API lists no ops: the file's own, as the Python APIs name them
+            sig["ops"] = sorted({op.name for op in read_model(model_file).ops} - {"DELEGATE"})
         resolved = validate(plan.recipe, sig, labels)
         decoder = resolved.output.get("decoder")
         if decoder in DETECTION and not pins.numpy:

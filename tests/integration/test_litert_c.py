@@ -42,8 +42,9 @@ def lean_int8(out_dir: Path) -> Built:
     return build(out_dir, "digits_int8.tflite", "digits", "--target", "x86_64-lean", name="digits_int8_lean")
 
 
-def test_the_manifest_names_the_c_api_and_no_numpy(lean: Built, tmp_path: Path) -> None:
+def test_the_manifest_names_the_c_api_and_no_numpy(lean: Built, digits_float: Built, tmp_path: Path) -> None:
     m = lean.manifest
+    assert m["model"]["ops"] == digits_float.manifest["model"]["ops"]  # the file's, as the Python APIs
     assert (m["interpreter"]["name"], m["interpreter"]["module"]) == ("litert", "ebrt.litert")
     assert m["numpy"] == ""
     assert sorted(m["distributions"]) == ["ai-edge-litert", "pillow"]
