@@ -43,6 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from edgebundle.runtime.measure import children  # noqa: E402
 from edgebundle.target import load_target  # noqa: E402
 from edgebundle.toolchains.venv import HostVenv  # noqa: E402
 
@@ -267,15 +268,7 @@ def tree_cpu_s(pid: int) -> float:
 
 
 def _descendants(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                continue
+    found = children(pid)
     return found + [d for c in found for d in _descendants(c)]
 
 

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.loadtest import cycle, drive, good_requests, post, start_server, tree_cpu_s  # noqa: E402
+from edgebundle.runtime.measure import children  # noqa: E402
 from edgebundle.target import load_target  # noqa: E402
 from edgebundle.toolchains.venv import HostVenv  # noqa: E402
 
@@ -97,19 +98,6 @@ def pipeline_bound(binary: Path, model: Path, image: Path, seconds: float) -> fl
             for _ in range(cores)
         ]
         return sum(float(p.communicate()[0]) for p in procs)
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                continue
-    return sorted(found)
 
 
 def memory_kb(pid: int) -> dict[str, int]:
@@ -188,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             got = side_by_side(servers, good_requests(), args.requests, 32, args.rounds)
             new_pid = servers[1].proc.pid
-            workers = _children(new_pid)
+            workers = children(new_pid)
             parts = {"supervisor": memory_kb(new_pid), **{f"worker {p}": memory_kb(p) for p in workers}}
             old_memory = memory_kb(servers[0].proc.pid)
         finally:

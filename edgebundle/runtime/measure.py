@@ -231,6 +231,11 @@ def list_pids() -> set[int]:
         return set()
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``, by pid."""
+    return sorted(p for p in list_pids() if read_ppid(p) == pid)
+
+
 def tree_peak_bytes(hwm_kib: Mapping[int, int], wait4_maxrss_kib: int) -> tuple[int, int]:
     """(whole-tree peak, largest single process peak) in bytes from polled high-water marks and the
     ``ru_maxrss`` of the waited root (the largest final peak of any process in its subtree)."""

@@ -9,48 +9,32 @@ import json
 import os
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from edgebundle.runtime import measure
 from tests.conftest import NotifyListener
+from tests.integration import test_serve
 from tests.integration.conftest import Built
-from tests.integration.test_serve import SEVEN, WAIT_S, Served, _wait_until
+from tests.integration.test_serve import (
+    SEVEN,
+    WAIT_S,
+    Served,
+    _wait_until,
+)
 
 pytestmark = pytest.mark.build
 
-
-@pytest.fixture
-def serve(digits_float: Built, tmp_path: Path) -> Iterator[Any]:
-    started: list[Served] = []
-
-    def start(*args: str, hooks: bool = False) -> Served:
-        server = Served(digits_float.path, tmp_path, *args, hooks=hooks)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-        assert all(record["event"] for record in server.logs())  # one JSON object a line
+serve = test_serve.serve  # the fixture: a binary's --serve, stopped (its logs checked) after the test
 
 
 DELAY = "X-Ebrt-Test-Delay-Ms"
 
 
 def children(pid: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.add(int(entry))
-            except (OSError, IndexError, ValueError):
-                continue
-    return found
+    return set(measure.children(pid))
 
 
 def infer_pids(server: Served) -> list[int]:
