@@ -14,13 +14,13 @@ shows the traceback), or the launcher could not start the runtime at all. The sa
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
 import os
 import sys
 import time
+import types
 from typing import TYPE_CHECKING, Any
 
 from .exits import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERNAL, EXIT_MODEL
@@ -31,23 +31,9 @@ ENTERED_NS = time.monotonic_ns()
 T0_ENV = "_EDGEBUNDLE_T0"
 
 if TYPE_CHECKING:
+    import argparse
+
     from .manifest import Manifest
-
-
-def untranslated() -> None:
-    """argparse passes every message through gettext, which imports locale and probes the locale
-    directories for a catalog at each of them (~25 per start); a binary carries no catalogs, so the
-    messages are what they would be anyway."""
-    argparse._ = lambda message: message  # type: ignore[attr-defined]
-    argparse.ngettext = lambda singular, plural, n: singular if n == 1 else plural  # type: ignore[attr-defined]
-
-
-class Formatter(argparse.HelpFormatter):
-    """argparse's formatter at the width shutil.get_terminal_size gives (COLUMNS, else the terminal,
-    else 80), found without importing shutil (argparse makes one per option, at every start)."""
-
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, width=_columns())
 
 
 def _columns() -> int:
@@ -63,15 +49,22 @@ def _columns() -> int:
     return columns or 80
 
 
-def main(argv: list[str] | None = None) -> int:
-    prog = os.path.basename(sys.argv[0]) or "app"
-    launched = os.environ.pop(T0_ENV, "")
-    args_list = sys.argv[1:] if argv is None else argv
-    if args_list[:1] == ["--eb-measure"]:
-        from .measure import main as measure_main
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    import argparse  # not for APP IMAGE... and APP --self-test: common_args
 
-        return measure_main(args_list[1:], prog=prog)
-    untranslated()
+    # argparse passes every message through gettext, which imports locale and probes the locale
+    # directories for a catalog at each of them (~25 per start); a binary carries no catalogs, so the
+    # messages are what they would be anyway.
+    argparse._ = lambda message: message  # type: ignore[attr-defined]
+    argparse.ngettext = lambda singular, plural, n: singular if n == 1 else plural  # type: ignore[attr-defined]
+
+    class Formatter(argparse.HelpFormatter):
+        """argparse's formatter at the width shutil.get_terminal_size gives (COLUMNS, else the
+        terminal, else 80), found without importing shutil (argparse makes one per option)."""
+
+        def __init__(self, prog: str) -> None:
+            super().__init__(prog, width=_columns())
+
     parser = argparse.ArgumentParser(
         prog=prog,
         formatter_class=Formatter,
@@ -130,7 +123,58 @@ def main(argv: list[str] | None = None) -> int:
         help="memory for decoding images, all workers together; more waits (default %(default)s)",
     )
     modes.add_argument("--access-log", action="store_true", help="log every request, not only errors")
-    args = parser.parse_args(args_list)
+    return parser
+
+
+# What argparse gives for the two commonest command lines, APP IMAGE... and APP --self-test (a
+# health check every few seconds), kept equal to build_parser's defaults by a test.
+DEFAULTS: dict[str, Any] = {
+    "images": [],
+    "save_outputs": None,
+    "annotate": None,
+    "info": False,
+    "self_test": False,
+    "version": False,
+    "threads": None,
+    "score_threshold": None,
+    "max_megapixels": 40,
+    "eb_bench": None,
+    "batch": False,
+    "serve": False,
+    "host": "127.0.0.1",
+    "port": 8080,
+    "workers": None,
+    "timeout_ms": 10000,
+    "read_timeout_ms": 10000,
+    "max_body_mb": 16,
+    "max_inflight_mb": 64,
+    "max_decode_mb": 128,
+    "access_log": False,
+}
+
+
+def common_args(args_list: list[str]) -> Any:
+    """The options of ``APP IMAGE...`` (no argument starting with "-") and ``APP --self-test`` without
+    argparse, which costs a start ~6 ms of imports (argparse, gettext, locale) and building the
+    parser; None for any other command line, which argparse parses."""
+    if args_list == ["--self-test"]:
+        return types.SimpleNamespace(**{**DEFAULTS, "self_test": True})
+    if args_list and not any(a.startswith("-") for a in args_list):
+        return types.SimpleNamespace(**{**DEFAULTS, "images": list(args_list)})
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    prog = os.path.basename(sys.argv[0]) or "app"
+    launched = os.environ.pop(T0_ENV, "")
+    args_list = sys.argv[1:] if argv is None else argv
+    if args_list[:1] == ["--eb-measure"]:
+        from .measure import main as measure_main
+
+        return measure_main(args_list[1:], prog=prog)
+    args = common_args(args_list)
+    if args is None:
+        args = build_parser(prog).parse_args(args_list)
     problem = check_options(args)
     if problem:
         print(f"{prog}: error: {problem}", file=sys.stderr)
@@ -171,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return EXIT_BAD_INPUT
         if args.serve:
-            parser.error("--serve takes ?score_threshold= per request, not --score-threshold")
+            build_parser(prog).error("--serve takes ?score_threshold= per request, not --score-threshold")
     from .session import cap_threads, default_threads
 
     # More interpreter threads than CPUs only thrash (and --threads 100000 never finished starting).
@@ -184,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     args.threads_capped = capped
     if args.serve or args.batch:
         if (args.serve and args.batch) or args.images or args.self_test or args.save_outputs or args.annotate:
-            parser.error("--serve and --batch take no IMAGE and no other mode")
+            build_parser(prog).error("--serve and --batch take no IMAGE and no other mode")
         if args.serve:
             from .serve import main as serve_main
 
@@ -193,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return batch_main(prog, root, manifest, args)
     if not args.images and not args.self_test and args.eb_bench is None:
-        parser.print_usage(sys.stderr)
+        build_parser(prog).print_usage(sys.stderr)
         print(f"{prog}: error: give IMAGE files, --self-test or --info", file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.save_outputs and len(args.images) != 1:
