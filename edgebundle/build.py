@@ -243,17 +243,18 @@ def _manifest(
 ) -> Manifest:
     recipe = plan.recipe.to_manifest()
     recipe["input"]["tensor"] = image_input
+    pins = interpreters()[plan.target.interpreter]
     return {
         "edgebundle_version": __version__,
         "target": plan.target.to_json(),
         "backend": plan.backend,
         "interpreter": {
             "name": plan.target.interpreter,
-            "module": interpreters()[plan.target.interpreter].module,
+            "module": pins.module,
             "version": sig["interpreter_version"],
         },
         "python": sig["python"],
-        "numpy": sig["numpy"] if interpreters()[plan.target.interpreter].numpy else "",
+        "numpy": sig["numpy"] if pins.numpy else "",
         "pillow": sig["pillow"],
         "model": {
             "file": model_file.name,

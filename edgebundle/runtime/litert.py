@@ -16,13 +16,14 @@ quantization 16).
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import struct
 import sys
 import threading
 from typing import Any
 
-from .tensors import Tensor
+from .tensors import Tensor, itemsize
 
 LIBRARY = "libLiteRt.so"
 # Where the wheel puts it, relative to a sys.path entry (site-packages, or a frozen program's folder).
@@ -43,8 +44,6 @@ _ELEMENT_TYPES = {
     16: "uint32",
     17: "uint16",
 }
-_ITEMSIZE = {"float32": 4, "int32": 4, "uint8": 1, "int64": 8, "bool": 1, "int16": 2, "int8": 1}
-_ITEMSIZE.update(float16=2, float64=8, uint64=8, uint32=4, uint16=2)
 _CPU = 1  # kLiteRtHwAcceleratorCpu
 _HOST_MEMORY = 1  # kLiteRtTensorBufferTypeHostMemory
 _READ, _WRITE = 0, 1  # kLiteRtTensorBufferLockMode
@@ -141,10 +140,7 @@ class _Tensor:
     def set_layout(self, shape: list[int]) -> None:
         struct.pack_into(f"={len(shape)}i", self.ranked, 8, *shape)
         self.info["shape"] = shape
-        count = 1
-        for d in shape:
-            count *= d
-        self.nbytes = count * _ITEMSIZE[self.info["dtype"]]
+        self.nbytes = math.prod(shape) * itemsize(self.info["dtype"])
 
 
 class Interpreter:
@@ -227,8 +223,9 @@ class Interpreter:
         self._out_buffers = (_P * len(self._out))(*[self._buffer(t) for t in self._out])
         self._by_index = {t.info["index"]: i for i, t in enumerate(self._in)}
         # Described in the subgraph's order, as the Python API lists them.
-        self._in_order = sorted(range(len(self._in)), key=lambda i: self._in[i].info["index"])
-        self._out_order = _subgraph_order(signature, self._out)
+        by_index = sorted(range(len(self._in)), key=lambda i: self._in[i].info["index"])
+        self._in_order = _subgraph_order(signature, self._in, "Input", by_index)
+        self._out_order = _subgraph_order(signature, self._out, "Output", list(range(len(self._out))))
 
     def _buffer(self, t: _Tensor) -> ctypes.c_void_p:
         return _handle(
@@ -291,19 +288,22 @@ class Interpreter:
                 getattr(lib, name)(handle)
 
 
-def _subgraph_order(signature: ctypes.c_void_p, outputs: list[_Tensor]) -> list[int]:
-    """Positions of ``outputs`` (the signature's order) in the subgraph's output order."""
+def _subgraph_order(
+    signature: ctypes.c_void_p, tensors: list[_Tensor], kind: str, fallback: list[int]
+) -> list[int]:
+    """Positions of ``tensors`` (the signature's inputs or outputs, ``kind`` "Input" or "Output") in
+    the subgraph's order; ``fallback`` when LiteRT cannot say."""
     lib = _library()
     try:
         subgraph = _handle("LiteRtGetSignatureSubgraph", signature)
         n = ctypes.c_size_t()
-        _check(lib.LiteRtGetNumSubgraphOutputs(subgraph, ctypes.byref(n)), "LiteRtGetNumSubgraphOutputs")
+        _check(getattr(lib, f"LiteRtGetNumSubgraph{kind}s")(subgraph, ctypes.byref(n)), f"{kind}s")
         order = []
         for j in range(n.value):
-            tensor = _handle("LiteRtGetSubgraphOutput", subgraph, _index(j))
+            tensor = _handle(f"LiteRtGetSubgraph{kind}", subgraph, _index(j))
             index = ctypes.c_uint32()
             _check(lib.LiteRtGetTensorIndex(tensor, ctypes.byref(index)), "LiteRtGetTensorIndex")
-            order.append(next(i for i, t in enumerate(outputs) if t.info["index"] == index.value))
+            order.append(next(i for i, t in enumerate(tensors) if t.info["index"] == index.value))
     except (LiteRtError, StopIteration):
-        return list(range(len(outputs)))
-    return order if sorted(order) == list(range(len(outputs))) else list(range(len(outputs)))
+        return fallback
+    return order if sorted(order) == list(range(len(tensors))) else fallback

@@ -17,36 +17,27 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from .tensors import f32, itemsize, struct_format
+
 if TYPE_CHECKING:
     from .manifest import TensorSpec
 
-# dtype name -> struct format (native byte order) and, for integers, the range to clip to
-DTYPES: dict[str, tuple[str, tuple[int, int] | None]] = {
-    "float32": ("=f", None),
-    "float16": ("=e", None),
-    "float64": ("=d", None),
-    "uint8": ("=B", (0, 255)),
-    "int8": ("=b", (-128, 127)),
-    "int16": ("=h", (-32768, 32767)),
-    "uint16": ("=H", (0, 65535)),
-    "int32": ("=i", (-(2**31), 2**31 - 1)),
-    "uint32": ("=I", (0, 2**32 - 1)),
-    "int64": ("=q", (-(2**63), 2**63 - 1)),
-}
 
-_F32 = struct.Struct("=f")
-
-
-def f32(value: float) -> float:
-    """``value`` rounded to the nearest float32 (as NumPy stores a float32 result)."""
-    result: float = _F32.unpack(_F32.pack(value))[0]
-    return result
+def _bounds(dtype: str) -> tuple[int, int] | None:
+    """The range an integer type clips to; None for a float type."""
+    char = struct_format(dtype)
+    if char in "efd":
+        return None
+    if char == "?":
+        raise ValueError(f"a {dtype} input cannot take pixels or numbers")
+    bits = 8 * itemsize(dtype)
+    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if char.islower() else (0, 2**bits - 1)
 
 
 def element(real: float, tensor: TensorSpec) -> bytes:
     """One real value as an element of ``tensor``: quantized with its scale and zero point (or
     rounded, when it has none) and clipped for integer types, cast for float types."""
-    fmt, bounds = DTYPES[tensor["dtype"]]
+    fmt, bounds = "=" + struct_format(tensor["dtype"]), _bounds(tensor["dtype"])
     if bounds is None:
         try:
             return struct.pack(fmt, real)

@@ -9,7 +9,7 @@ import math
 from array import array
 from typing import TYPE_CHECKING, Any
 
-from .tensors import Tensor
+from .tensors import Tensor, f32
 
 if TYPE_CHECKING:
     from .manifest import TensorSpec
@@ -43,18 +43,13 @@ def softmax(x: list[float]) -> list[float]:
     return f32s([v / total for v in e])
 
 
-def _f32(value: float) -> float:
-    result: float = array("f", (value,))[0]
-    return result
-
-
 def sum32(values: list[float]) -> float:
     """The float32 sum NumPy's ``sum`` gives: blocks of 8192 (its buffer), each summed pairwise
     (halves down to 128 elements, then 8 running sums combined as a tree, then the rest in turn);
     a different order rounds differently in the last place, which a 6-decimal score can show."""
     total = 0.0
     for start in range(0, len(values), 8192):
-        total = _f32(total + _pairwise(values[start : start + 8192]))
+        total = f32(total + _pairwise(values[start : start + 8192]))
     return total
 
 
@@ -63,20 +58,20 @@ def _pairwise(a: list[float]) -> float:
     if n < 8:
         total = 0.0
         for v in a:
-            total = _f32(total + v)
+            total = f32(total + v)
         return total
     if n > 128:
         half = n // 2
         half -= half % 8
-        return _f32(_pairwise(a[:half]) + _pairwise(a[half:]))
+        return f32(_pairwise(a[:half]) + _pairwise(a[half:]))
     r = a[:8]
     i = 8
     while i < n - n % 8:
         r = f32s([r[j] + a[i + j] for j in range(8)])
         i += 8
-    total = _f32(_f32(_f32(r[0] + r[1]) + _f32(r[2] + r[3])) + _f32(_f32(r[4] + r[5]) + _f32(r[6] + r[7])))
+    total = f32(f32(f32(r[0] + r[1]) + f32(r[2] + r[3])) + f32(f32(r[4] + r[5]) + f32(r[6] + r[7])))
     for v in a[i:]:
-        total = _f32(total + v)
+        total = f32(total + v)
     return total
 
 

@@ -31,15 +31,14 @@ def run_self_test(session: Session) -> dict[str, Any]:
             want = f"{expected.dtype}{expected.shape}" if expected is not None else "nothing"
             problems.append(f"output {key}: {value.dtype}{value.shape} != {want}")
             continue
-        got, want_values = value.values(), expected.values()
-        diff = max((abs(float(a) - float(b)) for a, b in zip(got, want_values, strict=True)), default=0.0)
-        if any(math.isnan(float(a)) != math.isnan(float(b)) for a, b in zip(got, want_values, strict=True)):
+        pairs = [(float(a), float(b)) for a, b in zip(value.values(), expected.values(), strict=True)]
+        diff = max((abs(a - b) for a, b in pairs), default=0.0)
+        if any(math.isnan(a) != math.isnan(b) for a, b in pairs):
             diff = math.nan
         max_diff = diff if math.isnan(diff) else max(max_diff, diff)
-        if value.is_float:  # numpy.allclose(value, expected, rtol=1e-4, atol=1e-5)
-            ok = all(_close(float(a), float(b)) for a, b in zip(got, want_values, strict=True))
-        else:  # quantized kernels may round differently by one step across CPUs
-            ok = diff <= 1
+        # floats: numpy.allclose(value, expected, rtol=1e-4, atol=1e-5); quantized kernels may round
+        # differently by one step across CPUs
+        ok = all(_close(a, b) for a, b in pairs) if value.is_float else diff <= 1
         if not ok:
             problems.append(f"output {key} differs from the build-time reference")
     return {

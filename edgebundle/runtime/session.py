@@ -4,6 +4,7 @@ by the builder's reference run, so the binary and the build-time reference compu
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Callable
@@ -15,10 +16,9 @@ from .model import load_interpreter, run, signature
 from .payload import Bundle, DirBundle
 from .payload import read_manifest as _read_manifest
 from .pixels import element as _element
-from .pixels import f32
 from .postprocess import summarize
 from .preprocess import FULL_SIZE, ImageError, decode_cost, load, open_image, to_tensor
-from .tensors import NpyError, Tensor, is_known, read_arrays
+from .tensors import NpyError, Tensor, f32, is_known, read_arrays
 
 if TYPE_CHECKING:
     from .manifest import Manifest, TensorSpec
@@ -164,10 +164,8 @@ def constant(value: float, tensor: TensorSpec) -> Tensor:
     """A recipe constant filling a whole input: float32, then quantized or cast to the input's type."""
     if not is_known(tensor["dtype"]):
         raise ValueError(f"input {tensor['name']!r} has type {tensor['dtype']}, which edgebundle cannot fill")
-    count = 1
-    for d in tensor["shape"]:
-        count *= d
-    return Tensor(tensor["dtype"], tuple(tensor["shape"]), _element(f32(value), tensor) * count)
+    element = _element(f32(value), tensor)
+    return Tensor(tensor["dtype"], tuple(tensor["shape"]), element * math.prod(tensor["shape"]))
 
 
 def default_threads() -> int | None:

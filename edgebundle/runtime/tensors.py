@@ -9,6 +9,8 @@ decoders (runtime/detection.py) use NumPy on them.
 
 from __future__ import annotations
 
+import binascii
+import math
 import struct
 import sys
 from typing import NamedTuple
@@ -31,6 +33,22 @@ _TYPES: dict[str, tuple[str, str]] = {
 _BY_CODE = {code: name for name, (_, code) in _TYPES.items()}
 _NATIVE = "<" if sys.byteorder == "little" else ">"
 NPY_MAGIC = b"\x93NUMPY"
+_F32 = struct.Struct("=f")
+
+
+def f32(value: float) -> float:
+    """``value`` rounded to the nearest float32 (as NumPy stores a float32 result)."""
+    result: float = _F32.unpack(_F32.pack(value))[0]
+    return result
+
+
+def struct_format(dtype: str) -> str:
+    """The struct format character of one element of ``dtype`` (native byte order)."""
+    return _TYPES[dtype][0]
+
+
+def itemsize(dtype: str) -> int:
+    return struct.calcsize("=" + _TYPES[dtype][0])
 
 
 class Tensor(NamedTuple):
@@ -40,10 +58,7 @@ class Tensor(NamedTuple):
 
     @property
     def size(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def is_float(self) -> bool:
@@ -112,18 +127,16 @@ def read_npy(data: bytes) -> Tensor:
     if not isinstance(shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise NpyError(f"bad shape {shape!r}")
     dtype = _BY_CODE[descr[1:]]
-    count = 1
-    for d in shape:
-        count *= d
-    itemsize = int(descr[2])
+    count = math.prod(shape)
+    width = int(descr[2])
     body = data[start + hlen :]
-    if len(body) < count * itemsize:
+    if len(body) < count * width:
         raise NpyError(f"{len(body)} bytes of data for {count} elements of {dtype}")
-    body = body[: count * itemsize]
-    if descr[0] not in ("|", "=", _NATIVE) and itemsize > 1:
-        body = _swapped(body, itemsize)
+    body = body[: count * width]
+    if descr[0] not in ("|", "=", _NATIVE) and width > 1:
+        body = _swapped(body, width)
     if fortran and len(shape) > 1:
-        body = _c_order(body, shape, itemsize)
+        body = _c_order(body, shape, width)
     return Tensor(dtype, tuple(shape), body)
 
 
@@ -196,8 +209,6 @@ def _stored_members(data: bytes) -> dict[str, bytes] | None:
         start = pos + _LOCAL.size + nlen + xlen
         if method != 0 or flags & 0x9 or csize != usize or csize == 0xFFFFFFFF or start + csize > len(data):
             return None  # compressed, encrypted, sizes after the data, zip64: zipfile's job
-        import binascii
-
         body = data[start : start + csize]
         if binascii.crc32(body) != crc:
             raise NpyError("a member of the .npz archive is damaged (CRC mismatch)")

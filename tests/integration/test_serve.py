@@ -595,13 +595,16 @@ def test_large_decodes_are_bounded_and_their_memory_given_back(serve: Any) -> No
         time.sleep(0.2)
 
 
-def test_a_failed_self_test_ends_the_service_under_systemd_only(digits_float: Built, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])  # one process, or worker processes and a supervisor
+def test_a_failed_self_test_ends_the_service_under_systemd_only(
+    workers: str, digits_float: Built, tmp_path: Path
+) -> None:
     """Without systemd a server whose self-test fails stays up and says why (503); under systemd it
     exits 1 at once, so Restart= and a deploy's rollback need not wait for TimeoutStartSec."""
     from tests.integration.test_trust import tampered_copy
 
     tampered = tampered_copy(digits_float, tmp_path / "tampered")
-    server = Served(tampered, tmp_path, "--workers", "1", wait_ready=False)
+    server = Served(tampered, tmp_path, "--workers", workers, wait_ready=False)
     try:
         server.wait_for_log("self_test_failed")
         status, _, body = server.request("GET", "/readyz")
@@ -611,7 +614,7 @@ def test_a_failed_self_test_ends_the_service_under_systemd_only(digits_float: Bu
         server.stop()
     with NotifyListener(tmp_path / "notify") as listener:
         server = Served(
-            tampered, tmp_path, "--workers", "1", env={"NOTIFY_SOCKET": listener.env}, wait_ready=False
+            tampered, tmp_path, "--workers", workers, env={"NOTIFY_SOCKET": listener.env}, wait_ready=False
         )
         try:
             assert server.proc.wait(WAIT_S) == 1

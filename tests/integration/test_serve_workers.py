@@ -171,26 +171,6 @@ def test_ready_only_once_every_worker_is_ready(digits_float: Built, tmp_path: Pa
             server.stop()
 
 
-def test_a_failed_self_test_in_the_workers_ends_the_service_under_systemd(
-    digits_float: Built, tmp_path: Path
-) -> None:
-    from tests.integration.test_trust import tampered_copy
-
-    tampered = tampered_copy(digits_float, tmp_path / "tampered")
-    with NotifyListener(tmp_path / "notify") as listener:
-        server = Served(
-            tampered, tmp_path, "--workers", "2", env={"NOTIFY_SOCKET": listener.env}, wait_ready=False
-        )
-        try:
-            assert server.proc.wait(WAIT_S) == 1
-        finally:
-            server.stop()
-        messages = listener.pending()
-    assert not any(m.get("READY") for m in messages), messages
-    assert messages[-1]["STATUS"].startswith("self-test failed: "), messages
-    assert messages[-1]["STATUS"].endswith("(exit 1)"), messages
-
-
 def test_workers_1_is_a_single_process(serve: Any) -> None:
     server = serve("--workers", "1")
     assert children(server.proc.pid) == set()

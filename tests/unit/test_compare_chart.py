@@ -5,7 +5,6 @@ hand or left behind by new results fails. After a benchmark run or a change to t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -22,17 +21,6 @@ RERENDER = "benchmarks/compare.py --rerender benchmarks/results/compare.json"
 
 # matplotlib 3.11 (the dev extra's pin, which the committed bytes depend on) needs Python >= 3.11.
 pytestmark = pytest.mark.skipif(sys.version_info < (3, 11), reason="the pinned matplotlib needs 3.11")
-
-
-@pytest.fixture(scope="module")
-def compare() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("benchmarks_compare", ROOT / "benchmarks" / "compare.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_committed_chart_is_the_rendered_results(compare: ModuleType, tmp_path: Path) -> None:

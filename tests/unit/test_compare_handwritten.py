@@ -5,7 +5,6 @@ to the lower of the two plain scripts in each round, and results with one plain 
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import subprocess
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.conftest import MODELS, ROOT
+from tests.conftest import MODELS
 
 pytest.importorskip("tflite_runtime")
 
@@ -138,17 +137,6 @@ def test_several_inputs_are_not_covered() -> None:
     manifest["model"]["inputs"].append(manifest["model"]["inputs"][0])
     with pytest.raises(handwritten.Unsupported, match="2 inputs"):
         handwritten.script(manifest)
-
-
-@pytest.fixture(scope="module")
-def compare() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("benchmarks_compare", ROOT / "benchmarks" / "compare.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def sample(warm: float, cold: float, rss: int, latency: float) -> dict[str, Any]:
