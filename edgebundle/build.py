@@ -24,8 +24,7 @@ from .backends import RUNTIME_PACKAGE, Stage, stage_runtime
 from .backends.bundle import assemble
 from .backends.runners import ensure_runner
 from .buildenv import for_plan
-from .decoders import DETECTION
-from .errors import BuildError, ConfigError, ModelError, OutputError
+from .errors import BuildError, ModelError, OutputError
 from .modelcheck import check_file, parse_probe_error, validate
 from .plan import BuildPlan
 from .proc import TIMEOUT_S, Echo, stream
@@ -125,13 +124,6 @@ def _build_in(
             # LiteRT's C API lists no ops: the file's own, as the Python APIs name them
             sig["ops"] = sorted({op.name for op in read_model(model_file).ops} - {"DELEGATE"})
         resolved = validate(plan.recipe, sig, labels)
-        decoder = resolved.output.get("decoder")
-        if decoder in DETECTION and not pins.numpy:
-            raise ConfigError(
-                f"{plan.recipe.path}: [output].decoder: {decoder!r} decodes with NumPy, which binaries of "
-                f"target {plan.target.name} ({plan.target.interpreter}: LiteRT's C API) leave out; "
-                "build it for a target with the tflite-runtime or ai-edge-litert interpreter (x86_64, arm64)"
-            )
         manifest = _manifest(plan, sig, resolved.image_input, labels, model_file)
         manifest["recipe"]["output"].update(resolved.output)
         (stage.app / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))

@@ -83,7 +83,7 @@ class Pins:
     source_builds: tuple[str, ...] = ()
     debian_root: tuple[DebianPin, ...] = ()  # pins a Debian build root takes from Debian
     # whether binaries carry NumPy (the interpreter packages' Python APIs need it; LiteRT's C API,
-    # edgebundle's own binding, does not: its binaries leave NumPy and the decoders that use it out)
+    # edgebundle's own binding, does not: its binaries leave NumPy out)
     numpy: bool = True
 
 

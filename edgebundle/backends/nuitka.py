@@ -211,8 +211,8 @@ def includes(stage: Stage) -> tuple[str, ...]:
 
 def nofollow(stage: Stage) -> tuple[str, ...]:
     """What Nuitka neither compiles nor packs; a program without NumPy (the litert interpreter, whose
-    library our plugin carries: nuitka_plugin/) also leaves out NumPy and the runtime's modules that
-    use it, as PyInstaller does (pyinstaller.WITH_NUMPY)."""
+    library our plugin carries: nuitka_plugin/) also leaves out NumPy, as PyInstaller does
+    (pyinstaller.WITH_NUMPY)."""
     return (*NOFOLLOW, *UNUSED_STDLIB, *(() if stage.numpy else WITH_NUMPY))
 
 

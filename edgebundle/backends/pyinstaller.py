@@ -116,9 +116,8 @@ EXCLUDES = (
 )
 
 
-# What a binary without NumPy leaves out: NumPy, and the runtime's modules that use it (detection
-# recipes are refused for such interpreters: decoders.py).
-WITH_NUMPY = ("numpy", "ebrt.detection", "ebrt.anchors")
+# What a binary without NumPy leaves out (only the interpreter packages' Python APIs import it).
+WITH_NUMPY = ("numpy",)
 
 
 def command(python: str, stage: Stage) -> list[str]:

@@ -3,8 +3,8 @@ a shape and the bytes (native byte order, C order); their values as Python numbe
 format (read: raw inputs and the self-test's reference; written: ``--save-outputs``), byte for byte
 what NumPy writes.
 
-The interpreter binding turns these into whatever it needs (runtime/model.py); only the detection
-decoders (runtime/detection.py) use NumPy on them.
+The interpreter binding turns these into whatever it needs (runtime/model.py); the rest of the
+runtime reads them without NumPy.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """Detection recipes built with the real CLI: the binary's detections on the fixture images are the
 rectangles tests/fixtures/detection/squares.json documents, in pixels of the original (upright)
-image, through stretch, letterbox and centre crop (issue #16)."""
+image, through stretch, letterbox and centre crop (issue #16); for the default target and the lean
+one (LiteRT's C API, no NumPy), whose answers are the default's."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +27,30 @@ BOX_TOL_PX = 2.0  # the models are exact to ~0.3 input pixels; the images are up
 SCORE_TOL = 0.01
 
 
-@pytest.fixture(scope="module", params=sorted(RECIPES))
-def detector(request: pytest.FixtureRequest, out_dir: Path) -> tuple[str, Built]:
-    recipe: str = request.param
-    return recipe, build(out_dir, RECIPES[recipe]["model"], fixture_recipe(recipe), name=recipe)
+TARGETS = ("x86_64", "x86_64-lean")
+
+
+@pytest.fixture(scope="module")
+def builds(out_dir: Path) -> Callable[[str, str], Built]:
+    """Each recipe built once per target, when first asked for."""
+    done: dict[tuple[str, str], Built] = {}
+
+    def get(recipe: str, target: str) -> Built:
+        if (recipe, target) not in done:
+            name = recipe if target == "x86_64" else f"{recipe}-lean"
+            model = RECIPES[recipe]["model"]
+            done[recipe, target] = build(
+                out_dir, model, fixture_recipe(recipe), "--target", target, name=name
+            )
+        return done[recipe, target]
+
+    return get
+
+
+@pytest.fixture(scope="module", params=[(r, t) for r in sorted(RECIPES) for t in TARGETS], ids="-".join)
+def detector(request: pytest.FixtureRequest, builds: Callable[[str, str], Built]) -> tuple[str, Built]:
+    recipe, target = request.param
+    return recipe, builds(recipe, target)
 
 
 def detect(built: Built, work: Path, *args: str) -> list[dict[str, Any]]:
@@ -92,3 +114,20 @@ def test_save_outputs_still_gives_the_raw_tensors(detector: tuple[str, Built], t
     outputs = MODEL_INFO[Path(RECIPES[recipe]["model"]).stem]["outputs"]
     with np.load(out) as data:
         assert sorted(data.files) == sorted(o["name"] for o in outputs)
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_lean_answers_as_the_default_target(
+    recipe: str, builds: Callable[[str, str], Built], tmp_path: Path
+) -> None:
+    """Same detections from both interpreters (LiteRT's kernels round a little differently from
+    tflite-runtime's: scores to 1e-5, boxes to 0.01 pixel), and no NumPy in the lean binary."""
+    default, lean = builds(recipe, "x86_64"), builds(recipe, "x86_64-lean")
+    assert lean.manifest["numpy"] == ""
+    for want, got in zip(detect(default, tmp_path), detect(lean, tmp_path), strict=True):
+        assert len(got["detections"]) == len(want["detections"]) > 0, (got, want)
+        for g, w in zip(got["detections"], want["detections"], strict=True):
+            assert (g["index"], g.get("label")) == (w["index"], w.get("label"))
+            assert g["score"] == pytest.approx(w["score"], abs=1e-5)
+            assert g["box"] == pytest.approx(w["box"], abs=0.01)
+            assert g.get("keypoints", []) == pytest.approx(w.get("keypoints", []), abs=0.01)

@@ -11,18 +11,33 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgebundle.runtime import detection
 from edgebundle.runtime.anchors import ssd_anchors
 from edgebundle.runtime.detection import (
     Detector,
+    Real,
     anchor_array,
     decode_postprocess,
     decode_ssd,
     decode_yolo,
     nms_mediapipe,
+    real,
     to_image,
 )
 from edgebundle.runtime.geometry import Frame, Placement, placement
+from edgebundle.runtime.tensors import Tensor
+
+
+def tensor(arr: Any) -> Tensor:
+    arr = np.ascontiguousarray(arr)
+    return Tensor(arr.dtype.name, arr.shape, arr.tobytes())
+
+
+def view(arr: Any) -> Real:
+    """A float32 array as the decoders read an output."""
+    return real(
+        tensor(np.asarray(arr, dtype=np.float32)), {"dtype": "float32", "scale": 0.0, "zero_point": 0}
+    )
+
 
 # --- the reference -------------------------------------------------------------------------------
 
@@ -339,7 +354,7 @@ def test_blazeface_front_anchors_by_hand() -> None:
     [(BLAZEFACE_ANCHORS, 896), (SSD_MOBILENET_ANCHORS, 2034), (FULL_RANGE_ANCHORS, 2304)],
 )
 def test_anchors_match_the_reference(options: dict[str, Any], count: int) -> None:
-    got = anchor_array(options)
+    got = np.asarray(anchor_array(options))
     want = np.asarray(ref_anchors(options))
     assert got.shape == (count, 4)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
@@ -370,10 +385,13 @@ def compare(got: Any, want: list[dict[str, Any]], keypoints: bool = True) -> Non
     assert len(got.scores) == len(want), (len(got.scores), len(want))
     np.testing.assert_allclose(got.scores, [d["score"] for d in want], rtol=1e-5)
     np.testing.assert_allclose(got.boxes, np.asarray([d["box"] for d in want]).reshape(-1, 4), atol=2e-5)
-    assert got.classes.tolist() == [d["class"] for d in want]
+    assert got.classes == [d["class"] for d in want]
     if keypoints:
+        assert got.keypoints is not None
         np.testing.assert_allclose(
-            got.keypoints, np.asarray([d["keypoints"] for d in want]).reshape(got.keypoints.shape), atol=2e-5
+            np.asarray(got.keypoints).reshape(len(want), -1, 2),
+            np.asarray([d["keypoints"] for d in want]).reshape(len(want), -1, 2),
+            atol=2e-5,
         )
 
 
@@ -385,7 +403,7 @@ def test_ssd_with_keypoints_matches_the_reference(algorithm: str, overlap: str) 
     anchors = anchor_array(BLAZEFACE_ANCHORS)
     raw, scores = ssd_raw(rng, opts, anchors)
     nms = nms_opts(algorithm=algorithm, overlap_type=overlap)
-    got = nms_mediapipe(decode_ssd(raw, scores, anchors, opts, 0.5), nms)
+    got = nms_mediapipe(decode_ssd(view(raw), view(scores), anchors, opts, 0.5), nms)
     want = ref_nms(ref_tensors_to_detections(raw, scores, ref_anchors(BLAZEFACE_ANCHORS), opts, 0.5), nms)
     assert len(want) > 3
     compare(got, want)
@@ -417,7 +435,7 @@ def test_ssd_options_match_the_reference(over: dict[str, Any]) -> None:
     raw = rng.normal(0, 1, size=(1, len(anchors), opts["num_coords"])).astype(np.float32)
     scores = rng.normal(-1, 2, size=(1, len(anchors), opts["num_classes"])).astype(np.float32)
     nms = nms_opts(algorithm="default", max_num_detections=25)
-    got = nms_mediapipe(decode_ssd(raw, scores, anchors, opts, opts["min_score_thresh"]), nms)
+    got = nms_mediapipe(decode_ssd(view(raw), view(scores), anchors, opts, opts["min_score_thresh"]), nms)
     want = ref_nms(
         ref_tensors_to_detections(
             raw, scores, ref_anchors(SSD_MOBILENET_ANCHORS), opts, opts["min_score_thresh"]
@@ -429,32 +447,14 @@ def test_ssd_options_match_the_reference(over: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("algorithm", ["default", "weighted"])
-@pytest.mark.parametrize("overlap", ["jaccard", "modified-jaccard", "intersection-over-union"])
-def test_nms_without_the_candidate_matrix_is_the_same(
-    algorithm: str, overlap: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    rng = np.random.default_rng(5)
-    opts = detections_opts()
-    anchors = anchor_array(BLAZEFACE_ANCHORS)
-    raw, scores = ssd_raw(rng, opts, anchors)
-    found = decode_ssd(raw, scores, anchors, opts, 0.5)
-    nms = nms_opts(algorithm=algorithm, overlap_type=overlap)
-    with_matrix = nms_mediapipe(found, nms)
-    monkeypatch.setattr(detection, "MATRIX_MAX", 0)
-    without = nms_mediapipe(found, nms)
-    np.testing.assert_allclose(without.boxes, with_matrix.boxes, atol=1e-6)
-    np.testing.assert_array_equal(without.scores, with_matrix.scores)
-
-
-@pytest.mark.parametrize("algorithm", ["default", "weighted"])
 def test_nothing_over_the_threshold_is_no_detection(algorithm: str) -> None:
     opts = detections_opts()
     anchors = anchor_array(BLAZEFACE_ANCHORS)
     raw, scores = ssd_raw(np.random.default_rng(1), opts, anchors)
-    found = nms_mediapipe(decode_ssd(raw, scores, anchors, opts, 1.0), nms_opts(algorithm=algorithm))
-    assert found.boxes.shape == (0, 4)
-    assert found.keypoints is not None
-    assert found.keypoints.shape == (0, 6, 2)
+    found = nms_mediapipe(
+        decode_ssd(view(raw), view(scores), anchors, opts, 1.0), nms_opts(algorithm=algorithm)
+    )
+    assert found == ([], [], [], [])
 
 
 def test_weighted_nms_with_the_default_threshold_stops_after_one_as_mediapipe() -> None:
@@ -464,7 +464,7 @@ def test_weighted_nms_with_the_default_threshold_stops_after_one_as_mediapipe() 
     anchors = anchor_array(BLAZEFACE_ANCHORS)
     raw, scores = ssd_raw(rng, opts, anchors)
     nms = nms_opts(min_suppression_threshold=1.0)
-    got = nms_mediapipe(decode_ssd(raw, scores, anchors, opts, 0.5), nms)
+    got = nms_mediapipe(decode_ssd(view(raw), view(scores), anchors, opts, 0.5), nms)
     assert len(got.scores) == 1
 
 
@@ -487,7 +487,7 @@ def test_ssd_quantized_outputs_are_dequantized_first(dtype: Any) -> None:
     qs, is_ = quantize(scores, dtype)
     spec = {"decoder": "ssd", "anchors": BLAZEFACE_ANCHORS, "detections": opts, "nms": nms_opts()}
     outputs = [{"name": "regressors", **ib}, {"name": "classificators", **is_}]
-    got = Detector(spec, outputs, (128, 128), None).detect([qb, qs])
+    got = Detector(spec, outputs, (128, 128), None).detect([tensor(qb), tensor(qs)])
     real_b = (qb.astype(np.float64) - ib["zero_point"]) * ib["scale"]
     real_s = (qs.astype(np.float64) - is_["zero_point"]) * is_["scale"]
     want = ref_nms(
@@ -528,7 +528,7 @@ def test_yolo_matches_the_reference(layout: str, agnostic: bool, boxes: str, siz
         "iou_threshold": 0.45,
         "max_detections": 40,
     }
-    got = decode_yolo(pred, opts, 320, 320, 0.25)
+    got = decode_yolo(view(pred), pred.shape[-2:], opts, 320, 320, 0.25)
     want = ref_yolo(pred, layout, 0.25, 0.45, agnostic, 40)
     assert len(want) > 5
     for d in want:
@@ -553,7 +553,7 @@ def test_yolo_int8_through_the_detector() -> None:
             "num_classes": 2,
         },
     }
-    got = Detector(spec, [{"name": "out", **info}], (320, 320), None).detect([q])
+    got = Detector(spec, [{"name": "out", **info}], (320, 320), None).detect([tensor(q)])
     real = (q.astype(np.float64) - info["zero_point"]) * info["scale"]
     compare(got, ref_yolo(real, "v8", 0.3, 0.5, False, 300), keypoints=False)
 
@@ -569,14 +569,15 @@ def test_postprocess_outputs() -> None:
     scores = np.asarray([[0.9, 0.8, 0.4, 0.0]], np.float32)
     count = np.asarray([3.0], np.float32)
     opts = {"min_score_thresh": None, "max_results": -1, "ignore_classes": [], "allow_classes": []}
-    got = decode_postprocess(boxes, classes, scores, count, opts, None)
+    raw = [view(boxes), view(classes), view(scores), view(count)]
+    got = decode_postprocess(*raw, opts, None)
     # the second box has ymax < ymin: dropped, as MediaPipe drops negative sizes; the fourth is past count
     np.testing.assert_allclose(got.boxes, [[0.2, 0.1, 0.6, 0.5], [0.0, 0.0, 1.0, 1.0]])
-    assert got.classes.tolist() == [2, 1]
-    got = decode_postprocess(boxes, classes, scores, count, {**opts, "ignore_classes": [2]}, 0.3)
-    assert got.classes.tolist() == [1]
-    got = decode_postprocess(boxes, classes, scores, count, opts, 0.5)
-    assert got.scores.tolist() == pytest.approx([0.9])
+    assert got.classes == [2, 1]
+    got = decode_postprocess(*raw, {**opts, "ignore_classes": [2]}, 0.3)
+    assert got.classes == [1]
+    got = decode_postprocess(*raw, opts, 0.5)
+    assert got.scores == pytest.approx([0.9])
 
 
 def test_detector_answer_for_the_detection_op() -> None:
@@ -597,10 +598,10 @@ def test_detector_answer_for_the_detection_op() -> None:
         {"name": name, "dtype": "float32", "scale": 0.0, "zero_point": 0} for name in ("s", "b", "n", "c")
     ]
     values = [
-        np.asarray([[0.6, 0.95]], np.float32),
-        np.asarray([[[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 0.5, 0.5]]], np.float32),
-        np.asarray([2.0], np.float32),
-        np.asarray([[1.0, 0.0]], np.float32),
+        tensor(np.asarray([[0.6, 0.95]], np.float32)),
+        tensor(np.asarray([[[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 0.5, 0.5]]], np.float32)),
+        tensor(np.asarray([2.0], np.float32)),
+        tensor(np.asarray([[1.0, 0.0]], np.float32)),
     ]
     det = Detector(spec, outputs, (100, 100), ["cat", "dog"])
     frame = Frame(400, 200, Placement(100, 100, 0, 0))  # stretched
@@ -620,11 +621,11 @@ def test_letterbox_mapping_with_known_geometry() -> None:
     place = placement(200, 100, 100, 100, "letterbox")
     assert place == Placement(100, 50, 0, 25)
     frame = Frame(200, 100, place)
-    box = np.asarray([[[0.1, 0.25], [0.5, 0.75]]])  # tensor pixels (10, 25) - (50, 75)
-    np.testing.assert_allclose(to_image(box, frame, 100, 100), [[[20, 0], [100, 100]]])
+    box = [(0.1, 0.25), (0.5, 0.75)]  # tensor pixels (10, 25) - (50, 75)
+    np.testing.assert_allclose(to_image(box, frame, 100, 100), [[20, 0], [100, 100]])
     # in the padding: clipped to the image
-    np.testing.assert_allclose(to_image(np.asarray([[0.5, 0.1]]), frame, 100, 100), [[100, 0]])
-    np.testing.assert_allclose(to_image(np.asarray([[1.0, 0.9]]), frame, 100, 100), [[200, 100]])
+    np.testing.assert_allclose(to_image([(0.5, 0.1)], frame, 100, 100), [[100, 0]])
+    np.testing.assert_allclose(to_image([(1.0, 0.9)], frame, 100, 100), [[200, 100]])
 
 
 def test_center_crop_mapping_with_known_geometry() -> None:
@@ -632,16 +633,14 @@ def test_center_crop_mapping_with_known_geometry() -> None:
     place = placement(200, 100, 100, 100, "center-crop")
     assert place == Placement(200, 100, -50, 0)
     frame = Frame(200, 100, place)
-    box = np.asarray([[[0.1, 0.25], [0.5, 0.75]]])
-    np.testing.assert_allclose(to_image(box, frame, 100, 100), [[[60, 25], [100, 75]]])
+    box = [(0.1, 0.25), (0.5, 0.75)]
+    np.testing.assert_allclose(to_image(box, frame, 100, 100), [[60, 25], [100, 75]])
     # 300x600 into 100x50 (w x h): scale max(1/3, 1/12) -> 100x200, 75 rows cut above
     place = placement(300, 600, 100, 50, "center-crop")
     assert place == Placement(100, 200, 0, -75)
-    np.testing.assert_allclose(
-        to_image(np.asarray([[0.5, 0.5]]), Frame(300, 600, place), 100, 50), [[150, 300]]
-    )
+    np.testing.assert_allclose(to_image([(0.5, 0.5)], Frame(300, 600, place), 100, 50), [[150, 300]])
 
 
 def test_stretch_mapping() -> None:
     frame = Frame(640, 480, placement(640, 480, 128, 128, "stretch"))
-    np.testing.assert_allclose(to_image(np.asarray([[0.25, 0.5]]), frame, 128, 128), [[160, 240]])
+    np.testing.assert_allclose(to_image([(0.25, 0.5)], frame, 128, 128), [[160, 240]])
