@@ -228,9 +228,16 @@ class Interpreter:
         self._out_order = _subgraph_order(signature, self._out, "Output", list(range(len(self._out))))
 
     def _buffer(self, t: _Tensor) -> ctypes.c_void_p:
-        return _handle(
+        """A host buffer, zeroed: what an op leaves unwritten (TFLite_Detection_PostProcess past its
+        count) reads as 0, as with tflite_runtime, not as whatever the allocation held."""
+        buffer = _handle(
             "LiteRtCreateManagedTensorBuffer", self._env, _HOST_MEMORY, t.ranked, ctypes.c_size_t(t.nbytes)
         )
+        address = _P()
+        _check(_library().LiteRtLockTensorBuffer(buffer, ctypes.byref(address), _WRITE), "lock")
+        ctypes.memset(address, 0, t.nbytes)
+        _library().LiteRtUnlockTensorBuffer(buffer)
+        return buffer
 
     def allocate_tensors(self) -> None:
         """Done when the model is compiled."""
