@@ -1,13 +1,15 @@
 """Decode + NMS time of the ``ssd`` decoder for 2,304 anchors (MediaPipe's BlazeFace full-range
 layout: 192x192, one stride-4 layer, 16 values per box with 6 keypoints, weighted NMS), the goal being
-<= 1 ms on the build machine:
+<= 1 ms on the build machine, and of the ``yolo`` decoder for YOLOv8n's [1, 84, 8400]:
 
-    .venv/bin/python benchmarks/detection.py [--runs 2000]
+    .venv/bin/python benchmarks/detection.py [--runs 500]
 
 It times ``Detector.detect`` (dequantize, decode, threshold, NMS, sort; not the interpreter) on
 synthetic raw outputs: a "typical" frame (3 faces, each a cluster of anchors over the threshold, the
 rest background) and a "busy" one (a threshold low enough to pass ~10% of the anchors), float32 and
-int8. Prints the median and 90th percentile of each; not a timed unit test (the machine is shared).
+int8; YOLO with 60 objects among faint scores. Beside the runtime's plain-Python decoders, the NumPy
+ones they replaced (tests/unit/numpy_detection.py), interleaved, and the ratio of the two. Prints the
+median and 90th percentile of each; not a timed unit test (the machine is shared).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edgebundle.runtime.detection import Detector  # noqa: E402
+from edgebundle.runtime.tensors import Tensor  # noqa: E402
+from tests.unit import numpy_detection  # noqa: E402
 
 ANCHORS = {
     "num_layers": 1,
@@ -102,24 +106,53 @@ def quantized(x: Any) -> tuple[Any, dict[str, Any]]:
     }
 
 
-def measure(detector: Detector, values: list[Any], runs: int) -> tuple[float, float, int]:
-    found = len(detector.detect(values).scores)
-    for _ in range(50):
-        detector.detect(values)
-    times = []
+def tensor(arr: Any) -> Tensor:
+    return Tensor(arr.dtype.name, arr.shape, np.ascontiguousarray(arr).tobytes())
+
+
+def measure(spec: dict[str, Any], outputs: list[Any], size: int, values: list[Any], runs: int) -> list[Any]:
+    """(median ms, p90 ms, detections) of the plain-Python decoder and of the NumPy one, interleaved."""
+    plain = Detector(spec, outputs, (size, size), None)
+    numpy = numpy_detection.Detector(spec, outputs, (size, size), None)
+    calls = [lambda: plain.detect([tensor(v) for v in values]), lambda: numpy.detect(values)]
+    found = [len(call().scores) for call in calls]
+    times: list[list[float]] = [[], []]
     for _ in range(runs):
-        start = time.perf_counter()
-        detector.detect(values)
-        times.append((time.perf_counter() - start) * 1000)
-    times.sort()
-    return statistics.median(times), times[int(len(times) * 0.9)], found
+        for n, call in enumerate(calls):
+            start = time.perf_counter()
+            call()
+            times[n].append((time.perf_counter() - start) * 1000)
+    out = []
+    for n in range(2):
+        times[n].sort()
+        out.append((statistics.median(times[n]), times[n][int(len(times[n]) * 0.9)], found[n]))
+    return out
+
+
+def yolo_frame(rng: np.random.Generator) -> Any:
+    n, classes = 8400, 80
+    xywh = np.concatenate([rng.uniform(0, 1, (n, 2)), rng.uniform(0.02, 0.3, (n, 2))], axis=1)
+    scores = (rng.uniform(0, 1, (n, classes)) ** 12) * 0.2
+    objects = rng.choice(n, 60, replace=False)
+    scores[objects, rng.integers(0, classes, 60)] = rng.uniform(0.3, 0.9, 60)
+    return np.concatenate([xywh, scores], axis=1).astype(np.float32).T[None]
+
+
+def report(case: str, kind: str, passing: int | str, results: list[Any]) -> None:
+    (median, p90, found), (np_median, np_p90, np_found) = results
+    assert found == np_found, (found, np_found)
+    print(
+        f"  {case:8s} {kind:8s} {passing!s:>5s} over the threshold -> {found:2d} detections: "
+        f"median {median:.3f}  p90 {p90:.3f}  "
+        f"(NumPy {np_median:.3f} / {np_p90:.3f}: {median / np_median:.2f}x)"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=500)
     args = parser.parse_args()
     spec = {"decoder": "ssd", "anchors": ANCHORS, "detections": DETECTIONS, "nms": NMS}
     rng = np.random.default_rng(2304)
@@ -137,12 +170,25 @@ def main() -> None:
             outputs = [
                 {**o, "name": name} for o, name in zip(outputs, ("regressors", "classificators"), strict=True)
             ]
-            detector = Detector(spec, outputs, (192, 192), None)
-            median, p90, found = measure(detector, values, args.runs)
-            print(
-                f"  {case:8s} {kind:8s} {passing:4d} over the threshold -> {found:2d} detections: "
-                f"median {median:.3f}  p90 {p90:.3f}"
-            )
+            report(case, kind, passing, measure(spec, outputs, 192, values, args.runs))
+    yolo = {
+        "layout": "v8",
+        "boxes": "auto",
+        "class_agnostic": False,
+        "iou_threshold": 0.7,
+        "max_detections": 300,
+        "score_threshold": 0.25,
+    }
+    pred = yolo_frame(rng)
+    print(f"YOLOv8 [1, 84, 8400], {args.runs} runs (ms)")
+    for kind in ("float32", "int8"):
+        if kind == "float32":
+            outputs, values = [{**float_info, "name": "out"}], [pred]
+        else:
+            q, info = quantized(pred)
+            outputs, values = [{**info, "name": "out"}], [q]
+        spec = {"decoder": "yolo", "tensor": "out", "yolo": yolo}
+        report("yolov8", kind, "", measure(spec, outputs, 640, values, max(args.runs // 5, 20)))
 
 
 if __name__ == "__main__":

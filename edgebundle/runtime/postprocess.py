@@ -49,11 +49,11 @@ def sum32(values: list[float]) -> float:
     a different order rounds differently in the last place, which a 6-decimal score can show."""
     total = 0.0
     for start in range(0, len(values), 8192):
-        total = f32(total + pairwise_sum(values[start : start + 8192]))
+        total = f32(total + _pairwise(values[start : start + 8192]))
     return total
 
 
-def pairwise_sum(a: list[float]) -> float:
+def _pairwise(a: list[float]) -> float:
     n = len(a)
     if n < 8:
         total = 0.0
@@ -63,7 +63,7 @@ def pairwise_sum(a: list[float]) -> float:
     if n > 128:
         half = n // 2
         half -= half % 8
-        return f32(pairwise_sum(a[:half]) + pairwise_sum(a[half:]))
+        return f32(_pairwise(a[:half]) + _pairwise(a[half:]))
     r = a[:8]
     i = 8
     while i < n - n % 8:

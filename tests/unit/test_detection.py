@@ -14,15 +14,14 @@ import pytest
 from edgebundle.runtime.anchors import ssd_anchors
 from edgebundle.runtime.detection import (
     Detector,
-    Real,
     anchor_array,
     decode_postprocess,
     decode_ssd,
     decode_yolo,
     nms_mediapipe,
-    real,
     to_image,
 )
+from edgebundle.runtime.floats import Real, real
 from edgebundle.runtime.geometry import Frame, Placement, placement
 from edgebundle.runtime.tensors import Tensor
 

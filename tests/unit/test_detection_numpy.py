@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgebundle.runtime import detection
+from edgebundle.runtime import detection, nms
 from tests.unit import numpy_detection
 from tests.unit.test_detection import (
     BLAZEFACE_ANCHORS,
@@ -26,7 +26,7 @@ from tests.unit.test_detection import (
 FLOAT = {"dtype": "float32", "scale": 0.0, "zero_point": 0}
 
 
-def same(got: detection.Detections, want: numpy_detection.Detections, exact: bool) -> None:
+def same(got: nms.Detections, want: numpy_detection.Detections, exact: bool) -> None:
     assert got.classes == want.classes.tolist()
     tol = {"rtol": 0, "atol": 0} if exact else {"rtol": 3e-7, "atol": 3e-8}
     np.testing.assert_allclose(np.float32(got.scores), want.scores, **tol)
