@@ -81,7 +81,7 @@ def test_ssd(algorithm: str, overlap: str, case: int, matrix: bool, monkeypatch:
         monkeypatch.setattr(numpy_detection, "MATRIX_MAX", 0)
     rng = np.random.default_rng(case)
     opts = detections_opts(**SSD_CASES[case])
-    anchors = SSD_MOBILENET_ANCHORS if opts["num_classes"] > 1 else BLAZEFACE_ANCHORS
+    anchors = SSD_MOBILENET_ANCHORS if opts["num_classes"] > 2 else BLAZEFACE_ANCHORS
     opts["num_boxes"] = len(numpy_detection.anchor_array(anchors))
     raw, scores = ssd_raw(rng, opts, None)
     spec = {
