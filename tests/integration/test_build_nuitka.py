@@ -17,13 +17,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import DIGITS, IMAGES
+from tests.conftest import DIGITS, FIXTURES, IMAGES
 from tests.integration.conftest import (
     CLEAN_ENV,
     Built,
     assert_outputs_equal,
     binary_outputs,
     build,
+    fixture_recipe,
     reference_outputs,
     run_binary,
     runner_moved_aside,
@@ -78,7 +79,7 @@ def pyinstaller_lean(nuitka_dir: Path) -> Built:
 
 
 def test_lean_carries_the_litert_library_and_no_numpy(nuitka_lean: Built, tmp_path: Path) -> None:
-    """nofollow of NumPy and the runtime's modules that use it; libLiteRt.so where the binding looks
+    """nofollow of NumPy; libLiteRt.so where the binding looks
     (ai_edge_litert/ under the folder, a sys.path entry: our plugin's DLL entry), its libstdc++ and
     libgcc_s with the bundled C library."""
     m = nuitka_lean.manifest
@@ -108,6 +109,22 @@ def test_lean_answers_equal_pyinstallers(nuitka_lean: Built, pyinstaller_lean: B
     assert_outputs_equal(
         binary_outputs(nuitka_lean, image, tmp_path), binary_outputs(pyinstaller_lean, image, tmp_path)
     )
+
+
+def test_lean_detections_equal_pyinstallers(nuitka_dir: Path, tmp_path: Path) -> None:
+    """The detection decoders (plain Python) compiled by Nuitka into a binary without NumPy: the same
+    boxes, scores and keypoints as the PyInstaller build's (the runner is the digits one's)."""
+    model, recipe = "det_ssd.tflite", fixture_recipe("det-ssd")
+    args = ("--target", "x86_64-lean")
+    nuitka = build(nuitka_dir, model, recipe, *args, "--backend", "nuitka", name="det_ssd_lean")
+    pyinstaller = build(nuitka_dir, model, recipe, *args, name="det_ssd_lean_pi")
+    images = [str(FIXTURES / "detection" / name) for name in ("squares.png", "wide.png", "tall_exif.png")]
+    got = run_binary(nuitka.path, *images, cwd=tmp_path)
+    want = run_binary(pyinstaller.path, *images, cwd=tmp_path)
+    assert got.returncode == want.returncode == 0, got.stderr + want.stderr
+    answers = [[json.loads(line)["detections"] for line in p.stdout.splitlines()] for p in (got, want)]
+    assert answers[0] == answers[1]
+    assert all(answers[0])
 
 
 def test_info_names_the_backend(nuitka_float: Built) -> None:
