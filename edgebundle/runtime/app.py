@@ -220,9 +220,6 @@ def main(argv: list[str] | None = None) -> int:
 
     # More interpreter threads than CPUs only thrash (and --threads 100000 never finished starting).
     args.threads, capped = cap_threads(args.threads or default_threads())
-    one_thread = manifest["interpreter"]["module"].endswith(".litert")  # the wheel sets no thread count
-    if one_thread and args.threads is not None and args.threads > 1:
-        capped = f"{args.threads} threads asked for, but LiteRT's C API runs this model on one thread"
     if capped and not args.serve:  # --serve logs it as JSON, like everything it says
         print(f"{prog}: warning: {capped}", file=sys.stderr)
     args.threads_capped = capped

@@ -3,8 +3,8 @@ and the library is the only thing a binary loads to run its model (2 ms, where t
 wrappers import NumPy: ~150 ms on a small gateway's start). The interpreter of the ``litert`` pins
 (edgebundle/pins.toml); the builder runs the same code to check a model and make its reference.
 
-The model runs through LiteRT's default signature on the CPU (XNNPACK, one thread: the wheel's library
-does not export the CPU options that set more). Inputs and outputs are described, like the Python
+The model runs through LiteRT's default signature on the CPU (XNNPACK; one thread unless more are
+asked for: ``_add_cpu_threads``). Inputs and outputs are described, like the Python
 API's ``get_input_details``, in the subgraph's order with their tensor indices, names, shapes (a
 dynamic batch dimension resized to 1), types and per-tensor quantization.
 
@@ -52,6 +52,13 @@ _LAYOUT = 68  # sizeof(LiteRtLayout): rank (7 bits) and has_strides (1), int32 d
 _RANKED = 72  # sizeof(LiteRtRankedTensorType): int element_type, then the layout
 
 _P = ctypes.c_void_p
+# The CPU accelerator's options (LiteRT v2.1.6: litert/runtime/litert_cpu_options.{h,cc}, read by
+# accelerators/xnnpack/xnnpack_accelerator.cc and compiled_model.cc): an opaque options item
+# "xnnpack" whose payload is a NUL-terminated TOML string such as b"num_threads = 2\n", parsed when
+# the model is compiled (XNNPACK's thread pool, and the interpreter's threads). The wheel exports no
+# helper that writes it (LiteRtCreateCpuOptions is not in the library). LiteRT < 2.1.3 read a C struct
+# under the same name, and 2.2 looks for "cpu_delegate" too: this is for the pinned 2.1.6.
+_CPU_OPTIONS = b"xnnpack"
 # The library, loaded once, and one environment per process, never destroyed (destroying it logs to
 # stderr at every exit).
 _loaded: dict[str, Any] = {}
@@ -153,7 +160,6 @@ class Interpreter:
         model_content: bytes | None = None,
         num_threads: int | None = None,
     ) -> None:
-        del num_threads  # one thread: see the module docstring
         if model_content is None:
             if model_path is None:
                 raise ValueError("model_path or model_content is needed")
@@ -189,6 +195,8 @@ class Interpreter:
                 lib.LiteRtSetOptionsHardwareAccelerators(options, _CPU),
                 "LiteRtSetOptionsHardwareAccelerators",
             )
+            if num_threads is not None and num_threads > 1:
+                _add_cpu_threads(options, min(num_threads, len(os.sched_getaffinity(0))))
             self._compiled = _P()
             status = lib.LiteRtCreateCompiledModel(
                 self._env, self._model, options, ctypes.byref(self._compiled)
@@ -293,6 +301,30 @@ class Interpreter:
             handle = getattr(self, attr, None)
             if handle:
                 getattr(lib, name)(handle)
+
+
+def _add_cpu_threads(options: ctypes.c_void_p, n: int) -> None:
+    """Give ``options`` (which then owns it, and frees it with the C library's free) the CPU options
+    that set ``n`` threads: XNNPACK's pool starts them when the model is compiled."""
+    lib = _library()
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = _P
+    text = b"num_threads = %d\n\0" % n
+    payload = libc.malloc(ctypes.c_size_t(len(text)))
+    if not payload:
+        raise MemoryError
+    ctypes.memmove(payload, text, len(text))
+    opaque = _P()
+    status = lib.LiteRtCreateOpaqueOptions(
+        _CPU_OPTIONS, _P(payload), ctypes.cast(libc.free, _P), ctypes.byref(opaque)
+    )
+    if status:
+        libc.free(_P(payload))
+        _check(status, "LiteRtCreateOpaqueOptions")
+    status = lib.LiteRtAddOpaqueOptions(options, opaque)
+    if status:
+        lib.LiteRtDestroyOpaqueOptions(opaque)  # and the payload with it
+        _check(status, "LiteRtAddOpaqueOptions")
 
 
 def _subgraph_order(

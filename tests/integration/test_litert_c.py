@@ -5,7 +5,9 @@ against the default target's binary (tflite-runtime), which computes the same mo
 from __future__ import annotations
 
 import json
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 
 from edgebundle.target import load_target
 from edgebundle.toolchains.venv import HostVenv
-from tests.conftest import DIGITS, IMAGES, MODELS
+from tests.conftest import DIGITS, IMAGES, MODELS, ROOT
 from tests.integration.conftest import (
     Built,
     assert_outputs_equal,
@@ -171,11 +173,31 @@ def test_a_broken_model_in_a_binary_is_exit_3(lean: Built, tmp_path: Path) -> No
     assert "Traceback" not in proc.stderr
 
 
-def test_threads_says_it_runs_one(lean: Built, tmp_path: Path) -> None:
+def test_threads_run_xnnpacks_pool(lean: Built, tmp_path: Path) -> None:
+    """--threads N reaches LiteRT's CPU accelerator (the options item litert.py writes itself): the
+    same answer, no warning, and N - 1 worker threads once the model is compiled."""
+    plain = run_binary(lean.path, str(DIGITS / "sample_2.png"), cwd=tmp_path)
     proc = run_binary(lean.path, "--threads", "2", str(DIGITS / "sample_2.png"), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["top_k"][0]["label"] == "two"
-    assert (
-        proc.stderr
-        == "digits_lean: warning: 2 threads asked for, but LiteRT's C API runs this model on one thread\n"
+    assert proc.returncode == plain.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert json.loads(proc.stdout)["top_k"] == json.loads(plain.stdout)["top_k"]
+    python = HostVenv(load_target("x86_64-lean"), "pyinstaller").python
+    code = (
+        "import os, sys; sys.path.insert(0, sys.argv[1]); from ebrt import litert\n"
+        "model = open(sys.argv[2], 'rb').read()\n"
+        "counts = []\n"
+        "for n in (1, 2):\n"
+        "    before = len(os.listdir('/proc/self/task'))\n"
+        "    it = litert.Interpreter(model_content=model, num_threads=n)\n"
+        "    counts.append(len(os.listdir('/proc/self/task')) - before)\n"
+        "    del it\n"
+        "print(counts)"
     )
+    runtime = tmp_path / "rt"
+    shutil.copytree(
+        ROOT / "edgebundle" / "runtime", runtime / "ebrt", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    out = subprocess.run(
+        [python, "-c", code, str(runtime), str(lean.model)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[0, 1]", out.stdout + out.stderr
