@@ -10,6 +10,10 @@ first binary; its interpreter module is the script's), run as ``PLAIN_PYTHON scr
 model's self-test image, with its .pyc files compiled by a first run. A binary is timed two ways: the
 same work (``BINARY IMAGE``) and ``BINARY --self-test`` (what ``edgebundle test`` times), each once
 unpacked by a first run (warm: its runner is in the cache, a cache per binary). Wall time from spawn to exit.
+
+``--cold``: first runs instead, the issue's "first run after copying": every run of a binary is a
+fresh copy of it with an empty cache (its runner unpacked by that run), every run of the plain script
+a fresh copy of its folder (its script not yet compiled; the interpreter's packages as installed).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ def main() -> int:
     )
     parser.add_argument("--script-from", type=Path, help="the binary whose manifest the script is made for")
     parser.add_argument("--runs", type=int, default=25)
+    parser.add_argument("--cold", action="store_true", help="first runs after a copy, with empty caches")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     binaries = {name: Path(path).resolve() for name, _, path in (v.partition("=") for v in args.variants)}
@@ -83,18 +88,22 @@ def main() -> int:
             answers[name] = proc.stdout
     times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(args.runs):
-        for name, (argv, home) in commands.items():
+        for name, (command, home) in commands.items():
             env = {"PATH": "/usr/bin:/bin", "HOME": str(scratch / f"home-{home}")}
+            argv, cwd = command, app
+            if args.cold:
+                argv, cwd, env["HOME"] = _fresh_copy(command, app, scratch / "cold", home)
             start = time.perf_counter()
             subprocess.run(
-                argv, cwd=app, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True
+                argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True
             )
             times[name].append((time.perf_counter() - start) * 1000)
     shutil.rmtree(scratch, ignore_errors=True)
     plain = next(iter(commands))
     reference = statistics.median(times[plain])
+    kind = "cold" if args.cold else "warm"
     lines = [
-        f"| command ({args.runs} interleaved runs each) | warm p50 ms | min ms | / plain script |",
+        f"| command ({args.runs} interleaved runs each) | {kind} p50 ms | min ms | / plain script |",
         "|---|---|---|---|",
     ]
     for name, values in times.items():
@@ -107,6 +116,21 @@ def main() -> int:
     if args.out:
         args.out.write_text(table + "\n")
     return 0
+
+
+def _fresh_copy(argv: list[str], app: Path, where: Path, home: str) -> tuple[list[str], Path, str]:
+    """A copy of what ``argv`` runs, made now (the binary, or the plain script's folder), and an empty
+    HOME: the command, its working directory and HOME for one cold run."""
+    shutil.rmtree(where, ignore_errors=True)
+    where.mkdir(parents=True)
+    copy = where / "app"
+    shutil.copytree(app, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    if home != "plain":  # a binary: copied next to the app, as a user copies one file
+        binary = where / Path(argv[0]).name
+        shutil.copy2(argv[0], binary)
+        argv = [str(binary), *argv[1:]]
+    (where / "home").mkdir()
+    return argv, copy, str(where / "home")
 
 
 if __name__ == "__main__":
