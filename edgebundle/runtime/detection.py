@@ -213,8 +213,12 @@ def decode_yolo(
     if opts["layout"] == "v8":
         width, n = shape
         count = width - 4
-        flags = any_row(screen(pred, 4 * n, 1, count * n, thr), count, n)  # any class may pass
-        for i in positions(flags):
+        flags = screen(pred, 4 * n, 1, count * n, thr)  # [class, candidate]: may pass
+        if flags.count(1) <= n:  # few: their candidates from their positions
+            candidates = sorted({p % n for p in positions(flags)})
+        else:  # many: any class of each candidate, the rows as integers
+            candidates = positions(any_row(flags, count, n))
+        for i in candidates:
             conf = pred[4 * n + i : width * n : n]
             _take(conf, thr, (pred[i], pred[n + i], pred[2 * n + i], pred[3 * n + i]), xywh, scores, classes)
         normalized = _normalized(pred, [(0, 1, 4 * n)], opts["boxes"])

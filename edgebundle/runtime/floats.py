@@ -17,7 +17,7 @@ import math
 import struct
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from .postprocess import f32s
 from .tensors import Tensor, f32
@@ -92,29 +92,41 @@ def _first(lo: int, hi: int, passes: Callable[[int], bool]) -> int:
     return lo
 
 
+class _Edge(NamedTuple):
+    """A top byte whose floats pass or not by the next byte: at least ``second`` (positive floats) or
+    at most (negative ones); as translate tables too."""
+
+    top: int
+    second: int
+    upward: bool
+    top_table: bytes
+    second_table: bytes
+
+
 @functools.lru_cache(maxsize=32)
-def _screen_tables(bound: float) -> tuple[bytes, bytes, bytes, bytes, bytes]:
-    """Translate tables over the top byte (sure, the positive edge, the negative edge) and the next
-    byte (at least / at most the edges'), for ``_screen32``. The test is monotone in the 16-bit
-    prefix: over positive floats it passes from some prefix up, over negative ones (of magnitude
-    under 2**127; the top byte 0xff always passes) from -0.0 down to some prefix."""
-    sure, pos_edge, neg_edge = bytearray(256), bytearray(256), bytearray(256)
+def _screen_tables(bound: float) -> tuple[bytes, tuple[_Edge, ...]]:
+    """The translate table of the top bytes that pass whatever the next byte (``sure``), and the
+    edges, for ``_screen32``. The test is monotone in the 16-bit prefix: over positive floats it
+    passes from some prefix up, over negative ones (of magnitude under 2**127; the top byte 0xff
+    always passes) from -0.0 down to some prefix."""
+    sure = bytearray(256)
     sure[0xFF] = 1
     start = _first(0, 0x7FFF, lambda p: _prefix_passes(p, bound))  # 0x7fff is NaN: always found
     top, second = divmod(start, 256)
-    pos_edge[top] = 1
-    for t in range(top + 1, 0x80):
-        sure[t] = 1
-    at_least = bytes(1 if s >= second else 0 for s in range(256))
+    sure[top + 1 : 0x80] = b"\x01" * (0x7F - top)
+    edges = [_edge(top, second, upward=True)]
     end = _first(0x8000, 0xFEFF, lambda p: not _prefix_passes(p, bound)) - 1  # the last that passes
-    at_most = bytes(256)
     if end >= 0x8000:
         top, second = divmod(end, 256)
-        neg_edge[top] = 1
-        for t in range(0x80, top):
-            sure[t] = 1
-        at_most = bytes(1 if s <= second else 0 for s in range(256))
-    return bytes(sure), bytes(pos_edge), at_least, bytes(neg_edge), at_most
+        sure[0x80:top] = b"\x01" * (top - 0x80)
+        edges.append(_edge(top, second, upward=False))
+    return bytes(sure), tuple(edges)
+
+
+def _edge(top: int, second: int, upward: bool) -> _Edge:
+    tops = bytes(1 if t == top else 0 for t in range(256))
+    seconds = bytes(1 if (s >= second if upward else s <= second) else 0 for s in range(256))
+    return _Edge(top, second, upward, tops, seconds)
 
 
 def _tops(values: memoryview, start: int, step: int, count: int, byte: int) -> bytes:
@@ -126,16 +138,30 @@ def _tops(values: memoryview, start: int, step: int, count: int, byte: int) -> b
 
 def _screen32(values: memoryview, start: int, step: int, count: int, bound: float) -> bytes:
     tops = _tops(values, start, step, count, _TOP)
-    seconds = _tops(values, start, step, count, _NEXT)
-    sure, pos_edge, at_least, neg_edge, at_most = _screen_tables(bound)
-
-    def flags(data: bytes, table: bytes) -> int:
-        return int.from_bytes(data.translate(table), "big")
-
-    bits = flags(tops, sure) | (flags(tops, pos_edge) & flags(seconds, at_least))
-    if any(neg_edge):
-        bits |= flags(tops, neg_edge) & flags(seconds, at_most)
-    return bits.to_bytes(count, "big")
+    sure, edges = _screen_tables(bound)
+    flags = tops.translate(sure)
+    for edge in edges:
+        on_edge = tops.count(edge.top)
+        if not on_edge:
+            continue
+        if on_edge <= count // 64:  # a few: their next byte looked up one by one
+            data, out = values.obj, bytearray(flags)
+            assert isinstance(data, bytes)
+            first = 4 * start + _NEXT
+            k = tops.find(edge.top)
+            while k >= 0:
+                if edge.second_table[data[first + 4 * k * step]]:
+                    out[k] = 1
+                k = tops.find(edge.top, k + 1)
+            flags = bytes(out)
+        else:  # many: every element's next byte, the rows as integers
+            seconds = _tops(values, start, step, count, _NEXT)
+            bits = int.from_bytes(flags, "big") | (
+                int.from_bytes(tops.translate(edge.top_table), "big")
+                & int.from_bytes(seconds.translate(edge.second_table), "big")
+            )
+            flags = bits.to_bytes(count, "big")
+    return flags
 
 
 def screen(values: Real, start: int, step: int, count: int, bound: float) -> bytes:
