@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from edgebundle.runtime import detection
 from edgebundle.runtime.anchors import ssd_anchors
-from edgebundle.runtime.geometry import Frame
 from edgebundle.runtime.tensors import Tensor
 
 if TYPE_CHECKING:
@@ -360,42 +360,22 @@ def decode_postprocess(
 # --- the session's decoder ------------------------------------------------------------------------
 
 
-class Detector:
-    """The recipe's decoder for one session: tensor indices and anchors resolved once."""
+class Detector(detection.Detector):
+    """The runtime's Detector (the recipe's tensors and threshold) decoding as the NumPy code did."""
 
     def __init__(
         self, spec: dict[str, Any], outputs: list[TensorSpec], input_size: tuple[int, int], labels: Any
     ) -> None:
-        self.kind: str = spec["decoder"]
-        self.spec = spec
-        self.outputs = outputs
-        self.input_w, self.input_h = input_size
-        self.labels: list[str] | None = labels
-        names = [t["name"] for t in outputs]
+        super().__init__(spec, outputs, input_size, labels)
         if self.kind == "ssd":
-            det = spec["detections"]
-            self.tensors = [names.index(det["boxes"]), names.index(det["scores"])]
-            self.anchors = anchor_array(spec["anchors"])
-        elif self.kind == "yolo":
-            self.tensors = [names.index(spec["tensor"]) if spec.get("tensor") else 0]
-        else:
-            det = spec["detections"]
-            self.tensors = [names.index(det[key]) for key in ("boxes", "classes", "scores", "count")]
+            self.anchor_rows = anchor_array(spec["anchors"])
 
-    def threshold(self, override: float | None) -> float | None:
-        if override is not None:
-            return override
-        if self.kind == "yolo":
-            return float(self.spec["yolo"]["score_threshold"])
-        value = self.spec["detections"]["min_score_thresh"]
-        return None if value is None else float(value)
-
-    def detect(self, values: list[Tensor] | list[Array], score_threshold: float | None = None) -> Detections:
+    def detect(self, values: list[Any], score_threshold: float | None = None) -> Detections:  # type: ignore[override]
         """Detections relative to the model input, best first."""
         raw = [_float(values[i], self.outputs[i]) for i in self.tensors]
         threshold = self.threshold(score_threshold)
         if self.kind == "ssd":
-            found = decode_ssd(raw[0], raw[1], self.anchors, self.spec["detections"], threshold)
+            found = decode_ssd(raw[0], raw[1], self.anchor_rows, self.spec["detections"], threshold)
             found = nms_mediapipe(found, self.spec["nms"])
         elif self.kind == "yolo":
             assert threshold is not None
@@ -404,33 +384,3 @@ class Detector:
             boxes, classes, scores, count = raw
             found = decode_postprocess(boxes, classes, scores, count, self.spec["detections"], threshold)
         return found.take(_by_score(found.scores))
-
-    def answer(
-        self, values: list[Tensor] | list[Array], frame: Frame, score_threshold: float | None = None
-    ) -> list[Any]:
-        """The JSON-able detections, in the original image's pixels."""
-        found = self.detect(values, score_threshold)
-        boxes = to_image(found.boxes.reshape(-1, 2, 2), frame, self.input_w, self.input_h).reshape(-1, 4)
-        kps = (
-            None if found.keypoints is None else to_image(found.keypoints, frame, self.input_w, self.input_h)
-        )
-        out = []
-        for i in range(len(found.scores)):
-            index = int(found.classes[i])
-            item: dict[str, Any] = {"index": index}
-            if self.labels is not None and 0 <= index < len(self.labels):
-                item["label"] = self.labels[index]
-            item["score"] = round(float(found.scores[i]), 6)
-            item["box"] = [round(float(v), 2) for v in boxes[i]]
-            if kps is not None:
-                item["keypoints"] = [[round(float(x), 2), round(float(y), 2)] for x, y in kps[i]]
-            out.append(item)
-        return out
-
-
-def to_image(points: Array, frame: Frame, input_w: int, input_h: int) -> Array:
-    """[..., 2] x, y relative to the model input -> pixels of the original image, clipped to it."""
-    place = frame.place
-    x = (points[..., 0].astype(np.float64) * input_w - place.left) * (frame.width / place.width)
-    y = (points[..., 1].astype(np.float64) * input_h - place.top) * (frame.height / place.height)
-    return np.stack([np.clip(x, 0, frame.width), np.clip(y, 0, frame.height)], axis=-1)
