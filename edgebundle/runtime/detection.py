@@ -31,7 +31,6 @@ from .floats import (
     add,
     any_row,
     argmax,
-    by_score,
     maybe_large,
     mul,
     positions,
@@ -42,8 +41,8 @@ from .floats import (
 )
 from .geometry import Frame
 from .nms import Box, Detections, Point, greedy, nms_mediapipe
-from .postprocess import f32s
-from .tensors import Tensor, f32
+from .postprocess import by_score
+from .tensors import Tensor, f32, f32s
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -109,12 +108,12 @@ def decode_ssd(
     scores_of, raw_bound = _score_function(opts)
     allowed = _allowed_classes(opts, k)
     counted = list(range(k)) if allowed is None else allowed
+    threshold = -math.inf if min_score is None else f32(min_score)
     if min_score is None:
         candidates: list[int] = list(range(n))
     else:
-        flags = screen(raw_scores, 0, 1, n * k, raw_bound(f32(min_score)))  # a class that may pass
+        flags = screen(raw_scores, 0, 1, n * k, raw_bound(threshold))  # a class that may pass
         candidates = list(dict.fromkeys(p // k for p in positions(flags)))
-    threshold = -math.inf if min_score is None else f32(min_score)
     m = len(counted)
     every = scores_of([raw_scores[i * k + j] for i in candidates for j in counted])
     index, scores, classes = [], [], []
@@ -221,7 +220,7 @@ def decode_yolo(
         for i in candidates:
             conf = pred[4 * n + i : width * n : n]
             _take(conf, thr, (pred[i], pred[n + i], pred[2 * n + i], pred[3 * n + i]), xywh, scores, classes)
-        normalized = _normalized(pred, [(0, 1, 4 * n)], opts["boxes"])
+        runs = [(0, 1, 4 * n)]
     else:
         n, width = shape
         for i in positions(screen(pred, 4, width, n, thr)):
@@ -230,24 +229,21 @@ def decode_yolo(
                 continue
             conf = [f32(s * row[4]) for s in row[5:]]
             _take(conf, thr, (row[0], row[1], row[2], row[3]), xywh, scores, classes)
-        normalized = _normalized(pred, [(c, width, n) for c in range(4)], opts["boxes"])
-    if len(scores) > YOLO_MAX_NMS:
-        best = by_score(scores)[:YOLO_MAX_NMS]
-        xywh, scores, classes = [xywh[i] for i in best], [scores[i] for i in best], [classes[i] for i in best]
+        runs = [(c, width, n) for c in range(4)]
     boxes = []
     for x, y, w, h in xywh:
         hw, hh = f32(w / 2), f32(h / 2)
         boxes.append((f32(x - hw), f32(y - hh), f32(x + hw), f32(y + hh)))
     kept = greedy(
         boxes,
-        by_score(scores),
+        by_score(scores)[:YOLO_MAX_NMS],
         opts["iou_threshold"],
         "intersection-over-union",
         None if opts["class_agnostic"] else classes,
         opts["max_detections"],
     )
     boxes = [boxes[i] for i in kept]
-    if not normalized:
+    if kept and not _normalized(pred, runs, opts["boxes"]):
         sx, sy = f32(input_w), f32(input_h)
         boxes = [(f32(a / sx), f32(b / sy), f32(c / sx), f32(d / sy)) for a, b, c, d in boxes]
     return Detections(boxes, [scores[i] for i in kept], [classes[i] for i in kept], None)
@@ -357,7 +353,8 @@ class Detector:
         else:
             boxes, classes, scores, count = raw
             found = decode_postprocess(boxes, classes, scores, count, self.spec["detections"], threshold)
-        return found.take(by_score(found.scores))
+            found = found.take(by_score(found.scores))  # the op's rows are in its own order
+        return found
 
     def answer(self, values: list[Tensor], frame: Frame, score_threshold: float | None = None) -> list[Any]:
         """The JSON-able detections, in the original image's pixels."""

@@ -19,8 +19,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from .postprocess import f32s
-from .tensors import Tensor, f32
+from .postprocess import pairwise
+from .tensors import Tensor, dequantized, f32, f32s
 
 if TYPE_CHECKING:
     from .manifest import TensorSpec
@@ -40,11 +40,7 @@ class Table8:
     def __init__(self, data: bytes, signed: bool, scale: float, zero_point: int) -> None:
         self.codes = memoryview(data).cast("b" if signed else "B")
         self.data = data
-        self.signed = signed
-        codes = range(-128, 128) if signed else range(256)
-        values = f32s([x * f32(scale) for x in f32s([c - zero_point for c in codes])])
-        # indexed by code: a signed code c is at c (negative indices wrap to the upper half)
-        self.table = values[128:] + values[:128] if signed else values
+        self.table = _table8(signed, scale, zero_point)
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
@@ -55,6 +51,16 @@ class Table8:
         return len(self.codes)
 
 
+@functools.lru_cache(maxsize=32)
+def _table8(signed: bool, scale: float, zero_point: int) -> list[float]:
+    """The value of each code, indexed by code: a signed code c is at c (negative indices wrap to the
+    upper half). Read-only: shared by every frame of an output."""
+    if signed:
+        values = dequantized(range(-128, 128), scale, zero_point)
+        return values[128:] + values[:128]
+    return dequantized(range(256), scale, zero_point)
+
+
 def real(value: Tensor, info: TensorSpec) -> Real:
     """An output as real float32 numbers: (x - zero_point) * scale when quantized."""
     if info["scale"] and value.dtype in ("int8", "uint8"):
@@ -63,8 +69,7 @@ def real(value: Tensor, info: TensorSpec) -> Real:
         return memoryview(value.data).cast("f")
     values = value.values()
     if info["scale"] and not value.is_float:
-        scale = f32(info["scale"])
-        return f32s([x * scale for x in f32s([v - info["zero_point"] for v in values])])
+        return dequantized(values, info["scale"], info["zero_point"])
     return f32s([float(v) for v in values])
 
 
@@ -93,12 +98,10 @@ def _first(lo: int, hi: int, passes: Callable[[int], bool]) -> int:
 
 
 class _Edge(NamedTuple):
-    """A top byte whose floats pass or not by the next byte: at least ``second`` (positive floats) or
-    at most (negative ones); as translate tables too."""
+    """A top byte whose floats pass or not by the next byte (at least some value for positive floats,
+    at most for negative ones): translate tables of that top byte and of the next bytes that pass."""
 
     top: int
-    second: int
-    upward: bool
     top_table: bytes
     second_table: bytes
 
@@ -126,7 +129,7 @@ def _screen_tables(bound: float) -> tuple[bytes, tuple[_Edge, ...]]:
 def _edge(top: int, second: int, upward: bool) -> _Edge:
     tops = bytes(1 if t == top else 0 for t in range(256))
     seconds = bytes(1 if (s >= second if upward else s <= second) else 0 for s in range(256))
-    return _Edge(top, second, upward, tops, seconds)
+    return _Edge(top, tops, seconds)
 
 
 def _tops(values: memoryview, start: int, step: int, count: int, byte: int) -> bytes:
@@ -219,11 +222,6 @@ def argmax(scores: Sequence[float]) -> int:
     return nan.index(True) if any(nan) else values.index(max(values))
 
 
-def by_score(scores: Sequence[float]) -> list[int]:
-    """Indices by descending score, stable, NaN last (NumPy's ``argsort(-scores, kind="stable")``)."""
-    return sorted(range(len(scores)), key=lambda i: (math.isnan(scores[i]), -scores[i]))
-
-
 # Float32 arithmetic over lists, element by element (array("f") rounds a whole list in C).
 def mul(a: list[float], b: list[float]) -> list[float]:
     return f32s([x * y for x, y in zip(a, b, strict=True)])
@@ -255,24 +253,5 @@ def sums(rows: list[list[float]]) -> list[float]:
 
 
 def pairwise_rows(rows: list[list[float]]) -> list[float]:
-    """NumPy's pairwise summation (postprocess._pairwise: there across 8 lanes of one list), of every
-    column at once."""
-    n = len(rows)
-    if n < 8:
-        total = [0.0] * len(rows[0])
-        for row in rows:
-            total = add(total, row)
-        return total
-    if n > 128:
-        half = n // 2
-        half -= half % 8
-        return add(pairwise_rows(rows[:half]), pairwise_rows(rows[half:]))
-    r = rows[:8]
-    i = 8
-    while i < n - n % 8:
-        r = [add(r[j], rows[i + j]) for j in range(8)]
-        i += 8
-    total = add(add(add(r[0], r[1]), add(r[2], r[3])), add(add(r[4], r[5]), add(r[6], r[7])))
-    for row in rows[i:]:
-        total = add(total, row)
-    return total
+    """NumPy's pairwise summation of every column at once."""
+    return pairwise(rows, add, [0.0] * len(rows[0]))

@@ -7,12 +7,12 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .floats import by_score, div, mul, sub, sums
-from .postprocess import f32s
-from .tensors import f32
+from .floats import div, mul, sub, sums
+from .postprocess import by_score
+from .tensors import f32, f32s
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
 Box = tuple[float, float, float, float]  # xmin, ymin, xmax, ymax relative to the model input
 Point = tuple[float, float]
@@ -81,6 +81,11 @@ def _meet(a: Box, b: Box) -> bool:
     return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
 
 
+def _meeter(threshold: float) -> Callable[[Box, Box], bool]:
+    """``_meet`` when boxes that do not meet (0 similar) cannot pass ``threshold``, else always."""
+    return _meet if threshold >= 0 else lambda a, b: True
+
+
 def greedy(
     boxes: list[Box],
     order: list[int],
@@ -93,8 +98,7 @@ def greedy(
     more than ``threshold`` (of the same class when ``classes`` is given); at most ``limit`` kept.
     Both MediaPipe's default NMS and torchvision's ``nms`` do this."""
     threshold = f32(threshold)
-    # boxes that do not meet are 0 similar: with a threshold of 0 or more they never suppress
-    meet = _meet if threshold >= 0 else lambda a, b: True
+    meet = _meeter(threshold)
     kept: list[int] = []
     groups: dict[int, list[Box]] = {}  # the kept boxes per class (one group: class-agnostic)
     for i in order:
@@ -114,10 +118,11 @@ def _weighted(d: Detections, order: list[int], overlap_type: str, threshold: flo
     overlaps it (each as rect1, the best as rect2) become one detection, their boxes and keypoints
     averaged with the scores as weights; the score and class stay the best box's."""
     threshold = f32(threshold)
-    meet = _meet if threshold >= 0 else lambda a, b: True
+    meet = _meeter(threshold)
     remaining = order
     clusters: list[list[int]] = []
-    while remaining:
+    # MediaPipe's weighted NMS ignores max_num_detections; the output is capped here like the default's.
+    while remaining and len(clusters) < limit:
         top = d.boxes[remaining[0]]
         near = [i for i in remaining if meet(d.boxes[i], top)]
         overlaps = similarities([d.boxes[i] for i in near], top, overlap_type)
@@ -127,8 +132,6 @@ def _weighted(d: Detections, order: list[int], overlap_type: str, threshold: flo
             break
         gone = set(close)
         remaining = [i for i in remaining if i not in gone]
-    # MediaPipe's weighted NMS ignores max_num_detections; the output is capped here like the default's.
-    clusters = clusters[:limit]
     boxes: list[Box] = []
     keypoints: list[list[Point]] | None = None if d.keypoints is None else []
     for members in clusters:

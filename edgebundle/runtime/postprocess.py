@@ -6,18 +6,15 @@ float32 is exactly float32's own result."""
 from __future__ import annotations
 
 import math
-from array import array
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .tensors import Tensor, f32
+from .tensors import Tensor, dequantized, f32, f32s
 
 if TYPE_CHECKING:
     from .manifest import TensorSpec
 
-
-def f32s(values: list[float]) -> list[float]:
-    """Each value rounded to the nearest float32."""
-    return array("f", values).tolist()
+T = TypeVar("T")
 
 
 def dequantize(t: Tensor, tensor: TensorSpec) -> tuple[str, list[float] | list[int]]:
@@ -26,9 +23,7 @@ def dequantize(t: Tensor, tensor: TensorSpec) -> tuple[str, list[float] | list[i
     values = t.values()
     if t.is_float or not tensor["scale"]:
         return t.dtype, values
-    zero_point = tensor["zero_point"]
-    scale = f32s([tensor["scale"]])[0]
-    return "float32", f32s([x * scale for x in f32s([v - zero_point for v in values])])
+    return "float32", dequantized(values, tensor["scale"], tensor["zero_point"])
 
 
 def softmax(x: list[float]) -> list[float]:
@@ -53,25 +48,47 @@ def sum32(values: list[float]) -> float:
     return total
 
 
+def _plus(a: float, b: float) -> float:
+    return f32(a + b)
+
+
+def _lanes(r: list[float], a: Sequence[float]) -> list[float]:
+    return f32s([x + y for x, y in zip(r, a, strict=True)])
+
+
 def _pairwise(a: list[float]) -> float:
+    return pairwise(a, _plus, 0.0, _lanes)
+
+
+def pairwise(
+    a: Sequence[T],
+    plus: Callable[[T, T], T],
+    zero: T,
+    lanes: Callable[[list[T], Sequence[T]], list[T]] | None = None,
+) -> T:
+    """NumPy's pairwise summation of ``a`` with ``plus``: under 8 items in turn from ``zero``; over
+    128, the two halves (cut at a multiple of 8); else 8 running sums (``lanes`` adds the next 8
+    items to them at once, if given) combined as a tree, then the rest in turn. Items are float32
+    numbers here, rows of them in floats.pairwise_rows."""
     n = len(a)
     if n < 8:
-        total = 0.0
+        total = zero
         for v in a:
-            total = f32(total + v)
+            total = plus(total, v)
         return total
     if n > 128:
         half = n // 2
         half -= half % 8
-        return f32(_pairwise(a[:half]) + _pairwise(a[half:]))
-    r = a[:8]
+        return plus(pairwise(a[:half], plus, zero, lanes), pairwise(a[half:], plus, zero, lanes))
+    r = list(a[:8])
     i = 8
     while i < n - n % 8:
-        r = f32s([r[j] + a[i + j] for j in range(8)])
+        chunk = a[i : i + 8]
+        r = lanes(r, chunk) if lanes else [plus(x, y) for x, y in zip(r, chunk, strict=True)]
         i += 8
-    total = f32(f32(f32(r[0] + r[1]) + f32(r[2] + r[3])) + f32(f32(r[4] + r[5]) + f32(r[6] + r[7])))
+    total = plus(plus(plus(r[0], r[1]), plus(r[2], r[3])), plus(plus(r[4], r[5]), plus(r[6], r[7])))
     for v in a[i:]:
-        total = f32(total + v)
+        total = plus(total, v)
     return total
 
 
@@ -119,12 +136,15 @@ def summarize(
 
 def top_k(scores: list[float] | list[int], k: int, labels: list[str] | None) -> list[dict[str, Any]]:
     """The k highest scores, highest first, lower index first among equal scores, NaN last."""
-    k = min(k, len(scores))
-    order = sorted(range(len(scores)), key=lambda i: (math.isnan(scores[i]), -scores[i]))[:k]
     out = []
-    for index in order:
+    for index in by_score(scores)[:k]:
         item: dict[str, Any] = {"index": index, "score": round(float(scores[index]), 6)}
         if labels is not None and index < len(labels):
             item["label"] = labels[index]
         out.append(item)
     return out
+
+
+def by_score(scores: Sequence[float]) -> list[int]:
+    """Indices by descending score, stable, NaN last (NumPy's ``argsort(-scores, kind="stable")``)."""
+    return sorted(range(len(scores)), key=lambda i: (math.isnan(scores[i]), -scores[i]))

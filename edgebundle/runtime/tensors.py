@@ -13,6 +13,8 @@ import binascii
 import math
 import struct
 import sys
+from array import array
+from collections.abc import Iterable
 from typing import NamedTuple
 
 # dtype name -> struct format character (native) and the .npy type code (byte order added)
@@ -40,6 +42,17 @@ def f32(value: float) -> float:
     """``value`` rounded to the nearest float32 (as NumPy stores a float32 result)."""
     result: float = _F32.unpack(_F32.pack(value))[0]
     return result
+
+
+def f32s(values: list[float]) -> list[float]:
+    """Each value rounded to the nearest float32 (``array("f")`` rounds a whole list in C)."""
+    return array("f", values).tolist()
+
+
+def dequantized(codes: Iterable[float], scale: float, zero_point: int) -> list[float]:
+    """Quantized codes as real numbers: (x - zero_point) * scale, in float32 as TFLite and NumPy."""
+    s = f32(scale)
+    return f32s([x * s for x in f32s([c - zero_point for c in codes])])
 
 
 def struct_format(dtype: str) -> str:

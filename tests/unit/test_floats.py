@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from edgebundle.runtime import floats
-from edgebundle.runtime.floats import Real, argmax, by_score, div, maybe_large, positions, real, screen, sums
+from edgebundle.runtime.floats import Real, argmax, div, maybe_large, positions, real, screen, sums
+from edgebundle.runtime.postprocess import by_score
 from edgebundle.runtime.tensors import Tensor
 
 SPECIAL = [np.nan, np.inf, -np.inf, 0.0, -0.0, 3e38, -3e38, 1e-40, -1e-40, 2.0, -2.0, 0.25]
