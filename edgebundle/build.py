@@ -31,7 +31,7 @@ from .proc import TIMEOUT_S, Echo, stream
 from .recipe import read_labels
 from .runtime.manifest import Manifest
 from .runtime.payload import check_digest
-from .target import Arch, BackendName, interpreters
+from .target import Arch, BackendName, Pins, interpreters
 from .tflite import read_model
 from .toolchains import Toolchain, cache_dir
 from .toolchains.binfmt import registered as binfmt_registered
@@ -124,7 +124,7 @@ def _build_in(
             # LiteRT's C API lists no ops: the file's own, as the Python APIs name them
             sig["ops"] = sorted({op.name for op in read_model(model_file).ops} - {"DELEGATE"})
         resolved = validate(plan.recipe, sig, labels)
-        manifest = _manifest(plan, sig, resolved.image_input, labels, model_file)
+        manifest = _manifest(plan, pins, sig, resolved.image_input, labels, model_file)
         manifest["recipe"]["output"].update(resolved.output)
         (stage.app / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
         toolchain.run(
@@ -228,6 +228,7 @@ def _probe_signature(
 
 def _manifest(
     plan: BuildPlan,
+    pins: Pins,
     sig: dict[str, Any],
     image_input: str,
     labels: list[str] | None,
@@ -235,7 +236,6 @@ def _manifest(
 ) -> Manifest:
     recipe = plan.recipe.to_manifest()
     recipe["input"]["tensor"] = image_input
-    pins = interpreters()[plan.target.interpreter]
     return {
         "edgebundle_version": __version__,
         "target": plan.target.to_json(),

@@ -196,7 +196,7 @@ class Interpreter:
                 "LiteRtSetOptionsHardwareAccelerators",
             )
             if num_threads is not None and num_threads > 1:
-                _add_cpu_threads(options, min(num_threads, len(os.sched_getaffinity(0))))
+                _add_cpu_threads(options, num_threads)  # capped to the CPUs by app.main
             self._compiled = _P()
             status = lib.LiteRtCreateCompiledModel(
                 self._env, self._model, options, ctypes.byref(self._compiled)
