@@ -75,10 +75,7 @@ SSD_CASES = [
 @pytest.mark.parametrize("algorithm", ["default", "weighted"])
 @pytest.mark.parametrize("overlap", ["jaccard", "modified-jaccard", "intersection-over-union"])
 @pytest.mark.parametrize("case", range(len(SSD_CASES)))
-@pytest.mark.parametrize("matrix", [True, False])
-def test_ssd(algorithm: str, overlap: str, case: int, matrix: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    if not matrix:  # the reference's other path, one kept box against the rest at a time
-        monkeypatch.setattr(numpy_detection, "MATRIX_MAX", 0)
+def test_ssd(algorithm: str, overlap: str, case: int) -> None:
     rng = np.random.default_rng(case)
     opts = detections_opts(**SSD_CASES[case])
     anchors = SSD_MOBILENET_ANCHORS if opts["num_classes"] > 2 else BLAZEFACE_ANCHORS
