@@ -21,21 +21,14 @@ from edgebundle.runtime.detection import (
     nms_mediapipe,
     to_image,
 )
-from edgebundle.runtime.floats import Real, real
+from edgebundle.runtime.floats import Real
 from edgebundle.runtime.geometry import Frame, Placement, placement
-from edgebundle.runtime.tensors import Tensor
+from tests.unit.arrays import FLOAT, tensor, view
 
 
-def tensor(arr: Any) -> Tensor:
-    arr = np.ascontiguousarray(arr)
-    return Tensor(arr.dtype.name, arr.shape, arr.tobytes())
-
-
-def view(arr: Any) -> Real:
-    """A float32 array as the decoders read an output."""
-    return real(
-        tensor(np.asarray(arr, dtype=np.float32)), {"dtype": "float32", "scale": 0.0, "zero_point": 0}
-    )
+def view32(arr: Any) -> Real:
+    """Numbers as a float32 output, as the decoders read it."""
+    return view(np.asarray(arr, dtype=np.float32))
 
 
 # --- the reference -------------------------------------------------------------------------------
@@ -402,7 +395,7 @@ def test_ssd_with_keypoints_matches_the_reference(algorithm: str, overlap: str) 
     anchors = anchor_array(BLAZEFACE_ANCHORS)
     raw, scores = ssd_raw(rng, opts, anchors)
     nms = nms_opts(algorithm=algorithm, overlap_type=overlap)
-    got = nms_mediapipe(decode_ssd(view(raw), view(scores), anchors, opts, 0.5), nms)
+    got = nms_mediapipe(decode_ssd(view32(raw), view32(scores), anchors, opts, 0.5), nms)
     want = ref_nms(ref_tensors_to_detections(raw, scores, ref_anchors(BLAZEFACE_ANCHORS), opts, 0.5), nms)
     assert len(want) > 3
     compare(got, want)
@@ -434,7 +427,7 @@ def test_ssd_options_match_the_reference(over: dict[str, Any]) -> None:
     raw = rng.normal(0, 1, size=(1, len(anchors), opts["num_coords"])).astype(np.float32)
     scores = rng.normal(-1, 2, size=(1, len(anchors), opts["num_classes"])).astype(np.float32)
     nms = nms_opts(algorithm="default", max_num_detections=25)
-    got = nms_mediapipe(decode_ssd(view(raw), view(scores), anchors, opts, opts["min_score_thresh"]), nms)
+    got = nms_mediapipe(decode_ssd(view32(raw), view32(scores), anchors, opts, opts["min_score_thresh"]), nms)
     want = ref_nms(
         ref_tensors_to_detections(
             raw, scores, ref_anchors(SSD_MOBILENET_ANCHORS), opts, opts["min_score_thresh"]
@@ -451,7 +444,7 @@ def test_nothing_over_the_threshold_is_no_detection(algorithm: str) -> None:
     anchors = anchor_array(BLAZEFACE_ANCHORS)
     raw, scores = ssd_raw(np.random.default_rng(1), opts, anchors)
     found = nms_mediapipe(
-        decode_ssd(view(raw), view(scores), anchors, opts, 1.0), nms_opts(algorithm=algorithm)
+        decode_ssd(view32(raw), view32(scores), anchors, opts, 1.0), nms_opts(algorithm=algorithm)
     )
     assert found == ([], [], [], [])
 
@@ -463,7 +456,7 @@ def test_weighted_nms_with_the_default_threshold_stops_after_one_as_mediapipe() 
     anchors = anchor_array(BLAZEFACE_ANCHORS)
     raw, scores = ssd_raw(rng, opts, anchors)
     nms = nms_opts(min_suppression_threshold=1.0)
-    got = nms_mediapipe(decode_ssd(view(raw), view(scores), anchors, opts, 0.5), nms)
+    got = nms_mediapipe(decode_ssd(view32(raw), view32(scores), anchors, opts, 0.5), nms)
     assert len(got.scores) == 1
 
 
@@ -527,7 +520,7 @@ def test_yolo_matches_the_reference(layout: str, agnostic: bool, boxes: str, siz
         "iou_threshold": 0.45,
         "max_detections": 40,
     }
-    got = decode_yolo(view(pred), pred.shape[-2:], opts, 320, 320, 0.25)
+    got = decode_yolo(view32(pred), pred.shape[-2:], opts, 320, 320, 0.25)
     want = ref_yolo(pred, layout, 0.25, 0.45, agnostic, 40)
     assert len(want) > 5
     for d in want:
@@ -568,7 +561,7 @@ def test_postprocess_outputs() -> None:
     scores = np.asarray([[0.9, 0.8, 0.4, 0.0]], np.float32)
     count = np.asarray([3.0], np.float32)
     opts = {"min_score_thresh": None, "max_results": -1, "ignore_classes": [], "allow_classes": []}
-    raw = [view(boxes), view(classes), view(scores), view(count)]
+    raw = [view32(boxes), view32(classes), view32(scores), view32(count)]
     got = decode_postprocess(*raw, opts, None)
     # the second box has ymax < ymin: dropped, as MediaPipe drops negative sizes; the fourth is past count
     np.testing.assert_allclose(got.boxes, [[0.2, 0.1, 0.6, 0.5], [0.0, 0.0, 1.0, 1.0]])
@@ -593,9 +586,7 @@ def test_detector_answer_for_the_detection_op() -> None:
             "allow_classes": [],
         },
     }
-    outputs = [
-        {"name": name, "dtype": "float32", "scale": 0.0, "zero_point": 0} for name in ("s", "b", "n", "c")
-    ]
+    outputs = [{"name": name, **FLOAT} for name in ("s", "b", "n", "c")]
     values = [
         tensor(np.asarray([[0.6, 0.95]], np.float32)),
         tensor(np.asarray([[[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 0.5, 0.5]]], np.float32)),

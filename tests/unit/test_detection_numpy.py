@@ -12,6 +12,7 @@ import pytest
 
 from edgebundle.runtime import detection, nms
 from tests.unit import numpy_detection
+from tests.unit.arrays import FLOAT, tensor
 from tests.unit.test_detection import (
     BLAZEFACE_ANCHORS,
     SSD_MOBILENET_ANCHORS,
@@ -19,11 +20,8 @@ from tests.unit.test_detection import (
     nms_opts,
     quantize,
     ssd_raw,
-    tensor,
     yolo_pred,
 )
-
-FLOAT = {"dtype": "float32", "scale": 0.0, "zero_point": 0}
 
 
 def same(got: nms.Detections, want: numpy_detection.Detections, exact: bool) -> None:

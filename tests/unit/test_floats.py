@@ -11,16 +11,11 @@ import numpy as np
 import pytest
 
 from edgebundle.runtime import floats
-from edgebundle.runtime.floats import Real, argmax, div, maybe_large, positions, real, screen, sums
+from edgebundle.runtime.floats import argmax, div, maybe_large, positions, screen, sums
 from edgebundle.runtime.postprocess import by_score
-from edgebundle.runtime.tensors import Tensor
+from tests.unit.arrays import view
 
 SPECIAL = [np.nan, np.inf, -np.inf, 0.0, -0.0, 3e38, -3e38, 1e-40, -1e-40, 2.0, -2.0, 0.25]
-
-
-def view(arr: Any, info: dict[str, Any] | None = None) -> Real:
-    arr = np.ascontiguousarray(arr)
-    return real(Tensor(arr.dtype.name, arr.shape, arr.tobytes()), info or {"scale": 0.0, "zero_point": 0})
 
 
 def values(n: int, seed: int, spread: float = 3.0) -> Any:

@@ -7,17 +7,13 @@ import errno
 import os
 import socket
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 import pytest
 
 from edgebundle.runtime.npz import AtomicOutput, OutputError, save_npz
-from edgebundle.runtime.tensors import Tensor
-
-
-def tensor(arr: np.ndarray[Any, Any]) -> Tensor:
-    return Tensor(arr.dtype.name, arr.shape, arr.tobytes())
+from tests.unit.arrays import tensor
 
 
 def leftovers(directory: Path) -> list[str]:

@@ -9,11 +9,7 @@ import numpy as np
 import pytest
 
 from edgebundle.runtime.postprocess import dequantize, softmax, sum32, summarize, top_k
-from edgebundle.runtime.tensors import Tensor
-
-
-def tensor(arr: np.ndarray[Any, Any]) -> Tensor:
-    return Tensor(arr.dtype.name, arr.shape, arr.tobytes())
+from tests.unit.arrays import tensor
 
 
 def spec(dtype: str, scale: float = 0.0, zp: int = 0) -> dict[str, Any]:

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgebundle.runtime.tensors import NpyError, Tensor, npy_bytes, read_arrays, read_npy, read_npz
+from edgebundle.runtime.tensors import NpyError, npy_bytes, read_arrays, read_npy, read_npz
+from tests.unit.arrays import tensor
 
 DTYPES = [
     "float32",
@@ -25,10 +26,6 @@ DTYPES = [
     "bool",
 ]
 SHAPES = [(), (0,), (1,), (7,), (1, 10), (2, 3, 4), (1, 28, 28, 1), (12345678901, 0)]
-
-
-def tensor(arr: np.ndarray[Any, Any]) -> Tensor:
-    return Tensor(arr.dtype.name, arr.shape, arr.tobytes())
 
 
 def npy(arr: np.ndarray[Any, Any]) -> bytes:
