@@ -187,7 +187,8 @@ def command(python: str, stage: Stage) -> list[str]:
         f"--output-folder-name={FOLDER}",
         f"--jobs={jobs()}",
         # Link-time optimisation doubles the C compile time for a few per cent of speed in code
-        # whose hot loops are in NumPy and the interpreter, which Nuitka does not compile.
+        # whose hot loops are in the TFLite interpreter, NumPy or CPython's own list and bytes
+        # operations (the plain-Python decoders), none of which Nuitka compiles.
         "--lto=no",
         f"--include-module={stage.interpreter_module}",
         *(f"--include-module={m}" for m in includes(stage)),
