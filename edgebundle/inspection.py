@@ -47,10 +47,10 @@ def runner_members(binary: Path, trailer: Trailer) -> Iterator[Member]:
     """The files of the runner archive (decompressed with the zstd tool)."""
     with open(binary, "rb") as f:
         f.seek(trailer.runner_offset)
-        frame = f.read(trailer.runner_size)
+        runner = f.read(trailer.runner_size)  # its zstd frames
     proc = pipe(
         ["zstd", "-d", "-c", "-q"],
-        frame,
+        runner,
         what="decompressing the runner archive",
         timeout=TIMEOUT_S["quick"],
         error=ConfigError,

@@ -31,6 +31,7 @@ RECORD = struct.Struct("<B3xII4xQ")
 KIND_DIR, KIND_FILE, KIND_SYMLINK, KIND_END = (ord(c) for c in "DFLE")
 KEY_LEN = 32
 ENTRY = "run"  # the program inside a runner that the launcher executes
+LARGE_FILE = 1 << 20  # a file runner_frames places on its own
 # The model starts on a page boundary inside the binary, so that it could be mmapped in place.
 MODEL_ALIGN = 4096
 
@@ -93,10 +94,13 @@ def runner_key(compressed: bytes) -> str:
 # ---------------------------------------------------------------------------- runner archive
 
 
-def tree_entries(root: Path) -> Iterator[tuple[int, str, Path]]:
+Entry = tuple[int, str, Path]  # kind, relative path, path
+
+
+def tree_entries(root: Path) -> Iterator[Entry]:
     """(kind, relative path, path) for everything under ``root``: directories before what they hold,
     sorted (the archive is reproducible), symlinks last so that the launcher never writes through one."""
-    links: list[tuple[int, str, Path]] = []
+    links: list[Entry] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         here = Path(dirpath)
@@ -117,10 +121,54 @@ def tree_entries(root: Path) -> Iterator[tuple[int, str, Path]]:
 
 
 def write_runner_archive(root: Path, out: BinaryIO) -> int:
-    """Write ``root`` as a runner archive to ``out``; returns the bytes its files hold."""
-    out.write(ARCHIVE_MAGIC)
+    """Write ``root`` as one runner archive to ``out`` (one zstd frame once compressed); returns the
+    bytes its files hold."""
+    return write_archive_part(list(tree_entries(root)), out, first=True, last=True)
+
+
+def runner_frames(root: Path, file_frames: int) -> list[list[Entry]]:
+    """``root``'s entries cut into the frames the launcher unpacks in parallel: the directories; the
+    files in ``file_frames`` groups of about equal bytes (empty ones left out); the symlinks. Written
+    one after the other (``write_archive_part``), they are the archive.
+
+    The files of 1 MiB and more go to the group that holds the fewest bytes so far, largest first;
+    then the rest, in tree order, fill the groups up to an equal share, least filled first. Keeping
+    the many small files (bytecode, most of them) together in tree order lets zstd find what they
+    share: ~1% more bytes for 4 groups than for one, where spreading them all costs ~2%."""
+    entries = list(tree_entries(root))
+    files = [e for e in entries if e[0] == KIND_FILE]
+    size = {e[1]: e[2].stat().st_size for e in files}
+    count = max(1, file_frames)
+    groups: list[list[Entry]] = [[] for _ in range(count)]
+    load = [0] * count
+    for entry in sorted((e for e in files if size[e[1]] >= LARGE_FILE), key=lambda e: (-size[e[1]], e[1])):
+        lightest = load.index(min(load))
+        groups[lightest].append(entry)
+        load[lightest] += size[entry[1]]
+    share = sum(size.values()) / count
+    fill = sorted(range(count), key=lambda g: (load[g], g))
+    at = 0
+    for entry in (e for e in files if size[e[1]] < LARGE_FILE):
+        while at < count - 1 and load[fill[at]] >= share:
+            at += 1
+        groups[fill[at]].append(entry)
+        load[fill[at]] += size[entry[1]]
+    place = {e[1]: i for i, e in enumerate(entries)}
+    ordered = [sorted(g, key=lambda e: place[e[1]]) for g in groups if g]
+    return [
+        [e for e in entries if e[0] == KIND_DIR],
+        *ordered,
+        [e for e in entries if e[0] == KIND_SYMLINK],
+    ]
+
+
+def write_archive_part(entries: list[Entry], out: BinaryIO, *, first: bool, last: bool) -> int:
+    """Write ``entries`` as records to ``out``: after the archive's magic when ``first``, followed by
+    the end record when ``last``. Returns the bytes its files hold."""
+    if first:
+        out.write(ARCHIVE_MAGIC)
     total = 0
-    for kind, rel, path in tree_entries(root):
+    for kind, rel, path in entries:
         name = rel.encode()
         if kind == KIND_SYMLINK:
             target = os.readlink(path)
@@ -137,7 +185,8 @@ def write_runner_archive(root: Path, out: BinaryIO) -> int:
             with open(path, "rb") as f:
                 shutil.copyfileobj(f, out)
             total += st.st_size
-    out.write(RECORD.pack(KIND_END, 0, 0, 0))
+    if last:
+        out.write(RECORD.pack(KIND_END, 0, 0, 0))
     return total
 
 

@@ -2,8 +2,8 @@
 runner in a per-user cache, exec it), compiled for the target inside the build's toolchain.
 
 It is a static program, linked with musl and zstd, so that it starts on any Linux whatever C library
-the device has, or none (the runner brings its own glibc, backends/libc.py): ~280 kB, 23 kB more than
-a glibc-linked one, where a static glibc one is 920 kB. It is compiled inside the toolchain so that a
+the device has, or none (the runner brings its own glibc, backends/libc.py): ~300 kB, where a static
+glibc one is ~900 kB. It is compiled inside the toolchain so that a
 build root of another architecture compiles it for its own: the toolchain needs musl's compiler
 wrapper and libzstd's static library (Debian: musl-tools libzstd-dev).
 """

@@ -4,11 +4,11 @@
  *
  * An edgebundle binary is:
  *
- *   [launcher ELF][runner: one zstd frame of a runner archive][app payload][trailer]
+ *   [launcher ELF][runner: zstd frames of a runner archive][app payload][trailer]
  *
  * The trailer is the last EB_TRAILER_SIZE bytes, all integers little-endian:
  *
- *   0  u64 runner_offset   where the zstd frame starts
+ *   0  u64 runner_offset   where the first zstd frame starts
  *   8  u64 runner_size
  *   16 u64 app_offset      the app payload: model, manifest, self-test files, then a JSON index
  *   24 u64 app_size
@@ -18,7 +18,10 @@
  *   76 u32 trailer_size    EB_TRAILER_SIZE
  *   80 char magic[8]       EB_TRAILER_MAGIC
  *
- * A runner archive (what the zstd frame holds) is EB_ARCHIVE_MAGIC, then records, each a fixed
+ * The runner is one zstd frame holding the whole archive, or several whose contents one after the
+ * other are the archive cut at record boundaries: the first holds the magic and every directory, the
+ * last the end record (after the symlinks, if any), those between only files (the launcher unpacks
+ * them in parallel). A runner archive is EB_ARCHIVE_MAGIC, then records, each a fixed
  * EB_RECORD_SIZE-byte header followed by path_len bytes of path and data_len bytes of data:
  *
  *   0  u8  kind            EB_KIND_DIR, EB_KIND_FILE, EB_KIND_SYMLINK (data = target), EB_KIND_END

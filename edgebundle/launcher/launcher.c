@@ -15,7 +15,9 @@
  *
  * Unpacking happens under an exclusive lock on RUN/.lock (two first starts at once: the second waits,
  * then runs what the first unpacked) into RUN/.KEY.tmp.PID, which is renamed to RUN/KEY only
- * when complete and synced. Whoever holds the lock first removes every .*.tmp.* entry: only a killed
+ * when complete and synced. The runner's files come in several zstd frames (eb_format.h), unpacked
+ * on as many threads as the process may use CPUs: zstd decompresses a frame on one core, and that is
+ * most of a first start's extra time. Each file's writeback starts as soon as it is written. Whoever holds the lock first removes every .*.tmp.* entry: only a killed
  * run can have left one. It then removes all but the EB_KEEP_RUNNERS newest runners that no running
  * program uses (each running program holds a shared flock on its runner directory, inherited across
  * exec). So a cache holds at most a few runners, and nothing is written per run.
@@ -47,12 +49,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
@@ -64,6 +69,8 @@
 #define EXIT_LAUNCHER 70
 #define CHUNK (1 << 17)
 #define MAX_RUNNERS 64
+#define MAX_FRAMES 64  /* of a runner */
+#define MAX_THREADS 8  /* unpacking it */
 
 static const char *prog = "edgebundle";
 static char t0[24]; /* EB_ENV_T0: when this process started, for the runtime */
@@ -309,31 +316,21 @@ static void prune(int runfd, const char *keep) {
 
 /* ------------------------------------------------------------------ unpacking */
 
+/* One zstd frame of the runner, decompressed from memory a CHUNK at a time. */
 struct zsrc {
     ZSTD_DStream *ds;
-    int fd;
-    uint64_t pos, end;
     ZSTD_inBuffer in;
-    unsigned char inbuf[CHUNK];
-    unsigned char out[CHUNK];
+    unsigned char *out;
     size_t opos, olen;
-    size_t last; /* what ZSTD_decompressStream returned last: 0 when a frame ended (checksum ok) */
+    size_t last; /* what ZSTD_decompressStream returned last: 0 when the frame ended (checksum ok) */
 };
 
-/* More decompressed bytes into z->out; 0 at the end of the input, -1 on an error. */
+/* More decompressed bytes into z->out; 0 at the end of the frame, -1 on an error. */
 static int zfill(struct zsrc *z) {
     z->opos = z->olen = 0;
     for (;;) {
-        if (z->in.pos == z->in.size && z->pos < z->end) {
-            size_t n = z->end - z->pos < CHUNK ? (size_t)(z->end - z->pos) : CHUNK;
-            if (pread_full(z->fd, z->inbuf, n, z->pos) != 0) return -1;
-            z->pos += n;
-            z->in.src = z->inbuf;
-            z->in.size = n;
-            z->in.pos = 0;
-        }
         if (z->in.pos == z->in.size && z->last == 0) return 0;
-        ZSTD_outBuffer ob = {z->out, sizeof z->out, 0};
+        ZSTD_outBuffer ob = {z->out, CHUNK, 0};
         size_t before = z->in.pos;
         size_t r = ZSTD_decompressStream(z->ds, &ob, &z->in);
         if (ZSTD_isError(r)) {
@@ -345,8 +342,7 @@ static int zfill(struct zsrc *z) {
             z->olen = ob.pos;
             return 1;
         }
-        if (z->in.pos == before && z->in.pos == z->in.size && z->pos >= z->end)
-            return r == 0 ? 0 : -1; /* input ended inside a frame */
+        if (z->in.pos == before && z->in.pos == z->in.size) return r == 0 ? 0 : -1; /* ended inside */
     }
 }
 
@@ -361,6 +357,13 @@ static int zread(struct zsrc *z, void *dst, size_t n) {
         n -= take;
     }
     return 0;
+}
+
+/* 1 when the frame has ended exactly here (checksum verified), 0 when more follows, -1 on an error. */
+static int zend(struct zsrc *z) {
+    if (z->opos < z->olen) return 0;
+    int r = zfill(z);
+    return r < 0 ? -1 : r == 0;
 }
 
 /* A relative path of normal components. */
@@ -396,25 +399,48 @@ static int append(struct list *l, const void *p, size_t n) {
     return 0;
 }
 
-static int unpack_records(struct zsrc *z, int dirfd, struct list *files) {
+/* A runner is one zstd frame holding the whole archive (ONLY), or several whose contents, one after
+ * the other, are the archive cut at record boundaries: the FIRST holds the magic and every directory,
+ * the MIDDLE ones only files, unpacked in parallel, the LAST the rest of the files, the symlinks and
+ * the end record, after all the others. */
+enum role { ONLY, FIRST, MIDDLE, LAST };
+
+struct part {
+    const unsigned char *src; /* the compressed frame */
+    size_t size;
+    enum role role;
+    struct list files; /* its records without their data, for EB_FILES */
+    int err;           /* errno of its failure, or 0 */
+};
+
+static int unpack_records(struct zsrc *z, int dirfd, struct part *part, unsigned char *buf) {
     unsigned char h[EB_RECORD_SIZE];
     char path[PATH_MAX], target[PATH_MAX], magic[8];
-    static unsigned char buf[CHUNK];
-    int symlinks_started = 0;
-    if (zread(z, magic, 8) != 0 || memcmp(magic, EB_ARCHIVE_MAGIC, 8) != 0) return -1;
-    if (append(files, EB_FILES_MAGIC, 8) != 0) return -1;
+    enum role role = part->role;
+    int ends = role == ONLY || role == LAST, symlinks_started = 0;
+    if (role == ONLY || role == FIRST) {
+        if (zread(z, magic, 8) != 0 || memcmp(magic, EB_ARCHIVE_MAGIC, 8) != 0) return -1;
+    }
     for (;;) {
+        int end = zend(z);
+        if (end < 0) return -1;
+        if (end) return ends ? -1 : 0; /* a frame cut at a record boundary; the last must have the end record */
         if (zread(z, h, sizeof h) != 0) return -1;
         int kind = h[0];
         uint32_t mode = le32(h + 4), plen = le32(h + 8);
         uint64_t dlen = le64(h + 16);
-        if (append(files, h, sizeof h) != 0) return -1;
-        if (kind == EB_KIND_END) break;
+        if (append(&part->files, h, sizeof h) != 0) return -1;
+        if (kind == EB_KIND_END) {
+            if (!ends) return -1;
+            break;
+        }
         if (plen == 0 || plen >= sizeof path || zread(z, path, plen) != 0) return -1;
         path[plen] = '\0';
-        if (strlen(path) != plen || !safe_path(path) || append(files, path, plen) != 0) return -1;
+        if (strlen(path) != plen || !safe_path(path) || append(&part->files, path, plen) != 0) return -1;
         if (kind == EB_KIND_DIR) {
-            if (symlinks_started || dlen != 0 || mkdirat(dirfd, path, 0700) != 0) return -1;
+            if ((role != ONLY && role != FIRST) || symlinks_started || dlen != 0 ||
+                mkdirat(dirfd, path, 0700) != 0)
+                return -1;
         } else if (kind == EB_KIND_FILE) {
             if (symlinks_started) return -1;
             /* Read-only for its owner only (nobody edits a runner in place); writing through the
@@ -423,15 +449,19 @@ static int unpack_records(struct zsrc *z, int dirfd, struct list *files) {
             int fd = openat(dirfd, path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, perm);
             if (fd < 0) return -1;
             while (dlen > 0) {
-                size_t n = dlen < sizeof buf ? (size_t)dlen : sizeof buf;
+                size_t n = dlen < CHUNK ? (size_t)dlen : CHUNK;
                 if (zread(z, buf, n) != 0 || write_full(fd, buf, n) != 0) {
                     close(fd);
                     return -1;
                 }
                 dlen -= n;
             }
+            /* Its writeback starts now, while the rest is decompressed: the syncfs() before the
+             * rename then has less left to wait for. */
+            sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
             if (close(fd) != 0) return -1;
         } else if (kind == EB_KIND_SYMLINK) {
+            if (!ends) return -1;
             symlinks_started = 1;
             if (dlen == 0 || dlen >= sizeof target || zread(z, target, (size_t)dlen) != 0) return -1;
             target[dlen] = '\0';
@@ -442,31 +472,130 @@ static int unpack_records(struct zsrc *z, int dirfd, struct list *files) {
         }
     }
     /* Nothing may follow the end record, and the frame must have ended (its checksum verified). */
-    if (z->opos != z->olen) return -1;
-    return zfill(z) == 0 && z->last == 0 ? 0 : -1;
+    return zend(z) == 1 ? 0 : -1;
+}
+
+/* Unpack one frame into DIRFD; its errno in part->err on failure. */
+static int unpack_part(struct part *part, int dirfd) {
+    struct zsrc z = {0};
+    unsigned char *buf = malloc(CHUNK);
+    z.out = malloc(CHUNK);
+    z.ds = ZSTD_createDStream();
+    z.in.src = part->src;
+    z.in.size = part->size;
+    z.last = 1;
+    errno = 0;
+    int rc = buf && z.out && z.ds && !ZSTD_isError(ZSTD_initDStream(z.ds)) ? unpack_records(&z, dirfd, part, buf) : -1;
+    part->err = rc == 0 ? 0 : errno ? errno : EBADMSG;
+    ZSTD_freeDStream(z.ds);
+    free(z.out);
+    free(buf);
+    return rc;
+}
+
+/* The MIDDLE frames, taken in turn by this thread and its helpers. */
+struct pool {
+    struct part *parts;
+    size_t count, next;
+    int dirfd, failed;
+    pthread_mutex_t lock;
+};
+
+static void *unpack_some(void *arg) {
+    struct pool *p = arg;
+    for (;;) {
+        pthread_mutex_lock(&p->lock);
+        size_t i = p->next++;
+        int stop = p->failed || i >= p->count;
+        pthread_mutex_unlock(&p->lock);
+        if (stop) return NULL;
+        if (unpack_part(&p->parts[i], p->dirfd) != 0) {
+            pthread_mutex_lock(&p->lock);
+            p->failed = 1;
+            pthread_mutex_unlock(&p->lock);
+        }
+    }
+}
+
+static void unpack_parallel(struct part *parts, size_t count, int dirfd) {
+    struct pool pool = {.parts = parts, .count = count, .dirfd = dirfd};
+    pthread_mutex_init(&pool.lock, NULL);
+    cpu_set_t cpus;
+    size_t threads = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? (size_t)CPU_COUNT(&cpus) : 1;
+    if (threads > count) threads = count;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    pthread_t helpers[MAX_THREADS];
+    size_t started = 0;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 1 << 20);
+    while (started + 1 < threads && pthread_create(&helpers[started], &attr, unpack_some, &pool) == 0)
+        started++;
+    pthread_attr_destroy(&attr);
+    say("unpacking %zu frames on %zu threads", count, started + 1);
+    unpack_some(&pool);
+    for (size_t i = 0; i < started; i++) pthread_join(helpers[i], NULL);
+    pthread_mutex_destroy(&pool.lock);
 }
 
 /* Unpack the runner into DIRFD, then write EB_FILES there. */
 static int unpack(int self, const struct trailer *t, int dirfd) {
-    static struct zsrc z;
-    struct list files = {0};
-    memset(&z, 0, sizeof z);
-    z.ds = ZSTD_createDStream();
-    if (!z.ds) return -1;
-    ZSTD_initDStream(z.ds);
-    z.fd = self;
-    z.pos = t->runner_offset;
-    z.end = t->runner_offset + t->runner_size;
-    z.last = 1;
-    int rc = unpack_records(&z, dirfd, &files);
-    ZSTD_freeDStream(z.ds);
+    long page = sysconf(_SC_PAGESIZE);
+    uint64_t skip = t->runner_offset % (uint64_t)(page > 0 ? page : 4096);
+    size_t span = (size_t)(skip + t->runner_size);
+    unsigned char *map = mmap(NULL, span, PROT_READ, MAP_PRIVATE, self, (off_t)(t->runner_offset - skip));
+    unsigned char *copy = NULL; /* a file system that cannot map files: read it */
+    if (map == MAP_FAILED) {
+        copy = malloc((size_t)t->runner_size);
+        if (!copy || pread_full(self, copy, (size_t)t->runner_size, t->runner_offset) != 0) {
+            free(copy);
+            return -1;
+        }
+    }
+    const unsigned char *src = copy ? copy : map + skip;
+    static struct part parts[MAX_FRAMES];
+    size_t n = 0;
+    int rc = 0;
+    for (uint64_t off = 0; off < t->runner_size && rc == 0; n++) {
+        size_t len = ZSTD_findFrameCompressedSize(src + off, (size_t)(t->runner_size - off));
+        if (n == MAX_FRAMES || ZSTD_isError(len)) {
+            errno = EBADMSG;
+            rc = -1;
+            break;
+        }
+        parts[n] = (struct part){.src = src + off, .size = len, .role = MIDDLE};
+        off += len;
+    }
+    if (rc == 0 && n == 0) errno = EBADMSG, rc = -1;
     if (rc == 0) {
-        /* O_EXCL: an archive that holds a file of that name is refused rather than trusted. */
-        int fd = openat(dirfd, EB_FILES, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0400);
+        parts[0].role = n == 1 ? ONLY : FIRST;
+        parts[n - 1].role = n == 1 ? ONLY : LAST;
+        rc = unpack_part(&parts[0], dirfd); /* the directories, before anything goes into them */
+        if (rc == 0 && n > 2) {
+            unpack_parallel(parts + 1, n - 2, dirfd);
+            for (size_t i = 1; i < n - 1 && rc == 0; i++) rc = parts[i].err ? -1 : 0;
+        }
+        if (rc == 0 && n > 1) rc = unpack_part(&parts[n - 1], dirfd); /* symlinks after every file */
+        int err = 0;
+        for (size_t i = 0; i < n && !err; i++) err = parts[i].err;
+        errno = err;
+    }
+    if (rc == 0) {
+        /* The records in archive order; O_EXCL: an archive that holds a file of that name is refused
+         * rather than trusted. */
+        struct list files = {0};
+        if (append(&files, EB_FILES_MAGIC, 8) != 0) rc = -1;
+        for (size_t i = 0; i < n && rc == 0; i++) rc = append(&files, parts[i].files.data, parts[i].files.len);
+        int fd = rc == 0 ? openat(dirfd, EB_FILES, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0400) : -1;
         if (fd < 0 || write_full(fd, files.data, files.len) != 0) rc = -1;
         if (fd >= 0 && close(fd) != 0) rc = -1;
+        free(files.data);
     }
-    free(files.data);
+    for (size_t i = 0; i < n; i++) free(parts[i].files.data);
+    if (copy)
+        free(copy);
+    else
+        munmap(map, span);
     if (rc != 0 && errno == 0) errno = EBADMSG;
     return rc;
 }

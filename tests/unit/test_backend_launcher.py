@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from edgebundle.backends import bundle, launcher, libc
+from edgebundle.backends import bundle, launcher, libc, runners
 from edgebundle.elf import read_elf
 from edgebundle.target import host_arch
 from tests.conftest import in_ci
@@ -84,7 +84,15 @@ def placeholder_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def make_binary(launcher_exe: Path, tmp_path: Path) -> MakeBinary:
-    def make(name: str = "app", extra: bytes = b"", files: int = 1, program: Path | None = None) -> Path:
+    def make(
+        name: str = "app",
+        extra: bytes = b"",
+        files: int = 1,
+        program: Path | None = None,
+        frames: int | None = runners.FILE_FRAMES,
+    ) -> Path:
+        """A binary whose runner is a tree of ``files`` data files, a symlink and ``run``: as builds
+        write it (``frames`` files frames), or as one frame (None)."""
         tree = tmp_path / f"tree-{name}"
         (tree / "_internal").mkdir(parents=True)
         if program is None:
@@ -101,9 +109,12 @@ def make_binary(launcher_exe: Path, tmp_path: Path) -> MakeBinary:
             (tree / "_internal" / f"data{i}.bin").write_bytes(extra + name.encode())
         (tree / "_internal" / "link").symlink_to("data0.bin")
         archive = tmp_path / f"{name}.ebr"
-        with open(archive, "wb") as f:
-            bundle.write_runner_archive(tree, f)
-        subprocess.run(["zstd", "-q", "-f", "--check", str(archive)], check=True)
+        if frames is None:
+            with open(archive, "wb") as f:
+                bundle.write_runner_archive(tree, f)
+            subprocess.run(["zstd", "-q", "-f", "--check", str(archive)], check=True)
+        else:
+            runners.compress_runner(tree, Path(f"{archive}.zst"), tmp_path / "log", lambda _: None, frames)
         packed = Path(f"{archive}.zst").read_bytes()
         prefix = tmp_path / f"{name}.prefix"
         prefix.write_bytes(launcher_exe.read_bytes() + packed)
@@ -292,6 +303,78 @@ def test_corrupt_runner_is_refused_and_leaves_nothing(make_binary: MakeBinary, t
     assert "cannot unpack" in proc.stderr
     for run in (tmp_path / "c" / "run", cache_run_dir(tmp_path)):
         assert [p.name for p in run.iterdir()] == [".lock"]
+
+
+@pytest.mark.parametrize("frames", [None, 1, 3])
+def test_runners_in_one_or_several_frames_unpack_the_same_files(
+    make_binary: MakeBinary, tmp_path: Path, frames: int | None
+) -> None:
+    """The launcher unpacks a runner of one zstd frame, or the directories, files in ``frames`` groups
+    (on as many threads) and symlinks each in frames of their own, to the same files."""
+    binary = make_binary(extra=os.urandom(300_000), files=7, frames=frames)
+    tree = tmp_path / "tree-app"
+    env = env_for(tmp_path, EDGEBUNDLE_DEBUG="1")
+    proc = subprocess.run([str(binary)], capture_output=True, text=True, env=env, check=True)
+    key_dir = cache_run_dir(tmp_path) / bundle.read_trailer(binary).key
+    for i in range(7):
+        name = f"_internal/data{i}.bin"
+        assert (key_dir / name).read_bytes() == (tree / name).read_bytes()
+    assert os.readlink(key_dir / "_internal" / "link") == "data0.bin"
+    if frames == 3:
+        assert "unpacking 3 frames on" in proc.stderr
+    again = subprocess.run([str(binary)], capture_output=True, text=True, env=env, check=True)
+    assert "unpacking" not in again.stderr  # the list of what was unpacked matches the directory
+
+
+def parts_binary(launcher_exe: Path, tmp_path: Path, parts: list[bytes]) -> Path:
+    """A binary whose runner is ``parts``, each compressed as a zstd frame of its own."""
+    packed = b"".join(
+        subprocess.run(["zstd", "-q", "--check", "-c"], input=part, capture_output=True, check=True).stdout
+        for part in parts
+    )
+    prefix = tmp_path / "parts.prefix"
+    prefix.write_bytes(launcher_exe.read_bytes() + packed)
+    out = tmp_path / "parts"
+    bundle.assemble(prefix, launcher_exe.stat().st_size, bundle.runner_key(packed), {"m.json": b"{}"}, out)
+    out.chmod(0o755)
+    return out
+
+
+def record(kind: int, path: str, data: bytes = b"", mode: int = 0o644) -> bytes:
+    return bundle.RECORD.pack(kind, mode, len(path.encode()), len(data)) + path.encode() + data
+
+
+MAGIC, END = bundle.ARCHIVE_MAGIC, bundle.RECORD.pack(bundle.KIND_END, 0, 0, 0)
+RUN = record(bundle.KIND_FILE, "run", RUNNER_SCRIPT.encode(), 0o755)
+DIR = record(bundle.KIND_DIR, "d", mode=0o755)
+FILE = record(bundle.KIND_FILE, "d/f", b"x" * 1000)
+LINK = record(bundle.KIND_SYMLINK, "l", b"run", 0o777)
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        pytest.param([MAGIC + RUN, DIR + FILE, END], id="a directory past the first frame"),
+        pytest.param([MAGIC + DIR, LINK, FILE, RUN + END], id="a symlink in a middle frame"),
+        pytest.param([MAGIC + DIR, FILE + END, RUN + END], id="an end record in a middle frame"),
+        pytest.param([MAGIC + DIR, FILE, RUN], id="no end record"),
+        pytest.param([MAGIC + DIR, FILE[:30], FILE[30:] + RUN + END], id="a record cut between frames"),
+        pytest.param([MAGIC + DIR + RUN + END, FILE + END], id="a frame after the end"),
+        pytest.param([DIR + RUN, END], id="no magic"),
+    ],
+)
+def test_frames_out_of_their_place_are_refused_and_leave_nothing(
+    launcher_exe: Path, tmp_path: Path, parts: list[bytes]
+) -> None:
+    assert parts_binary(launcher_exe, tmp_path, [MAGIC + DIR, FILE, RUN + LINK + END]).exists()
+    good = subprocess.run([str(tmp_path / "parts")], capture_output=True, env=env_for(tmp_path), check=False)
+    assert good.returncode == 0, good.stderr  # the same records, each in its place
+    binary = parts_binary(launcher_exe, tmp_path, parts)
+    env = env_for(tmp_path, EDGEBUNDLE_CACHE_DIR=str(tmp_path / "c"))
+    proc = subprocess.run([str(binary)], capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 70
+    assert "cannot unpack" in proc.stderr
+    assert [p.name for p in (tmp_path / "c" / "run").iterdir()] == [".lock"]
 
 
 def test_closed_std_fds_are_not_given_to_the_runtime(make_binary: MakeBinary, tmp_path: Path) -> None:

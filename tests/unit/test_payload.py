@@ -172,6 +172,41 @@ def test_runner_archive_dirs_first_symlinks_last(tmp_path: Path) -> None:
     assert total == len(b"#!/bin/sh\n") + 2 + 3
 
 
+def test_runner_frames_are_the_archive_in_balanced_parts(tmp_path: Path) -> None:
+    """Directories, then the files in groups of about equal bytes (large files spread first, small
+    ones in tree order), then symlinks; written one after the other they read as one archive."""
+    root = tmp_path / "t"
+    make_tree(root)
+    sizes = {"_internal/big1.so": 3 << 20, "_internal/big2.so": 2 << 20, "_internal/big3.so": 1 << 20}
+    sizes |= {f"_internal/numpy/m{i:02}.pyc": 100_000 + i for i in range(40)}
+    for rel, n in sizes.items():
+        (root / rel).write_bytes(bytes([len(rel)]) * n)
+    frames = bundle.runner_frames(root, 3)
+    assert len(frames) == 5
+    assert {e[0] for e in frames[0]} == {bundle.KIND_DIR}
+    assert {e[0] for e in frames[-1]} == {bundle.KIND_SYMLINK}
+    groups = [[rel for _, rel, _ in g] for g in frames[1:-1]]
+    assert sorted(rel for g in groups for rel in g) == sorted(
+        [*sizes, "run", "_internal/base_library.zip", "_internal/numpy/core.so"]
+    )
+    order = [rel for kind, rel, _ in bundle.tree_entries(root) if kind == bundle.KIND_FILE]
+    assert all(g == sorted(g, key=order.index) for g in groups)  # each group in tree order
+    loads = [sum((root / rel).stat().st_size for rel in g) for g in groups]
+    assert max(loads) - min(loads) <= 1 << 20  # within a large file of each other
+    assert [rel for rel in groups[0] if "big" in rel] == ["_internal/big1.so"]  # large files spread
+    out = io.BytesIO()
+    total = sum(
+        bundle.write_archive_part(part, out, first=i == 0, last=i == len(frames) - 1)
+        for i, part in enumerate(frames)
+    )
+    assert total == sum(loads)
+    entries = read_archive(out.getvalue())
+    assert sorted((k, p) for k, p, _, _ in entries) == sorted(
+        (chr(kind), rel) for kind, rel, _ in bundle.tree_entries(root)
+    )
+    assert bundle.runner_frames(root, 3) == frames  # reproducible
+
+
 def test_runner_archive_refuses_absolute_symlinks(tmp_path: Path) -> None:
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "bad").symlink_to("/etc/passwd")
