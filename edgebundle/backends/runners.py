@@ -48,9 +48,10 @@ KEEP_RUNNERS = 8  # in the builder's cache
 # memory on the device. Decompression runs at ~1 GB/s whatever the level, so only the build pays.
 ZSTD_LEVEL = 19
 # The files are compressed as this many frames of about equal size, which the launcher unpacks on as
-# many threads as the device has cores (zstd decompresses one frame on one core): a first start on a
-# 2-core device unpacks in about half the time, for ~1% more bytes than one frame.
-FILE_FRAMES = 4
+# many threads as the device has cores (zstd decompresses one frame on one core). Measured on a
+# 2-core x86_64 (benchmarks/results/cold.md): two frames cut a first start by ~20-25% for 8 kB more;
+# four were no faster there and cost 1.2% more bytes.
+FILE_FRAMES = 2
 _BACKENDS_DIR = Path(__file__).resolve().parent
 
 
