@@ -165,6 +165,11 @@ def _by_score(scores: Array) -> Array:
     return np.argsort(-scores, kind="stable")
 
 
+# Up to this many candidates, NMS compares them all at once (n x n temporaries, 1 MB each at the
+# limit); past it, one kept box against the rest at a time, which needs no n x n memory.
+MATRIX_MAX = 512
+
+
 def nms_mediapipe(d: Detections, opts: dict[str, Any]) -> Detections:
     order = _by_score(d.scores)
     if opts["min_score_threshold"] > 0:  # the loop stops at the first score under it
@@ -176,6 +181,42 @@ def nms_mediapipe(d: Detections, opts: dict[str, Any]) -> Detections:
     return d.take(greedy(d.boxes, order, threshold, opts["overlap_type"], None, limit))
 
 
+def _overlaps(boxes: Array, overlap_type: str, threshold: float, classes: Array | None) -> Array:
+    """[n, n] booleans: box i (rect1) overlaps box j (rect2) more than ``threshold``; the same
+    arithmetic as ``similarity``, in place (n x n temporaries are what this costs)."""
+    x0, y0, x1, y1 = (np.ascontiguousarray(boxes[:, k]) for k in range(4))
+    area = (x1 - x0) * (y1 - y0)
+    iw = np.minimum(x1[:, None], x1[None, :])
+    tmp = np.maximum(x0[:, None], x0[None, :])
+    iw -= tmp
+    ih = np.minimum(y1[:, None], y1[None, :])
+    np.maximum(y0[:, None], y0[None, :], out=tmp)
+    ih -= tmp
+    ok = iw >= 0
+    ok &= ih >= 0
+    inter = np.multiply(iw, ih, out=tmp)
+    norm = iw
+    if overlap_type == "jaccard":
+        np.maximum(x1[:, None], x1[None, :], out=norm)
+        norm -= np.minimum(x0[:, None], x0[None, :])
+        np.maximum(y1[:, None], y1[None, :], out=ih)
+        ih -= np.minimum(y0[:, None], y0[None, :])
+        norm *= ih
+    elif overlap_type == "modified-jaccard":
+        norm[:] = area[None, :]
+    else:
+        np.add(area[:, None], area[None, :], out=norm)
+        norm -= inter
+    ok &= norm > 0
+    sim = ih
+    sim.fill(0)
+    np.divide(inter, norm, out=sim, where=ok)
+    over: Array = sim > threshold
+    if classes is not None:
+        over &= classes[:, None] == classes[None, :]
+    return over
+
+
 def greedy(
     boxes: Array, order: Array, threshold: float, overlap_type: str, classes: Array | None, limit: int
 ) -> Array:
@@ -183,6 +224,16 @@ def greedy(
     with it (the kept box as rect1) is ``> threshold`` (of the same class when ``classes`` is given),
     repeat; at most ``limit`` kept. Both MediaPipe's default NMS and torchvision's ``nms`` do this."""
     kept: list[int] = []
+    if len(order) <= MATRIX_MAX:
+        over = _overlaps(boxes[order], overlap_type, threshold, None if classes is None else classes[order])
+        alive = np.ones(len(order), dtype=bool)
+        for i in range(len(order)):
+            if len(kept) >= limit:
+                break
+            if alive[i]:
+                kept.append(i)
+                alive &= ~over[i]
+        return order[np.asarray(kept, dtype=np.int64)]
     while order.size and len(kept) < limit:
         i = order[0]
         kept.append(int(i))
@@ -198,11 +249,15 @@ def _weighted(d: Detections, order: Array, overlap_type: str, threshold: float, 
     """MediaPipe's WeightedNonMaxSuppression: the best remaining box and every remaining box that
     overlaps it (each as rect1, the best as rect2) become one detection, their boxes and keypoints
     averaged with the scores as weights; the score and class stay the best box's."""
+    over = _overlaps(d.boxes[order], overlap_type, threshold, None) if len(order) <= MATRIX_MAX else None
     remaining = np.arange(len(order))
     clusters: list[Array] = []
     while remaining.size:
         top = remaining[0]
-        close = similarity(d.boxes[order[remaining]], d.boxes[order[top]], overlap_type) > threshold
+        if over is not None:
+            close = over[remaining, top]
+        else:
+            close = similarity(d.boxes[order[remaining]], d.boxes[order[top]], overlap_type) > threshold
         members = remaining[close]
         clusters.append(members if members.size else remaining[:1])
         if not members.size:  # MediaPipe stops when an iteration removes nothing
