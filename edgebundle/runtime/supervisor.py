@@ -46,9 +46,10 @@ BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)  # before replacing a worker, by deaths in
 _PR_SET_PDEATHSIG = 1
 # A worker process busier than another waits this long before it accepts a new connection itself;
 # longer when its interpreter has more jobs than another's: a connection taken then waits behind them
-# (a slow inference: seconds), while the other worker may only be slow to wake on a loaded machine.
+# (a slow inference: seconds), while the other worker may only be slow to wake on a loaded machine
+# (50 ms was not always enough on a 2-core CI machine under a full test run).
 ACCEPT_DEFER_S = 0.002
-BUSY_DEFER_S = 0.05
+BUSY_DEFER_S = 0.25
 
 
 def preload(manifest: Manifest) -> None:
