@@ -17,10 +17,11 @@
  * then runs what the first unpacked) into RUN/.KEY.tmp.PID, which is renamed to RUN/KEY only
  * when complete and synced. The runner's files come in several zstd frames (eb_format.h), unpacked
  * on as many threads as the process may use CPUs: zstd decompresses a frame on one core, and that is
- * most of a first start's extra time. Each file's writeback starts as soon as it is written. Whoever holds the lock first removes every .*.tmp.* entry: only a killed
- * run can have left one. It then removes all but the EB_KEEP_RUNNERS newest runners that no running
- * program uses (each running program holds a shared flock on its runner directory, inherited across
- * exec). So a cache holds at most a few runners, and nothing is written per run.
+ * most of a first start's extra time. Each file's writeback starts as soon as it is written.
+ * Whoever holds the lock first removes every .*.tmp.* entry: only a killed run can have left one.
+ * It then removes all but the EB_KEEP_RUNNERS newest runners that no running program uses (each
+ * running program holds a shared flock on its runner directory, inherited across exec). So a cache
+ * holds at most a few runners, and nothing is written per run.
  *
  * Damage: a tmp cleaner (or a user) may delete or truncate files of an unpacked runner, which would
  * otherwise make every start fail inside Python. The unpacker writes the list of what it unpacked with
@@ -424,7 +425,7 @@ static int unpack_records(struct zsrc *z, int dirfd, struct part *part, unsigned
     for (;;) {
         int end = zend(z);
         if (end < 0) return -1;
-        if (end) return ends ? -1 : 0; /* a frame cut at a record boundary; the last must have the end record */
+        if (end) return ends ? -1 : 0; /* cut at a record boundary; the last frame has the end record */
         if (zread(z, h, sizeof h) != 0) return -1;
         int kind = h[0];
         uint32_t mode = le32(h + 4), plen = le32(h + 8);
@@ -485,7 +486,8 @@ static int unpack_part(struct part *part, int dirfd) {
     z.in.size = part->size;
     z.last = 1;
     errno = 0;
-    int rc = buf && z.out && z.ds && !ZSTD_isError(ZSTD_initDStream(z.ds)) ? unpack_records(&z, dirfd, part, buf) : -1;
+    int ready = buf && z.out && z.ds && !ZSTD_isError(ZSTD_initDStream(z.ds));
+    int rc = ready ? unpack_records(&z, dirfd, part, buf) : -1;
     part->err = rc == 0 ? 0 : errno ? errno : EBADMSG;
     ZSTD_freeDStream(z.ds);
     free(z.out);
@@ -517,7 +519,8 @@ static void *unpack_some(void *arg) {
     }
 }
 
-static void unpack_parallel(struct part *parts, size_t count, int dirfd) {
+/* 0, or -1 when a frame failed (its errno in its part). */
+static int unpack_parallel(struct part *parts, size_t count, int dirfd) {
     struct pool pool = {.parts = parts, .count = count, .dirfd = dirfd};
     pthread_mutex_init(&pool.lock, NULL);
     cpu_set_t cpus;
@@ -536,6 +539,7 @@ static void unpack_parallel(struct part *parts, size_t count, int dirfd) {
     unpack_some(&pool);
     for (size_t i = 0; i < started; i++) pthread_join(helpers[i], NULL);
     pthread_mutex_destroy(&pool.lock);
+    return pool.failed ? -1 : 0;
 }
 
 /* Unpack the runner into DIRFD, then write EB_FILES there. */
@@ -571,12 +575,9 @@ static int unpack(int self, const struct trailer *t, int dirfd) {
         parts[0].role = n == 1 ? ONLY : FIRST;
         parts[n - 1].role = n == 1 ? ONLY : LAST;
         rc = unpack_part(&parts[0], dirfd); /* the directories, before anything goes into them */
-        if (rc == 0 && n > 2) {
-            unpack_parallel(parts + 1, n - 2, dirfd);
-            for (size_t i = 1; i < n - 1 && rc == 0; i++) rc = parts[i].err ? -1 : 0;
-        }
+        if (rc == 0 && n > 2) rc = unpack_parallel(parts + 1, n - 2, dirfd);
         if (rc == 0 && n > 1) rc = unpack_part(&parts[n - 1], dirfd); /* symlinks after every file */
-        int err = 0;
+        int err = 0; /* the first failed frame's, for the one line saying so */
         for (size_t i = 0; i < n && !err; i++) err = parts[i].err;
         errno = err;
     }
@@ -585,8 +586,10 @@ static int unpack(int self, const struct trailer *t, int dirfd) {
          * rather than trusted. */
         struct list files = {0};
         if (append(&files, EB_FILES_MAGIC, 8) != 0) rc = -1;
-        for (size_t i = 0; i < n && rc == 0; i++) rc = append(&files, parts[i].files.data, parts[i].files.len);
-        int fd = rc == 0 ? openat(dirfd, EB_FILES, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0400) : -1;
+        for (size_t i = 0; i < n && rc == 0; i++)
+            rc = append(&files, parts[i].files.data, parts[i].files.len);
+        int fd = rc == 0 ? openat(dirfd, EB_FILES, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0400)
+                         : -1;
         if (fd < 0 || write_full(fd, files.data, files.len) != 0) rc = -1;
         if (fd >= 0 && close(fd) != 0) rc = -1;
         free(files.data);
