@@ -450,6 +450,9 @@ def _print_json(obj: Any) -> None:
 
 def entry() -> None:
     """The frozen program's entry point: no traceback reaches the user unless EDGEBUNDLE_DEBUG=1."""
+    from .deferred import install
+
+    install()  # before Pillow: logging and tempfile only when something uses them
     try:
         code = main()
     except KeyboardInterrupt:

@@ -95,6 +95,7 @@ def test_ssd(algorithm: str, overlap: str, case: int) -> None:
         both(spec, [{**names[0], **ib}, {**names[1], **is_}], 128, [qb, qs], exact)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")  # the point
 def test_weighted_clusters_of_zero_weight_are_nan_as_numpy_divides() -> None:
     opts = detections_opts(sigmoid_score=False, min_score_thresh=None, num_keypoints=0)
     rng = np.random.default_rng(4)
