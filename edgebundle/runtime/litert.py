@@ -86,11 +86,21 @@ def _library() -> Any:
     return lib
 
 
+# The environment's one option (LiteRtEnvOption, 24 bytes: int tag; LiteRtAny value at offset 8 = int
+# type, then an int64 at 16): kLiteRtEnvOptionTagAutoRegisterAccelerators (24), a kLiteRtAnyTypeInt
+# (2) bitmask of kLiteRtHwAcceleratorCpu (1) alone. By default LiteRT also registers the GPU, NPU and
+# WebNN accelerators at every start: it dlopens libLiteRtGpuAccelerator.so and three more by bare
+# name, which searches the device's library directories (~130 failed opens here), and would load
+# such a library from the system if one were there. Models run on the CPU only.
+_ENV_OPTIONS = struct.pack("=i4xi4xq", 24, 2, 1)
+
+
 def _environment() -> ctypes.c_void_p:
     with _env_lock:
         env = _loaded.get("env")
         if env is None:
-            env = _loaded["env"] = _handle("LiteRtCreateEnvironment", 0, None)
+            options = ctypes.create_string_buffer(_ENV_OPTIONS, len(_ENV_OPTIONS))
+            env = _loaded["env"] = _handle("LiteRtCreateEnvironment", 1, options)
         return env
 
 

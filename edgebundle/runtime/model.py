@@ -69,8 +69,8 @@ def _quiet_info_logs() -> Iterator[list[str]]:
 
 
 def _chatter(line: str) -> bool:
-    """TFLite's INFO lines, and LiteRT's warnings that a GPU or NPU accelerator is not there (it looks
-    for them at every start; a CPU binary never has them)."""
+    """TFLite's INFO lines, and LiteRT's warnings that a GPU or NPU accelerator is not there (the
+    Python packages' LiteRT looks for them at every start; runtime/litert.py asks for the CPU alone)."""
     return line.startswith("INFO: ") or (
         line.startswith("WARNING: ") and "accelerator could not be loaded and registered" in line
     )

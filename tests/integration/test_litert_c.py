@@ -201,3 +201,30 @@ def test_threads_run_xnnpacks_pool(lean: Built, tmp_path: Path) -> None:
         [python, "-c", code, str(runtime), str(lean.model)], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[0, 1]", out.stdout + out.stderr
+
+
+def test_only_the_cpu_accelerator_is_registered(lean: Built, tmp_path: Path) -> None:
+    """The environment asks LiteRT for its CPU accelerator alone: no GPU, NPU or WebNN library is
+    looked for (by default LiteRT dlopens four GPU libraries by bare name at every start, searching
+    the device's library directories, and would load one found there). LiteRT's own INFO log, which
+    the runtime hides in a binary, says what it registers."""
+    python = HostVenv(load_target("x86_64-lean"), "pyinstaller").python
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from ebrt import litert\n"
+        "it = litert.Interpreter(model_content=open(sys.argv[2], 'rb').read())\n"
+        "print('loaded')"
+    )
+    runtime = tmp_path / "rt"
+    shutil.copytree(
+        ROOT / "edgebundle" / "runtime", runtime / "ebrt", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    out = subprocess.run(
+        [python, "-c", code, str(runtime), str(lean.model)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "loaded"
+    assert "CPU accelerator registered" in out.stderr
+    assert "Attempting to load GPU accelerator" not in out.stderr, out.stderr
+    assert "NPU accelerator" not in out.stderr, out.stderr
+    # ... and the binary says nothing on stderr either
+    proc = run_binary(lean.path, "--self-test", cwd=tmp_path)
+    assert (proc.returncode, proc.stderr) == (0, "")
