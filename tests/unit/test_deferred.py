@@ -120,3 +120,17 @@ def test_a_module_imported_before_is_left_alone() -> None:
     )
     proc = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, check=True)
     assert proc.stdout.split() == ["module", "Deferred"]
+
+
+def test_numpy_imports_and_pickles_through_the_stand_ins() -> None:
+    out = run(
+        """
+        import numpy as np
+        import pickle
+        a = np.arange(6, dtype=np.float32).reshape(2, 3)
+        b = pickle.loads(pickle.dumps(a))
+        out = {"equal": bool((a == b).all()), "real": loaded("pickle")}
+        """
+    )
+    assert out["equal"] is True
+    assert out["real"] is True  # pickled by the real module, imported at its first use
