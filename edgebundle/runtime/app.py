@@ -452,7 +452,7 @@ def entry() -> None:
     """The frozen program's entry point: no traceback reaches the user unless EDGEBUNDLE_DEBUG=1."""
     from .deferred import install
 
-    install()  # before Pillow: logging and tempfile only when something uses them
+    install()  # before Pillow, NumPy and the interpreter: deferred.DEFERRED only when used
     try:
         code = main()
     except KeyboardInterrupt:

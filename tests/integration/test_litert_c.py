@@ -33,6 +33,23 @@ SAMPLES = [DIGITS / f"sample_{d}.png" for d in range(10)] + [
 ]
 
 
+def run_runtime_source(code: str, model: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``code`` in the x86_64-lean build environment's Python, with this checkout's runtime importable as
+    ``ebrt`` (``litert`` imported) and ``model`` holding the model's bytes; it must exit 0."""
+    runtime = tmp_path / "rt"
+    shutil.copytree(
+        ROOT / "edgebundle" / "runtime", runtime / "ebrt", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    prelude = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from ebrt import litert\n"
+        "model = open(sys.argv[2], 'rb').read()\n"
+    )
+    python = HostVenv(load_target("x86_64-lean"), "pyinstaller").python
+    return subprocess.run(
+        [python, "-c", prelude + code, str(runtime), str(model)], capture_output=True, text=True, check=True
+    )
+
+
 @pytest.fixture(scope="module")
 def lean(out_dir: Path) -> Built:
     return build(out_dir, "digits_float.tflite", "digits", "--target", "x86_64-lean", name="digits_lean")
@@ -181,24 +198,17 @@ def test_threads_run_xnnpacks_pool(lean: Built, tmp_path: Path) -> None:
     assert proc.returncode == plain.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert json.loads(proc.stdout)["top_k"] == json.loads(plain.stdout)["top_k"]
-    python = HostVenv(load_target("x86_64-lean"), "pyinstaller").python
-    code = (
-        "import os, sys; sys.path.insert(0, sys.argv[1]); from ebrt import litert\n"
-        "model = open(sys.argv[2], 'rb').read()\n"
+    out = run_runtime_source(
+        "import os\n"
         "counts = []\n"
         "for n in (1, 2):\n"
         "    before = len(os.listdir('/proc/self/task'))\n"
         "    it = litert.Interpreter(model_content=model, num_threads=n)\n"
         "    counts.append(len(os.listdir('/proc/self/task')) - before)\n"
         "    del it\n"
-        "print(counts)"
-    )
-    runtime = tmp_path / "rt"
-    shutil.copytree(
-        ROOT / "edgebundle" / "runtime", runtime / "ebrt", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    out = subprocess.run(
-        [python, "-c", code, str(runtime), str(lean.model)], capture_output=True, text=True, check=True
+        "print(counts)",
+        lean.model,
+        tmp_path,
     )
     assert out.stdout.strip() == "[0, 1]", out.stdout + out.stderr
 
@@ -208,18 +218,8 @@ def test_only_the_cpu_accelerator_is_registered(lean: Built, tmp_path: Path) -> 
     looked for (by default LiteRT dlopens four GPU libraries by bare name at every start, searching
     the device's library directories, and would load one found there). LiteRT's own INFO log, which
     the runtime hides in a binary, says what it registers."""
-    python = HostVenv(load_target("x86_64-lean"), "pyinstaller").python
-    code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); from ebrt import litert\n"
-        "it = litert.Interpreter(model_content=open(sys.argv[2], 'rb').read())\n"
-        "print('loaded')"
-    )
-    runtime = tmp_path / "rt"
-    shutil.copytree(
-        ROOT / "edgebundle" / "runtime", runtime / "ebrt", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    out = subprocess.run(
-        [python, "-c", code, str(runtime), str(lean.model)], capture_output=True, text=True, check=True
+    out = run_runtime_source(
+        "it = litert.Interpreter(model_content=model)\nprint('loaded')", lean.model, tmp_path
     )
     assert out.stdout.strip() == "loaded"
     assert "CPU accelerator registered" in out.stderr
