@@ -62,7 +62,8 @@ def main(debug: bool) -> None:
     "host of the target's arch).",
 )
 @click.option(
-    "--interpreter", help="Override the target's interpreter package (tflite-runtime or ai-edge-litert)."
+    "--interpreter",
+    help="Override the target's interpreter: litert (LiteRT's C API), tflite-runtime or ai-edge-litert.",
 )
 @click.option(
     "-o",

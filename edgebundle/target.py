@@ -33,6 +33,8 @@ ARCH_SYNONYMS: dict[str, Arch] = {
 
 # The name a target file for each arch has, so that ``--target arm64`` and ``--target aarch64`` agree.
 DEFAULT_TARGET_FOR_ARCH: dict[Arch, str] = {"x86_64": "x86_64", "aarch64": "arm64"}
+# Names bundled targets had before LiteRT's C API became the default: still accepted.
+RENAMED_TARGETS: dict[str, str] = {"x86_64-lean": "x86_64", "arm64-lean": "arm64"}
 
 
 def normalize_arch(name: str) -> Arch | None:
@@ -177,6 +179,8 @@ def resolve_target_path(name_or_path: str) -> Path:
         return bundled[DEFAULT_TARGET_FOR_ARCH[arch]]
     if name_or_path in bundled:
         return bundled[name_or_path]
+    if name_or_path in RENAMED_TARGETS:
+        return bundled[RENAMED_TARGETS[name_or_path]]
     path = Path(name_or_path)
     if path.suffix == ".toml" or "/" in name_or_path:
         return path

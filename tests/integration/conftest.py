@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 from edgebundle.backends.bundle import read_trailer
+from edgebundle.target import load_target
 from edgebundle.toolchains import cache_dir
+from edgebundle.toolchains.venv import HostVenv
 from tests.conftest import FIXTURES, MODELS, ROOT
 
 # No Python on PATH, nothing from the developer's environment: as on a gateway.
@@ -93,8 +95,25 @@ np.savez(out, **arrays)
 """
 
 
-def reference_outputs(python: str, built: Built, image: Path, work: Path) -> dict[str, np.ndarray[Any, Any]]:
-    """The model run in-process (not frozen) by ``python``'s interpreter package, same recipe."""
+def reference_python(built: Built) -> str:
+    """A Python (not frozen) with the interpreter ``built`` carries, on this host: this environment's
+    own for tflite-runtime (a dev dependency), else the host build environment of that interpreter
+    (made by any build of it on this host, whatever the target's arch)."""
+    name = built.manifest["interpreter"]["name"]
+    if name == "tflite-runtime":
+        return sys.executable
+    python = HostVenv(load_target("host", interpreter_override=name), "pyinstaller").python
+    assert Path(python).exists(), (
+        f"no build environment for {name} on this host: build with --interpreter {name}"
+    )
+    return str(python)
+
+
+def reference_outputs(
+    built: Built, image: Path, work: Path, python: str | None = None
+) -> dict[str, np.ndarray[Any, Any]]:
+    """The model run in-process (not frozen) by ``python``'s interpreter package (default: the one
+    ``built`` carries, reference_python), same recipe."""
     root = work / "ref"
     if not root.exists():
         shutil.copytree(
@@ -104,7 +123,7 @@ def reference_outputs(python: str, built: Built, image: Path, work: Path) -> dic
         (root / "manifest.json").write_text(json.dumps(built.manifest))
     out = work / "ref.npz"
     proc = subprocess.run(
-        [python, "-c", REFERENCE, str(root), str(image), str(out)],
+        [python or reference_python(built), "-c", REFERENCE, str(root), str(image), str(out)],
         cwd=root,
         capture_output=True,
         text=True,

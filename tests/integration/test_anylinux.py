@@ -307,7 +307,7 @@ def test_raw_outputs_equal_the_in_process_reference(
         out = tmp_path / f"{image.stem}.npz"
         proc = run_in(bed, binary, "--save-outputs", str(out), str(image))
         assert proc.returncode == 0, proc.stderr[-3000:]
-        want = reference_outputs(sys.executable, binary.built, image, tmp_path / f"ref-{image.stem}")
+        want = reference_outputs(binary.built, image, tmp_path / f"ref-{image.stem}")
         assert_outputs_equal(_npz(out), want)
 
 

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from edgebundle.target import load_target
-from edgebundle.toolchains.venv import HostVenv
 from tests.conftest import DIGITS, IMAGES, MODELS
 from tests.integration.conftest import (
     Built,
@@ -47,11 +44,8 @@ def test_info_describes_the_build(digits_float: Built) -> None:
     m = digits_float.manifest
     assert m["backend"] == "pyinstaller"
     assert m["target"]["name"] == "x86_64"
-    assert m["interpreter"] == {
-        "name": "tflite-runtime",
-        "module": "tflite_runtime.interpreter",
-        "version": "2.14.0",
-    }
+    assert m["interpreter"] == {"name": "litert", "module": "ebrt.litert", "version": "2.1.6"}
+    assert m["numpy"] == ""
     assert m["model"]["sha256"] == __import__("hashlib").sha256(digits_float.model.read_bytes()).hexdigest()
     assert m["recipe"]["input"]["tensor"] == "serving_default_image:0"
     assert m["labels"][7] == "seven"
@@ -64,8 +58,8 @@ def test_version_and_help_are_self_contained(digits_float: Built, tmp_path: Path
     m = digits_float.manifest
     assert version.stdout == (
         f"digits_float: model digits_float.tflite (sha256 {m['model']['sha256'][:12]}), recipe digits, "
-        f"target x86_64; built by edgebundle {m['edgebundle_version']} with pyinstaller, tflite-runtime "
-        f"{m['interpreter']['version']}, Python {m['python']}, NumPy {m['numpy']}, Pillow {m['pillow']}\n"
+        f"target x86_64; built by edgebundle {m['edgebundle_version']} with pyinstaller, litert "
+        f"{m['interpreter']['version']}, Python {m['python']}, no NumPy, Pillow {m['pillow']}\n"
     )
     # the device has no README: the help says what the modes take and answer
     usage = run_binary(digits_float.path, "--help", cwd=tmp_path)
@@ -85,7 +79,7 @@ def test_self_test_passes(digits_float: Built, tmp_path: Path) -> None:
 def test_float_outputs_equal_in_process(digits_float: Built, image: Path, tmp_path: Path) -> None:
     assert_outputs_equal(
         binary_outputs(digits_float, image, tmp_path),
-        reference_outputs(sys.executable, digits_float, image, tmp_path),
+        reference_outputs(digits_float, image, tmp_path),
     )
 
 
@@ -93,7 +87,7 @@ def test_float_outputs_equal_in_process(digits_float: Built, image: Path, tmp_pa
 def test_int8_outputs_equal_in_process_exactly(digits_int8: Built, image: Path, tmp_path: Path) -> None:
     got = binary_outputs(digits_int8, image, tmp_path)
     assert next(iter(got.values())).dtype.name == "int8"
-    assert_outputs_equal(got, reference_outputs(sys.executable, digits_int8, image, tmp_path))
+    assert_outputs_equal(got, reference_outputs(digits_int8, image, tmp_path))
 
 
 @pytest.mark.parametrize("which", ["digits_float", "digits_int8"])
@@ -148,9 +142,7 @@ def test_save_outputs_needs_exactly_one_image(digits_float: Built, tmp_path: Pat
 )
 def test_unusual_models(model: str, recipe: str, image: Path, out_dir: Path, tmp_path: Path) -> None:
     built = build(out_dir, model, fixture_recipe(recipe))
-    assert_outputs_equal(
-        binary_outputs(built, image, tmp_path), reference_outputs(sys.executable, built, image, tmp_path)
-    )
+    assert_outputs_equal(binary_outputs(built, image, tmp_path), reference_outputs(built, image, tmp_path))
     proc = run_binary(built.path, str(image), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -173,10 +165,9 @@ def test_litert_interpreter(out_dir: Path, tmp_path: Path) -> None:
     )
     assert built.manifest["interpreter"]["name"] == "ai-edge-litert"
     assert built.manifest["interpreter"]["module"] == "ai_edge_litert.interpreter"
-    litert_python = HostVenv(load_target("x86_64-litert"), "pyinstaller").python
     for image in SAMPLES[:3]:
         assert_outputs_equal(
-            binary_outputs(built, image, tmp_path), reference_outputs(litert_python, built, image, tmp_path)
+            binary_outputs(built, image, tmp_path), reference_outputs(built, image, tmp_path)
         )
     assert run_binary(built.path, "--self-test", cwd=tmp_path).returncode == 0
 

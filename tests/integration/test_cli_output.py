@@ -42,7 +42,7 @@ def test_a_cached_build_prints_a_line_per_step_and_no_commands(cached: Path) -> 
     assert err[0].startswith("building app from digits_float.tflite with recipe digits: x86_64")
     assert [line.split(":")[0].split(" (")[0] for line in err[1:]] == [
         "build environment",
-        "model check with tflite-runtime",
+        "model check with litert",
         "runner",
         "checks",
     ]

@@ -1,6 +1,8 @@
-"""arm64 from this x86_64 host: the digits models built with ``--target arm64`` in the emulated
-Debian root, run under QEMU, and compared with the x86_64 in-process reference (floats within 1e-5,
-int8 exactly). The second build must reuse the cached root.
+"""arm64 from this x86_64 host: the digits models built with ``--target arm64`` (LiteRT's C API) in
+the emulated Debian root, run under QEMU, and compared with the x86_64 in-process reference of the
+same interpreter (floats within 1e-5, int8 exactly). The second build must reuse the cached root.
+``--target arm64-tflite`` (tflite-runtime, Debian's NumPy) is built and compared too, in a root of
+its own.
 
 Needs root (to create the root with mmdebstrap), mmdebstrap and qemu-user-static with binfmt_misc:
 scripts/setup.sh and scripts/ci-services.sh install them. Under CI=true a missing piece fails.
@@ -82,18 +84,18 @@ def _run_arm64(root: DebRoot, binary: Path, *args: str, cwd: Path) -> subprocess
     return run_binary(binary, *args, cwd=cwd, env={"QEMU_LD_PREFIX": str(root.rootfs)})
 
 
-def _cross_build(root: DebRoot, out_dir: Path, model: str) -> CrossBuild:
-    out = out_dir / Path(model).stem
+def _cross_build(root: DebRoot, out_dir: Path, model: str, target: str = "arm64") -> CrossBuild:
+    out = out_dir / (Path(model).stem + ("" if target == "arm64" else f"-{target}"))
     created_before = root.exists()
     start = time.monotonic()
-    proc = edgebundle("build", str(MODELS / model), "--recipe", "digits", "--target", "arm64", "-o", str(out))
+    proc = edgebundle("build", str(MODELS / model), "--recipe", "digits", "--target", target, "-o", str(out))
     seconds = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.startswith(f"built {out}: ")
     info = _run_arm64(root, out, "--info", cwd=out_dir)
     assert info.returncode == 0, info.stderr
     built = Built(path=out, model=MODELS / model, manifest=json.loads(info.stdout))
-    print(f"\narm64 build of {model}: {seconds:.0f} s, {out.stat().st_size / 1e6:.1f} MB", file=sys.stderr)
+    print(f"\n{target} build of {model}: {seconds:.0f} s, {out.stat().st_size / 1e6:.1f} MB", file=sys.stderr)
     return CrossBuild(built=built, stderr=proc.stderr, seconds=seconds, root_created=not created_before)
 
 
@@ -117,6 +119,13 @@ def arm64_int8(arm64_root: DebRoot, cross_dir: Path, arm64_float: CrossBuild) ->
     return build
 
 
+@pytest.fixture(scope="session")
+def arm64_tflite(arm64_root: DebRoot, cross_dir: Path) -> tuple[DebRoot, CrossBuild]:
+    """The same model for arm64-tflite: tflite-runtime and Debian's NumPy, in a root of their own."""
+    root = debian_root(load_target("arm64-tflite"), "pyinstaller")
+    return root, _cross_build(root, cross_dir, "digits_float.tflite", "arm64-tflite")
+
+
 def _elf_machine(path: Path) -> tuple[int, int]:
     head = path.read_bytes()[:20]
     assert head[:4] == b"\x7fELF"
@@ -130,28 +139,46 @@ def test_builds_an_aarch64_elf_that_ran_its_self_test_under_qemu(arm64_float: Cr
     assert m["target"]["name"] == "arm64"
     assert m["target"]["arch"] == "aarch64"
     assert m["python"].startswith("3.11.")
-    assert m["interpreter"]["version"] == "2.14.0"
+    assert m["interpreter"] == {"name": "litert", "module": "ebrt.litert", "version": "2.1.6"}
+    assert m["numpy"] == ""
 
 
-# Issue 6: at most 12 MB plus the model. Debian's NumPy in the root (reference BLAS instead of the
-# wheel's OpenBLAS) and numpy.linalg's LAPACK left out make it ~9 MB; the wheel made it 12.9 MB.
+# Issue 6: at most 12 MB plus the model. LiteRT's C API: ~8.7 MB, no NumPy. tflite-runtime with
+# Debian's NumPy in the root (reference BLAS instead of the wheel's OpenBLAS) and numpy.linalg's
+# LAPACK left out: ~9 MB; the wheel made it 12.9 MB.
 MAX_BYTES_WITHOUT_MODEL = 12_000_000
 
 
-def test_arm64_binary_is_lean_numpy_from_debian_without_openblas_or_lapack(
-    arm64_root: DebRoot, arm64_float: CrossBuild
-) -> None:
-    (debian,) = arm64_root.from_debian
-    assert arm64_float.built.manifest["numpy"] == debian.version
-    proc = edgebundle("inspect", str(arm64_float.built.path), "--json")
+def _libraries(built: Built) -> set[str]:
+    proc = edgebundle("inspect", str(built.path), "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    names = {Path(lib["path"]).name for lib in report["libraries"]}
+    assert report["size_bytes"] <= MAX_BYTES_WITHOUT_MODEL + built.model.stat().st_size
+    return {Path(lib["path"]).name for lib in report["libraries"]}
+
+
+def test_arm64_binary_carries_litert_and_no_numpy(arm64_float: CrossBuild) -> None:
+    names = _libraries(arm64_float.built)
+    assert "libLiteRt.so" in names
+    assert not {n for n in names if "numpy" in n or n.startswith(("_multiarray", "libblas", "libopenblas"))}
+
+
+def test_arm64_tflite_binary_has_numpy_from_debian_without_openblas_or_lapack(
+    arm64_tflite: tuple[DebRoot, CrossBuild], tmp_path: Path
+) -> None:
+    root, build = arm64_tflite
+    assert "self-test passed under QEMU" in build.stderr
+    (debian,) = root.from_debian
+    assert build.built.manifest["numpy"] == debian.version
+    assert build.built.manifest["interpreter"]["version"] == "2.14.0"
+    names = _libraries(build.built)
     assert "libblas.so.3" in names  # Debian's reference BLAS, 0.4 MB
     assert not {n for n in names if n.startswith(("libopenblas", "liblapack", "libgfortran"))}
     assert not {n for n in names if n.startswith(("_umath_linalg", "lapack_lite"))}
-    model = arm64_float.built.model.stat().st_size
-    assert report["size_bytes"] <= MAX_BYTES_WITHOUT_MODEL + model
+    image = SAMPLES[0]
+    assert_outputs_equal(
+        _outputs(root, build.built, image, tmp_path), reference_outputs(build.built, image, tmp_path)
+    )
 
 
 def test_second_build_reuses_the_cached_root(arm64_root: DebRoot, arm64_int8: CrossBuild) -> None:
@@ -176,7 +203,7 @@ def test_float_outputs_under_qemu_equal_x86_64_reference(
 ) -> None:
     assert_outputs_equal(
         _outputs(arm64_root, arm64_float.built, image, tmp_path),
-        reference_outputs(sys.executable, arm64_float.built, image, tmp_path),
+        reference_outputs(arm64_float.built, image, tmp_path),
     )
 
 
@@ -186,7 +213,7 @@ def test_int8_outputs_under_qemu_equal_x86_64_reference_exactly(
 ) -> None:
     got = _outputs(arm64_root, arm64_int8.built, image, tmp_path)
     assert next(iter(got.values())).dtype.name == "int8"
-    assert_outputs_equal(got, reference_outputs(sys.executable, arm64_int8.built, image, tmp_path))
+    assert_outputs_equal(got, reference_outputs(arm64_int8.built, image, tmp_path))
 
 
 def test_arm64_rebuild_from_nothing_is_byte_identical_and_inspectable(

@@ -1,6 +1,7 @@
-"""The x86_64-lean target: LiteRT through its C API (runtime/litert.py), no NumPy in the binary. Real
-builds, run as a user runs them; answers against the in-process reference of the same interpreter and
-against the default target's binary (tflite-runtime), which computes the same model."""
+"""The default targets' interpreter: LiteRT through its C API (runtime/litert.py), no NumPy in the
+binary. Real builds, run as a user runs them; answers against the in-process reference of the same
+interpreter and against the x86_64-tflite target's binary (tflite-runtime), which computes the same
+model."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ SAMPLES = [DIGITS / f"sample_{d}.png" for d in range(10)] + [
 
 
 def run_runtime_source(code: str, model: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    """``code`` in the x86_64-lean build environment's Python, with this checkout's runtime importable as
+    """``code`` in the x86_64 build environment's Python, with this checkout's runtime importable as
     ``ebrt`` (``litert`` imported) and ``model`` holding the model's bytes; it must exit 0."""
     runtime = tmp_path / "rt"
     shutil.copytree(
@@ -44,25 +45,40 @@ def run_runtime_source(code: str, model: Path, tmp_path: Path) -> subprocess.Com
         "import sys; sys.path.insert(0, sys.argv[1]); from ebrt import litert\n"
         "model = open(sys.argv[2], 'rb').read()\n"
     )
-    python = HostVenv(load_target("x86_64-lean"), "pyinstaller").python
+    python = HostVenv(load_target("x86_64"), "pyinstaller").python
     return subprocess.run(
         [python, "-c", prelude + code, str(runtime), str(model)], capture_output=True, text=True, check=True
     )
 
 
 @pytest.fixture(scope="module")
-def lean(out_dir: Path) -> Built:
-    return build(out_dir, "digits_float.tflite", "digits", "--target", "x86_64-lean", name="digits_lean")
+def lean(digits_float: Built) -> Built:
+    """The default target's binary (x86_64: LiteRT's C API)."""
+    assert digits_float.manifest["interpreter"]["name"] == "litert"
+    return digits_float
 
 
 @pytest.fixture(scope="module")
-def lean_int8(out_dir: Path) -> Built:
-    return build(out_dir, "digits_int8.tflite", "digits", "--target", "x86_64-lean", name="digits_int8_lean")
+def lean_int8(digits_int8: Built) -> Built:
+    return digits_int8
 
 
-def test_the_manifest_names_the_c_api_and_no_numpy(lean: Built, digits_float: Built, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tflite(out_dir: Path) -> Built:
+    """The same model for the x86_64-tflite target (tflite-runtime's Python API, NumPy inside)."""
+    return build(out_dir, "digits_float.tflite", "digits", "--target", "x86_64-tflite", name="digits_tflite")
+
+
+@pytest.mark.parametrize("name", ["x86_64-lean", "host"])
+def test_the_lean_name_and_host_build_the_same(name: str, lean: Built, out_dir: Path) -> None:
+    """The lean target's old name and ``host`` are the x86_64 target: the same binary, byte for byte."""
+    again = build(out_dir, "digits_float.tflite", "digits", "--target", name, name=f"digits_{name}")
+    assert again.path.read_bytes() == lean.path.read_bytes()
+
+
+def test_the_manifest_names_the_c_api_and_no_numpy(lean: Built, tflite: Built, tmp_path: Path) -> None:
     m = lean.manifest
-    assert m["model"]["ops"] == digits_float.manifest["model"]["ops"]  # the file's, as the Python APIs
+    assert m["model"]["ops"] == tflite.manifest["model"]["ops"]  # the file's, as the Python APIs
     assert (m["interpreter"]["name"], m["interpreter"]["module"]) == ("litert", "ebrt.litert")
     assert m["numpy"] == ""
     assert sorted(m["distributions"]) == ["ai-edge-litert", "pillow"]
@@ -87,20 +103,17 @@ def test_outputs_equal_the_in_process_reference(
     which: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     built: Built = request.getfixturevalue(which)
-    python = HostVenv(load_target("x86_64-lean"), "pyinstaller").python
     for image in SAMPLES[:4]:
         work = tmp_path / image.stem
         work.mkdir()
-        assert_outputs_equal(
-            binary_outputs(built, image, work), reference_outputs(python, built, image, work)
-        )
+        assert_outputs_equal(binary_outputs(built, image, work), reference_outputs(built, image, work))
 
 
-def test_answers_equal_the_default_targets(lean: Built, digits_float: Built, tmp_path: Path) -> None:
+def test_answers_equal_tflite_runtimes(lean: Built, tflite: Built, tmp_path: Path) -> None:
     """Same model, the tflite-runtime binary: the same labels, and scores within float rounding."""
     args = [str(p) for p in SAMPLES]
     got = run_binary(lean.path, *args, cwd=tmp_path)
-    want = run_binary(digits_float.path, *args, cwd=tmp_path)
+    want = run_binary(tflite.path, *args, cwd=tmp_path)
     assert got.returncode == want.returncode == 0, got.stderr + want.stderr
     assert got.stderr == want.stderr == ""
     for g, w in zip(got.stdout.splitlines(), want.stdout.splitlines(), strict=True):
@@ -111,7 +124,7 @@ def test_answers_equal_the_default_targets(lean: Built, digits_float: Built, tmp
     for image in SAMPLES[:3]:
         work = tmp_path / f"raw-{image.stem}"
         work.mkdir()
-        assert_outputs_equal(binary_outputs(lean, image, work), binary_outputs(digits_float, image, work))
+        assert_outputs_equal(binary_outputs(lean, image, work), binary_outputs(tflite, image, work))
 
 
 def test_batch_raw_inputs_and_errors(lean: Built, tmp_path: Path) -> None:
@@ -161,8 +174,6 @@ def test_an_op_litert_lacks_is_refused_in_one_line(tmp_path: Path) -> None:
         str(MODELS / "custom_op.tflite"),
         "--recipe",
         "digits",
-        "--target",
-        "x86_64-lean",
         "-o",
         str(out),
     )

@@ -86,7 +86,7 @@ def test_targets_recipes_and_matrix_list_the_shipped_data(installed: Path, tmp_p
     assert targets.returncode == 0, targets.stderr
     shipped = {p.stem for p in (ROOT / "targets").glob("*.toml")}
     assert {t["name"] for t in json.loads(targets.stdout)} == shipped
-    assert shipped >= {"x86_64", "x86_64-litert", "x86_64-lean", "arm64", "arm64-lean"}
+    assert shipped >= {"x86_64", "x86_64-litert", "x86_64-tflite", "arm64", "arm64-tflite"}
     recipes = run(installed, tmp_path, "recipes", "--json")
     assert recipes.returncode == 0, recipes.stderr
     listed = json.loads(recipes.stdout)

@@ -45,7 +45,7 @@ def test_a_listed_source_build_needs_its_settings(tmp_path: Path, monkeypatch: p
 
 
 def test_source_builds_change_the_environment() -> None:
-    x86 = HostVenv(load_target("x86_64"), "pyinstaller")
+    x86 = HostVenv(load_target("x86_64-tflite"), "pyinstaller")
     assert x86.source_builds == source_builds("tflite-runtime")
     assert "numpy==1.26.4" in x86.requires
     assert pinned_version(x86.requires, "numpy") == "1.26.4"

@@ -37,13 +37,25 @@ def test_every_synonym_maps_to_a_known_arch() -> None:
 
 def test_bundled_targets_carry_budgets_and_interpreters() -> None:
     x86 = load_target("x86_64")
-    assert x86.interpreter == "tflite-runtime"
+    assert x86.interpreter == "litert"
     assert x86.python == "3.11"
     assert x86.budgets.max_size_mb
     assert x86.budgets.max_startup_ms
     assert x86.budgets.max_rss_mb
+    assert load_target("arm64").interpreter == "litert"
+    assert (
+        load_target("x86_64-tflite").interpreter
+        == load_target("arm64-tflite").interpreter
+        == "tflite-runtime"
+    )
     litert = load_target("x86_64-litert")
     assert litert.interpreter == "ai-edge-litert"
+
+
+@pytest.mark.parametrize(("old", "new"), [("x86_64-lean", "x86_64"), ("arm64-lean", "arm64")])
+def test_the_lean_targets_old_names_still_resolve(old: str, new: str) -> None:
+    target = load_target(old)
+    assert (target.name, target.interpreter) == (new, "litert")
 
 
 def test_interpreter_override() -> None:

@@ -116,7 +116,7 @@ def test_mount_script_mounts_what_the_build_needs_and_binds_at_the_same_path() -
 
 def test_an_emulated_root_sees_the_host_cpu_lists_and_no_per_cpu_directories(tmp_path: Path) -> None:
     """LiteRT's C API compiles no model for the CPU when XNNPACK's cpuinfo finds neither "possible"
-    nor "present" (arm64-lean's model check); the caches of ai-edge-litert 2.2/2.3's crash stay out."""
+    nor "present" (the arm64 target's model check); the caches of ai-edge-litert 2.2/2.3's crash stay out."""
     emulated = MOUNT_SCRIPT.index('if [ "$emulated" = 1 ]; then')
     assert MOUNT_SCRIPT.index(CPU_LISTS) > MOUNT_SCRIPT.index("nocpuinfo", emulated)
     cpu = tmp_path / "sys/devices/system/cpu"
@@ -193,7 +193,7 @@ def test_every_root_can_build_a_runner_and_its_launcher() -> None:
 
 
 def test_root_holds_the_host_venv_pins_but_numpy_from_debian(on_x86_64: None) -> None:
-    target = load_target("arm64")
+    target = load_target("arm64-tflite")
     root = debian_root(target, "pyinstaller")
     pins = requirements(target, "pyinstaller")
     assert HostVenv(target, "pyinstaller").requires == pins
