@@ -141,14 +141,14 @@ class StockVenv(HostVenv):
     """The build venv with the stock NumPy wheel (no source build): pins without build-from-source."""
 
     def __init__(self) -> None:
-        super().__init__(load_target("x86_64"), "pyinstaller")
+        super().__init__(load_target("x86_64-tflite"), "pyinstaller")
         self.source_builds = {}
         self.path = self.path.with_name(self.path.name + "-stock-numpy")
 
 
 def build_variant(name: str, spec: dict[str, Any], model: Path, recipe: str, out: Path) -> Path:
     """A runner made with one measure undone, then the model's payload (from a normal build) on it."""
-    target = load_target("x86_64")
+    target = load_target("x86_64-tflite")
     pins = interpreters()[target.interpreter]
     toolchain: HostVenv = StockVenv() if spec.get("stock") else HostVenv(target, "pyinstaller")
     toolchain.ensure(print)

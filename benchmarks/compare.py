@@ -1,6 +1,6 @@
 """Side-by-side benchmark, one command, one machine, one run:
 
-    .venv/bin/python benchmarks/compare.py [--runs 10] [--rounds 3] [--targets x86_64,x86_64-litert]
+    .venv/bin/python benchmarks/compare.py [--runs 10] [--rounds 3] [--targets x86_64,x86_64-tflite]
         [--backends pyinstaller,nuitka]
 
 For each model (the digits fixture; a face-detector-sized and a MobileNetV2-sized model generated with
@@ -146,9 +146,9 @@ def baseline_venv(target: str) -> Path:
 
 def reference_target(target: str) -> str:
     """The target whose plain scripts a binary is compared with: its own, or, for an interpreter no
-    user scripts in Python (LiteRT's C API, the lean targets), the default target's: a user's plain
+    user scripts in Python (LiteRT's C API, the default targets'), x86_64-tflite's: a user's plain
     script imports tflite_runtime and NumPy."""
-    return target if interpreters()[load_target(target).interpreter].numpy else "x86_64"
+    return target if interpreters()[load_target(target).interpreter].numpy else "x86_64-tflite"
 
 
 def app_dir(binary: Path, model: Model, where: Path, interpreter: str) -> Path:
@@ -522,7 +522,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10, help="warm starts and inferences per round")
     parser.add_argument("--rounds", type=int, default=3, help="times every variant is measured, in turn")
     parser.add_argument("--models", default="digits,face,mobilenet_v2")
-    parser.add_argument("--targets", default="x86_64,x86_64-litert", help="add arm64 for the emulated one")
+    parser.add_argument("--targets", default="x86_64,x86_64-tflite", help="add arm64 for the emulated one")
     parser.add_argument("--backends", default="pyinstaller", help="pyinstaller,nuitka for both")
     parser.add_argument("--tf-python", default=os.environ.get("EDGEBUNDLE_TF_PYTHON", TF_PYTHON))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -542,7 +542,7 @@ def main() -> None:
         variants: list[Variant] = []
         model_sizes = {m.name: m.path.stat().st_size for m in chosen}
         targets = args.targets.split(",")
-        # A lean target's ratios are to the default target's plain scripts, made from its binary.
+        # A litert target's ratios are to x86_64-tflite's plain scripts, made from its binary.
         targets = [*dict.fromkeys([*(reference_target(t) for t in targets), *targets])]
         backends = args.backends.split(",")
         host = load_target("x86_64").arch

@@ -42,9 +42,9 @@ def main() -> None:
     args = parser.parse_args()
     where = Path(tempfile.mkdtemp(prefix="edgebundle-latency-"))
     try:
-        venv = compare.baseline_venv("x86_64")
+        venv = compare.baseline_venv("x86_64-tflite")
         for model in compare.models(args.models.split(","), args.tf_python):
-            binary, _, _ = compare.edgebundle_build(model, "x86_64", "pyinstaller", where)
+            binary, _, _ = compare.edgebundle_build(model, "x86_64-tflite", "pyinstaller", where)
             app = compare.app_dir(binary, model, where, "tflite-runtime")
             plain = [str(venv / "bin" / "python"), str(app / "main.py")]
             pairs = [

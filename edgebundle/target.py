@@ -161,6 +161,13 @@ def source_build_settings(name: str) -> list[str]:
     return settings
 
 
+def source_build_needs(name: str) -> str:
+    """What building ``name`` from source needs on the host (``[build-from-source-needs]``)."""
+    table = _pins_table().sub("build-from-source-needs")
+    needs: str = table.get(name, str, "a C compiler and Python headers")
+    return needs
+
+
 def backend_requires(backend: BackendName) -> tuple[str, ...]:
     return tuple(_pins_table().sub("backends").sub(backend).require("requires", list))
 

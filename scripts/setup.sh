@@ -28,6 +28,9 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     # targets' NumPy is built once from source without OpenBLAS (edgebundle/pins.toml), which needs
     # a C compiler and the Python headers.
     command -v gcc >/dev/null || need+=(gcc libc6-dev)
+    # The default targets' Pillow is built from source with JPEG and zlib only (edgebundle/pins.toml).
+    [ -f /usr/include/jpeglib.h ] || need+=(libjpeg-dev)
+    [ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)
     command -v musl-gcc >/dev/null || need+=(musl-tools)
     [ -f /usr/include/zstd.h ] || need+=(libzstd-dev)
     command -v zstd >/dev/null || need+=(zstd)

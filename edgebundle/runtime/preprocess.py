@@ -186,7 +186,14 @@ def _pil_message(exc: BaseException) -> str:
     # Pillow appends the file name or a "<_io.BytesIO object at 0x...>" repr: callers name the input.
     if "cannot identify image file" in str(exc):
         return "cannot identify image file (not an image, or a format this binary does not read)"
+    if str(exc).startswith("decoder ") and str(exc).endswith(" not available"):
+        # The leanest binaries' Pillow has JPEG and zlib only (edgebundle/pins.toml): not TIFF's
+        # compressions by libtiff, nor JPEG 2000.
+        return f"{exc}: this binary decodes {DECODES} (x86_64-tflite's binaries decode more)"
     return str(exc) or type(exc).__name__
+
+
+DECODES = "JPEG, PNG, BMP, GIF, PPM and uncompressed TIFF"
 
 
 def to_tensor(img: Image.Image, spec: dict[str, Any], tensor: TensorSpec) -> Tensor:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import BuildError, ConfigError, ToolMissingError
 from ..proc import TIMEOUT_S, Echo, LineHandler, counted_progress, run, stream, which
-from ..target import BackendName, Target, interpreters, source_build_settings
+from ..target import BackendName, Target, interpreters, source_build_needs, source_build_settings
 from ..ui import progress_of
 from . import (
     Invocation,
@@ -142,7 +142,7 @@ class HostVenv:
                 ],
                 log=log,
                 echo=echo,
-                what=f"building {name} {version} from source (once; a C compiler and Python headers needed)",
+                what=f"building {name} {version} from source (once; needs {source_build_needs(name)})",
                 timeout=TIMEOUT_S["source build"],
                 error=ToolMissingError,
                 on_line=counted_progress(f"building {name} {version}", progress_of(echo)),

@@ -98,6 +98,29 @@ def test_the_runner_carries_the_library_and_no_numpy(lean: Built, tmp_path: Path
     assert not list(runner.rglob("*tflite_runtime*"))
 
 
+def test_pillow_has_the_jpeg_and_zlib_codecs_only(lean: Built, tmp_path: Path) -> None:
+    """Pillow built from source (edgebundle/pins.toml): libjpeg and zlib, not the wheel's libtiff,
+    OpenJPEG, liblzma or xcb. A TIFF that needs libtiff is one line saying what the binary reads; an
+    uncompressed TIFF needs no library and is read."""
+    assert run_binary(lean.path, "--self-test", cwd=tmp_path).returncode == 0
+    (runner,) = [p for p in (tmp_path / "home" / ".cache" / "edgebundle" / "run").iterdir() if p.is_dir()]
+    names = {p.name for p in runner.rglob("*.so*")}
+    assert not {n for n in names if n.startswith(("libtiff", "libopenjp2", "liblzma", "libxcb", "libXau"))}
+    assert {n for n in names if n.startswith("libjpeg")}
+    from PIL import Image
+
+    with Image.open(DIGITS / "sample_4.png") as png:
+        png.save(tmp_path / "deflate.tif", compression="tiff_adobe_deflate")
+        png.save(tmp_path / "raw.tif")
+    proc = run_binary(lean.path, str(tmp_path / "deflate.tif"), str(tmp_path / "raw.tif"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"digits_float: error: {tmp_path / 'deflate.tif'}: decoder libtiff not available: this binary "
+        "decodes JPEG, PNG, BMP, GIF, PPM and uncompressed TIFF (x86_64-tflite's binaries decode more)\n"
+    )
+    assert json.loads(proc.stdout)["top_k"][0]["label"] == "four"
+
+
 @pytest.mark.parametrize("which", ["lean", "lean_int8"])
 def test_outputs_equal_the_in_process_reference(
     which: str, request: pytest.FixtureRequest, tmp_path: Path

@@ -7,6 +7,7 @@ import math
 import struct
 import warnings
 import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -381,6 +382,22 @@ def test_bad_images_raise_one_line_errors(name: str, message: str) -> None:
         decode(str(IMAGES / name))
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_a_codec_the_binarys_pillow_lacks_is_named_with_what_it_decodes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The default targets' Pillow has no libtiff (edgebundle/pins.toml): a deflate-compressed TIFF is
+    refused in one line that says which formats the binary reads (Pillow's own message first)."""
+    path = tmp_path / "deflate.tif"
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(path, compression="tiff_adobe_deflate")
+    monkeypatch.delattr(Image.core, "libtiff_decoder")  # as in a Pillow built without libtiff
+    with pytest.raises(ImageError) as info:
+        decode(str(path))
+    assert str(info.value) == (
+        "decoder libtiff not available: this binary decodes JPEG, PNG, BMP, GIF, PPM and uncompressed TIFF "
+        "(x86_64-tflite's binaries decode more)"
+    )
 
 
 def test_decompression_bomb_is_refused() -> None:
