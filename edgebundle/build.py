@@ -34,6 +34,7 @@ from .runtime.payload import check_digest
 from .target import Arch, BackendName, Pins, interpreters
 from .tflite import read_model
 from .toolchains import Toolchain, cache_dir
+from .toolchains.binfmt import qemu_cpu_env
 from .toolchains.binfmt import registered as binfmt_registered
 
 # build logs kept in the cache (one per output name and inputs; a few KB each)
@@ -289,7 +290,8 @@ def _install(
                 tested = "self-test passed"
             elif toolchain.library_root is not None and binfmt_registered(plan.target.arch):
                 # The binary needs the root's glibc and zlib: QEMU looks them up there first.
-                _self_test(partial, workdir, echo, {"QEMU_LD_PREFIX": str(toolchain.library_root)})
+                emulation = {"QEMU_LD_PREFIX": str(toolchain.library_root), **qemu_cpu_env()}
+                _self_test(partial, workdir, echo, emulation)
                 tested = "self-test passed under QEMU"
             else:
                 tested = (

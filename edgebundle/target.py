@@ -161,6 +161,13 @@ def source_build_settings(name: str) -> list[str]:
     return settings
 
 
+def root_source_build_packages() -> dict[str, list[str]]:
+    """The source builds a Debian build root makes too, each with the Debian packages it needs there
+    (``[build-from-source-in-roots]``)."""
+    table = _pins_table().sub("build-from-source-in-roots")
+    return {name: table.require(name, list) for name in table.data}
+
+
 def source_build_needs(name: str) -> str:
     """What building ``name`` from source needs on the host (``[build-from-source-needs]``)."""
     table = _pins_table().sub("build-from-source-needs")

@@ -56,6 +56,10 @@ QEMU_ARCH: Final = {"amd64": "x86_64", "arm64": "aarch64"}  # the binfmt_misc ha
 MACHINE_ARCH: Final = {"x86_64": "amd64", "aarch64": "arm64"}
 MMDEBSTRAP_TIMEOUT_S: Final = 1800.0
 DEFAULT_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# What an arm64 bed's or gateway's QEMU emulates: its "max" CPU without SME, which Debian 12's QEMU
+# gets wrong for LiteRT's int8 kernels (edgebundle/toolchains/binfmt.py says more).
+QEMU_CPU: Final = os.environ.get("QEMU_CPU") or "max,sme=off"
+QEMU_ENV: Final = f"QEMU_CPU={QEMU_CPU}"
 REPO: Final = Path(__file__).resolve().parent.parent
 APTSOURCES: Final = REPO / "edgebundle" / "toolchains" / "aptsources.py"
 DEFAULT_MIRROR: Final = "http://deb.debian.org/debian"
@@ -519,7 +523,7 @@ def run_argv(
     environment is ``env`` (PATH defaults to the usual one, HOME to /tmp)."""
     scratch = (cache or cache_root()) / ".mnt"
     scratch.mkdir(parents=True, exist_ok=True)
-    inside_env = {"PATH": DEFAULT_PATH, "HOME": "/tmp", **(env or {})}
+    inside_env = {"PATH": DEFAULT_PATH, "HOME": "/tmp", "QEMU_CPU": QEMU_CPU, **(env or {})}
     tools = {}
     for tool in ("unshare", "env", "chroot"):
         found = shutil.which(tool)
@@ -730,7 +734,7 @@ def _prepare_upper(gw: Gateway, rootfs: Path, port: int, key: Path) -> None:
     """The gateway's own files in the overlay's upper layer: its sshd port, a fresh host key, the
     authorized client key, its host name. Directories get the modes they have in the cached root."""
     upper = gw.path / "upper"
-    for rel in ("etc/ssh/sshd_config.d", "root/.ssh"):
+    for rel in ("etc/ssh/sshd_config.d", "etc/systemd/system.conf.d", "root/.ssh"):
         for part in [*reversed(Path(rel).parents[:-1]), Path(rel)]:
             (upper / part).mkdir(exist_ok=True)
             lower = rootfs / part
@@ -746,6 +750,11 @@ def _prepare_upper(gw: Gateway, rootfs: Path, port: int, key: Path) -> None:
     shutil.copyfile(key.with_name(key.name + ".pub"), authorized)
     authorized.chmod(0o600)
     (upper / "etc/hostname").write_text(gw.name + "\n")
+    # The CPU an arm64 gateway's QEMU emulates, for its services and SSH sessions (ignored natively)
+    (upper / "etc/systemd/system.conf.d/qemu-cpu.conf").write_text(
+        f"[Manager]\nDefaultEnvironment={QEMU_ENV}\n"
+    )
+    (upper / "etc/environment").write_text(QEMU_ENV + "\n")
     public = host_key.with_name(host_key.name + ".pub").read_text().split()[:2]
     gw.known_hosts(port).write_text(f"[127.0.0.1]:{port} {' '.join(public)}\n")
     gw.ssh_config.write_text(

@@ -34,6 +34,7 @@ from ..elf import NotElfError, read_elf
 from ..errors import ConfigError, DeviceError, EdgeBundleError, IntegrityError
 from ..proc import TIMEOUT_S, Completed, Echo, tail
 from ..target import Arch, Budgets, host_arch, load_target, normalize_arch
+from ..toolchains.binfmt import qemu_cpu_env
 from . import Launch, Transport, open_transport, scripts
 from .budgets import check_budgets
 from .needs import binary_libc, check_libc
@@ -74,11 +75,14 @@ def _open(device: str, binary: Path, arch: Arch, echo: Echo | None) -> Transport
         say(f"{binary} is a native {arch} binary: measured directly on this host, not under QEMU")
         return open_transport("local", echo)
     transport = open_transport(device, echo)
-    if isinstance(transport, QemuTransport) and "QEMU_LD_PREFIX" not in os.environ:
-        rootfs = build_root_of(binary, arch)
-        if rootfs is not None:
-            say(f"QEMU_LD_PREFIX={rootfs} (the build root that made {binary.name})")
-            transport = dataclasses.replace(transport, env={**os.environ, "QEMU_LD_PREFIX": str(rootfs)})
+    if isinstance(transport, QemuTransport):
+        env = {**os.environ, **qemu_cpu_env()}  # (the CPU QEMU emulates: toolchains/binfmt.py)
+        if "QEMU_LD_PREFIX" not in os.environ:
+            rootfs = build_root_of(binary, arch)
+            if rootfs is not None:
+                say(f"QEMU_LD_PREFIX={rootfs} (the build root that made {binary.name})")
+                env["QEMU_LD_PREFIX"] = str(rootfs)
+        transport = dataclasses.replace(transport, env=env)
     return transport
 
 

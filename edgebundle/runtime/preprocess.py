@@ -189,7 +189,7 @@ def _pil_message(exc: BaseException) -> str:
     if str(exc).startswith("decoder ") and str(exc).endswith(" not available"):
         # The leanest binaries' Pillow has JPEG and zlib only (edgebundle/pins.toml): not TIFF's
         # compressions by libtiff, nor JPEG 2000.
-        return f"{exc}: this binary decodes {DECODES} (x86_64-tflite's binaries decode more)"
+        return f"{exc}: this binary decodes {DECODES} (the -tflite targets' binaries decode more)"
     return str(exc) or type(exc).__name__
 
 

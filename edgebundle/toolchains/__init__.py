@@ -134,6 +134,24 @@ def pip_install_argv(python: str, requires: list[str]) -> list[str]:
     ]
 
 
+def pip_wheel_argv(python: str, name: str, version: str, settings: list[str], wheel_dir: str) -> list[str]:
+    """A wheel of ``name``==``version`` built from its sdist with the pip config ``settings``."""
+    return [
+        python,
+        "-m",
+        "pip",
+        "wheel",
+        "--disable-pip-version-check",
+        "--no-deps",
+        "--no-binary",
+        name,
+        "--wheel-dir",
+        wheel_dir,
+        f"{name}=={version}",
+        *settings,
+    ]
+
+
 _NO_DISTRIBUTION = re.compile(r"No matching distribution found for (\S+)")
 
 

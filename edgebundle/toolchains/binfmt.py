@@ -9,15 +9,28 @@ and a onefile binary that re-executes itself.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import ToolMissingError
 from ..proc import TIMEOUT_S, Echo, run
 
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+# QEMU user mode emulates its "max" CPU unless told otherwise: every extension it knows. Debian 12's
+# QEMU 7.2 gets SME (the Scalable Matrix Extension) wrong, and LiteRT 2.1.6's XNNPACK takes its SME
+# int8 kernels when the CPU has it: the digits int8 model answered garbage under QEMU (the same
+# binary is exact with max,sme=off, cortex-a72, cortex-a76 or neoverse-n1). So every process
+# edgebundle emulates gets max without SME, unless the caller set QEMU_CPU (real devices with SME
+# are rare: Armv9.2 cores).
+QEMU_CPU = "max,sme=off"
 # Debian names the file qemu-ARCH.conf, Ubuntu qemu-ARCH-static.conf; both come with qemu-user-static.
 CONF_DIRS = (Path("/usr/lib/binfmt.d"), Path("/etc/binfmt.d"))
 INSTALL = "apt-get install qemu-user-static"
+
+
+def qemu_cpu_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """QEMU_CPU for an emulated process: the caller's (``env``, default os.environ) or QEMU_CPU."""
+    return {"QEMU_CPU": (os.environ if env is None else env).get("QEMU_CPU") or QEMU_CPU}
 
 
 def registration_line(conf_text: str) -> str | None:

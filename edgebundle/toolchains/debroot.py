@@ -38,7 +38,17 @@ from typing import Final
 
 from ..errors import BuildError, ConfigError, ToolMissingError
 from ..proc import TIMEOUT_S, Echo, LineHandler, default_echo, run
-from ..target import Arch, BackendName, DebianPin, Target, host_arch, interpreters
+from ..target import (
+    Arch,
+    BackendName,
+    DebianPin,
+    Target,
+    host_arch,
+    interpreters,
+    root_source_build_packages,
+    source_build_needs,
+    source_build_settings,
+)
 from . import (
     Invocation,
     cache_dir,
@@ -49,16 +59,19 @@ from . import (
     log_path,
     pip_install,
     pip_install_argv,
+    pip_wheel_argv,
     reproducible_env,
 )
 from . import requirements as pinned_requirements
 from .aptsources import DEFAULT_KEYRING, default_sources, host_sources, select_sources
-from .binfmt import ensure_registered
+from .binfmt import ensure_registered, qemu_cpu_env
 from .bootstrap import ca_certificates_hook, mmdebstrap_argv
 from .namespace import Bind, namespace_argv, remove_mount_point
 from .pipconfig import pip_config_files, pip_environment, pip_local_paths, pip_settings
 from .roots import roots_dir
 
+# Inside the root while it is made (not /tmp: each command gets a /tmp of its own)
+SOURCE_WHEELS: Final = PurePosixPath("/opt/edgebundle/wheels")
 LAYOUT_VERSION = "1"  # bump when the way roots are made changes: every cached root is then rebuilt
 SUITE: Final = "bookworm"
 SUITE_PYTHON: Final[dict[str, str]] = {"bookworm": "3.11"}  # Debian's python3 of each suite
@@ -142,9 +155,21 @@ class DebRoot:
         self.requires = debian_requirements(
             pinned_requirements(target, backend), self.from_debian, where="edgebundle/pins.toml"
         )
-        self.packages = sorted({*APT_PACKAGES, *apt_packages, *(p.package for p in self.from_debian)})
+        # Source builds a root makes too (pins.toml's [build-from-source-in-roots]), with their packages
+        in_roots = root_source_build_packages()
+        self.source_builds = {
+            name: source_build_settings(name)
+            for name in interpreters()[target.interpreter].source_builds
+            if name in in_roots
+        }
+        build_packages = [package for name in self.source_builds for package in in_roots[name]]
+        self.packages = sorted(
+            {*APT_PACKAGES, *apt_packages, *(p.package for p in self.from_debian), *build_packages}
+        )
+        # (without source builds, the key a root has had since the first: no cached root orphaned)
+        extra = [self.source_builds] if self.source_builds else []
         self.key = content_key(
-            LAYOUT_VERSION, SUITE, self.debian_arch, target.python, self.packages, self.requires
+            LAYOUT_VERSION, SUITE, self.debian_arch, target.python, self.packages, self.requires, *extra
         )
         self.path = roots_dir() / f"{target.name}-{self.key}"
         self.echo: Echo = default_echo
@@ -183,6 +208,7 @@ class DebRoot:
             "python": self.target.python,
             "packages": self.packages,
             "requires": self.requires,
+            "source_builds": self.source_builds,
             "key": self.key,
         }
 
@@ -272,12 +298,16 @@ class DebRoot:
         self._step(4, total, f"pip install {' '.join(self.requires)}")
         binds = self._pip_binds(rootfs, config_files)
         try:
+            wheels = [
+                self._source_wheel(rootfs, name, settings, binds, log)
+                for name, settings in self.source_builds.items()
+            ]
             pip_install(
                 self.target,
                 self.arch,
                 lambda: self._inside(
                     rootfs,
-                    pip_install_argv(self.python, self.requires),
+                    pip_install_argv(self.python, [*wheels, *self.requires]),
                     log=log,
                     what=f"pip install in the {self.target.name} build root",
                     timeout=TIMEOUT_S["pip install"],
@@ -288,6 +318,7 @@ class DebRoot:
         finally:
             for bind in binds:
                 remove_mount_point(rootfs, bind.path)
+            shutil.rmtree(rootfs / SOURCE_WHEELS.relative_to("/"), ignore_errors=True)
         self._step(5, total, "checking the root's Python")
         out = self._inside(
             rootfs,
@@ -308,6 +339,31 @@ class DebRoot:
         debian = "".join(f", {n} {v} from Debian" for n, (v, _) in sorted(found["debian"].items()))
         size = f"{du(tmp) / 1e6:.0f} MB"
         self.echo(f"build root ready: Python {version} {found['machine']}{debian}, {size}, {took:.0f} s")
+
+    def _source_wheel(
+        self, rootfs: Path, name: str, settings: list[str], binds: list[Bind], log: Path
+    ) -> str:
+        """A wheel of the pinned ``name`` built from its sdist inside the root, as a host venv's
+        (toolchains/venv.py): the path inside the root, for the pip install that follows."""
+        version = next(r.split("==", 1)[1] for r in self.requires if r.lower().startswith(f"{name}=="))
+        wheels = SOURCE_WHEELS
+        self.echo(f"  building {name} {version} from source in the root (minutes under QEMU)")
+        self._inside(
+            rootfs,
+            [*pip_wheel_argv(self.python, name, version, settings, str(wheels)), "--quiet"],
+            log=log,
+            what=f"building {name} {version} from source in the {self.target.name} build root (needs "
+            f"{source_build_needs(name)})",
+            timeout=TIMEOUT_S["source build"],
+            binds=binds,
+            env={**pip_environment(os.environ), "HOME": "/root"},
+        )
+        found = sorted((rootfs / wheels.relative_to("/")).glob(f"{name}-{version}-*.whl"))
+        if len(found) != 1:
+            raise BuildError(
+                f"pip wheel {name}=={version} in the build root made {len(found)} wheels; see {log}"
+            )
+        return str(wheels / found[0].name)
 
     def _step(self, n: int, total: int, text: str) -> None:
         self.echo(f"[{n}/{total}] {text}")
@@ -357,6 +413,8 @@ class DebRoot:
         """The whole environment of a command in the root: nothing of the host's leaks in."""
         env = {"PATH": INSIDE_PATH, "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
         env.update(reproducible_env())
+        if self.emulated:
+            env.update(qemu_cpu_env())
         env.update(extra or {})
         return env
 

@@ -29,6 +29,7 @@ from . import (
     is_complete,
     pip_install,
     pip_install_argv,
+    pip_wheel_argv,
     reproducible_env,
 )
 from . import requirements as pinned_requirements
@@ -125,21 +126,8 @@ class HostVenv:
 
         def make(tmp: Path, log: Path) -> None:
             run(
-                [
-                    python,
-                    "-m",
-                    "pip",
-                    "wheel",
-                    "--verbose",  # the build's [N/M] steps: progress (counted_progress)
-                    "--disable-pip-version-check",
-                    "--no-deps",
-                    "--no-binary",
-                    name,
-                    "--wheel-dir",
-                    str(tmp),
-                    f"{name}=={version}",
-                    *settings,
-                ],
+                # --verbose: the build's [N/M] steps, for progress (counted_progress)
+                [*pip_wheel_argv(python, name, version, settings, str(tmp)), "--verbose"],
                 log=log,
                 echo=echo,
                 what=f"building {name} {version} from source (once; needs {source_build_needs(name)})",

@@ -26,7 +26,7 @@ import pytest
 from edgebundle.buildenv import debian_root
 from edgebundle.target import host_arch, load_target
 from edgebundle.toolchains import is_complete
-from edgebundle.toolchains.binfmt import registered
+from edgebundle.toolchains.binfmt import qemu_cpu_env, registered
 from edgebundle.toolchains.debroot import DebRoot
 from tests.conftest import DIGITS, IMAGES, MODELS, in_ci
 from tests.integration.conftest import (
@@ -80,8 +80,10 @@ def arm64_root() -> DebRoot:
 
 def _run_arm64(root: DebRoot, binary: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """conftest.run_binary for an arm64 binary: through binfmt_misc, with its libraries from the
-    build root (QEMU looks there first)."""
-    return run_binary(binary, *args, cwd=cwd, env={"QEMU_LD_PREFIX": str(root.rootfs)})
+    build root (QEMU looks there first), on the CPU edgebundle has QEMU emulate (max without SME:
+    with SME, QEMU 7.2 computes LiteRT's int8 kernels wrong, toolchains/binfmt.py)."""
+    env = {"QEMU_LD_PREFIX": str(root.rootfs), **qemu_cpu_env()}
+    return run_binary(binary, *args, cwd=cwd, env=env)
 
 
 def _cross_build(root: DebRoot, out_dir: Path, model: str, target: str = "arm64") -> CrossBuild:
@@ -161,6 +163,9 @@ def test_arm64_binary_carries_litert_and_no_numpy(arm64_float: CrossBuild) -> No
     names = _libraries(arm64_float.built)
     assert "libLiteRt.so" in names
     assert not {n for n in names if "numpy" in n or n.startswith(("_multiarray", "libblas", "libopenblas"))}
+    # Pillow built in the root as on the host: JPEG and zlib, not the wheel's libtiff and the rest
+    assert {n for n in names if n.startswith("libjpeg")}
+    assert not {n for n in names if n.startswith(("libtiff", "libopenjp2", "liblzma", "libxcb"))}
 
 
 def test_arm64_tflite_binary_has_numpy_from_debian_without_openblas_or_lapack(

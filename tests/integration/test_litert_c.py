@@ -116,7 +116,7 @@ def test_pillow_has_the_jpeg_and_zlib_codecs_only(lean: Built, tmp_path: Path) -
     assert proc.returncode == 2
     assert proc.stderr == (
         f"digits_float: error: {tmp_path / 'deflate.tif'}: decoder libtiff not available: this binary "
-        "decodes JPEG, PNG, BMP, GIF, PPM and uncompressed TIFF (x86_64-tflite's binaries decode more)\n"
+        "decodes JPEG, PNG, BMP, GIF, PPM and uncompressed TIFF (the -tflite targets' binaries decode more)\n"
     )
     assert json.loads(proc.stdout)["top_k"][0]["label"] == "four"
 

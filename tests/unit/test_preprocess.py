@@ -396,7 +396,7 @@ def test_a_codec_the_binarys_pillow_lacks_is_named_with_what_it_decodes(
         decode(str(path))
     assert str(info.value) == (
         "decoder libtiff not available: this binary decodes JPEG, PNG, BMP, GIF, PPM and uncompressed TIFF "
-        "(x86_64-tflite's binaries decode more)"
+        "(the -tflite targets' binaries decode more)"
     )
 
 

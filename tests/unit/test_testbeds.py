@@ -97,8 +97,9 @@ def test_run_argv_is_the_command_itself_in_a_mount_namespace(tmp_path: Path) -> 
     script_args = argv[argv.index("testbed-run") + 1 :]
     assert script_args[:3] == [str((tmp_path / "rootfs").resolve()), str(tmp_path / ".mnt"), "/w"]
     assert script_args[3:7] == ["ro", "/srv/data", "/data", "--"]
-    assert script_args[7:9] == ["HOME=/h", f"PATH={testbeds.DEFAULT_PATH}"]  # for env -i
-    tool, *chroot = script_args[9:]
+    # for env -i; QEMU_CPU for an arm64 bed's emulator (edgebundle/toolchains/binfmt.py)
+    assert script_args[7:10] == ["HOME=/h", f"PATH={testbeds.DEFAULT_PATH}", f"QEMU_CPU={testbeds.QEMU_CPU}"]
+    tool, *chroot = script_args[10:]
     assert Path(tool).name == "unshare"  # no namespace: --root and --wd only, no shell needed inside
     assert chroot == [f"--root={tmp_path / '.mnt'}/root", "--wd=/w", "--", "/app/x", "--self-test"]
     assert (tmp_path / ".mnt").is_dir()

@@ -14,9 +14,10 @@ from edgebundle.buildenv import debian_root, for_plan
 from edgebundle.errors import BuildError, ConfigError
 from edgebundle.plan import BuildPlan, make_plan
 from edgebundle.recipe import load_recipe
-from edgebundle.target import DebianPin, interpreters, load_target
+from edgebundle.target import DebianPin, interpreters, load_target, source_build_settings
 from edgebundle.toolchains import requirements
 from edgebundle.toolchains.aptsources import default_sources, select_sources
+from edgebundle.toolchains.binfmt import QEMU_CPU, qemu_cpu_env
 from edgebundle.toolchains.bootstrap import ca_certificates_hook, mmdebstrap_argv
 from edgebundle.toolchains.debroot import VENV, DebRoot, check_debian_pins, debian_requirements
 from edgebundle.toolchains.namespace import CPU_LISTS, MOUNT_SCRIPT, Bind, namespace_argv
@@ -209,6 +210,33 @@ def test_root_holds_the_host_venv_pins_but_numpy_from_debian(on_x86_64: None) ->
     assert any(r.startswith("pyinstaller==") for r in root.requires)
     assert root.python == str(VENV / "bin" / "python")
     assert root.emulated
+
+
+def test_a_litert_root_builds_pillow_from_source_and_numpy_never(on_x86_64: None) -> None:
+    """The default targets' Pillow (JPEG and zlib only) is built in an arm64 root too, with the Debian
+    packages that needs; NumPy, a source build on hosts, never is in a root (hours under QEMU)."""
+    root = debian_root(load_target("arm64"), "pyinstaller")
+    assert root.source_builds == {"pillow": source_build_settings("pillow")}
+    assert "--config-settings=tiff=disable" in root.source_builds["pillow"]
+    assert {"gcc", "libpython3.11-dev", "libjpeg-dev", "zlib1g-dev"} <= set(root.packages)
+    tflite = debian_root(load_target("arm64-tflite"), "pyinstaller")
+    assert tflite.source_builds == {}
+    assert "libjpeg-dev" not in tflite.packages
+    assert debian_root(load_target("x86_64-litert"), "pyinstaller").source_builds == {}  # NumPy 2 from PyPI
+
+
+def test_an_emulated_root_runs_qemus_max_cpu_without_sme(
+    on_x86_64: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QEMU 7.2 gets SME wrong (LiteRT's int8 kernels answered garbage): every emulated command gets
+    QEMU_CPU=max,sme=off, or the caller's own QEMU_CPU; a native root none."""
+    monkeypatch.delenv("QEMU_CPU", raising=False)
+    emulated = debian_root(load_target("arm64"), "pyinstaller")
+    assert emulated.inside_env()["QEMU_CPU"] == QEMU_CPU == "max,sme=off"
+    assert "QEMU_CPU" not in debian_root(load_target("x86_64"), "pyinstaller").inside_env()
+    monkeypatch.setenv("QEMU_CPU", "cortex-a72")
+    assert emulated.inside_env()["QEMU_CPU"] == "cortex-a72"
+    assert qemu_cpu_env({}) == {"QEMU_CPU": "max,sme=off"}
 
 
 def test_a_root_for_numpy_2_takes_every_pin_from_pypi(on_x86_64: None) -> None:
