@@ -153,3 +153,26 @@ def test_qemu_falls_back_to_an_explicit_emulator(tmp_path: Path) -> None:
 def test_qemu_missing_says_how_to_install_it(tmp_path: Path) -> None:
     with pytest.raises(DeviceError, match="apt-get install qemu-user-static"):
         qemu_launch("aarch64", tmp_path, fake_which({}))
+
+
+def test_qemu_runs_get_max_without_sme_unless_the_user_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``test --device qemu``: QEMU_CPU=max,sme=off (Debian 12's QEMU computes LiteRT's SME int8 kernels
+    wrong, toolchains/binfmt.py), or the user's own QEMU_CPU."""
+    from edgebundle.device.measurement import _open
+    from edgebundle.target import host_arch
+
+    if host_arch() == "aarch64":
+        pytest.skip("an aarch64 binary runs natively here")
+    binary = tmp_path / "app"
+    binary.write_bytes(b"\x7fELF not ours")
+    monkeypatch.delenv("QEMU_CPU", raising=False)
+    transport = _open("qemu", binary, "aarch64", None)
+    assert isinstance(transport, QemuTransport)
+    assert transport.env is not None
+    assert transport.env["QEMU_CPU"] == "max,sme=off"
+    monkeypatch.setenv("QEMU_CPU", "cortex-a76")
+    transport = _open("qemu", binary, "aarch64", None)
+    assert transport.env is not None
+    assert transport.env["QEMU_CPU"] == "cortex-a76"
