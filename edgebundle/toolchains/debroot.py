@@ -47,7 +47,6 @@ from ..target import (
     interpreters,
     root_source_build_packages,
     source_build_needs,
-    source_build_settings,
 )
 from . import (
     Invocation,
@@ -69,6 +68,7 @@ from .bootstrap import ca_certificates_hook, mmdebstrap_argv
 from .namespace import Bind, namespace_argv, remove_mount_point
 from .pipconfig import pip_config_files, pip_environment, pip_local_paths, pip_settings
 from .roots import roots_dir
+from .venv import pinned_version, source_builds
 
 # Inside the root while it is made (not /tmp: each command gets a /tmp of its own)
 SOURCE_WHEELS: Final = PurePosixPath("/opt/edgebundle/wheels")
@@ -158,9 +158,7 @@ class DebRoot:
         # Source builds a root makes too (pins.toml's [build-from-source-in-roots]), with their packages
         in_roots = root_source_build_packages()
         self.source_builds = {
-            name: source_build_settings(name)
-            for name in interpreters()[target.interpreter].source_builds
-            if name in in_roots
+            name: settings for name, settings in source_builds(target.interpreter).items() if name in in_roots
         }
         build_packages = [package for name in self.source_builds for package in in_roots[name]]
         self.packages = sorted(
@@ -345,12 +343,11 @@ class DebRoot:
     ) -> str:
         """A wheel of the pinned ``name`` built from its sdist inside the root, as a host venv's
         (toolchains/venv.py): the path inside the root, for the pip install that follows."""
-        version = next(r.split("==", 1)[1] for r in self.requires if r.lower().startswith(f"{name}=="))
-        wheels = SOURCE_WHEELS
+        version = pinned_version(self.requires, name)
         self.echo(f"  building {name} {version} from source in the root (minutes under QEMU)")
         self._inside(
             rootfs,
-            [*pip_wheel_argv(self.python, name, version, settings, str(wheels)), "--quiet"],
+            [*pip_wheel_argv(self.python, name, version, settings, str(SOURCE_WHEELS)), "--quiet"],
             log=log,
             what=f"building {name} {version} from source in the {self.target.name} build root (needs "
             f"{source_build_needs(name)})",
@@ -358,12 +355,12 @@ class DebRoot:
             binds=binds,
             env={**pip_environment(os.environ), "HOME": "/root"},
         )
-        found = sorted((rootfs / wheels.relative_to("/")).glob(f"{name}-{version}-*.whl"))
+        found = sorted((rootfs / SOURCE_WHEELS.relative_to("/")).glob(f"{name}-{version}-*.whl"))
         if len(found) != 1:
             raise BuildError(
                 f"pip wheel {name}=={version} in the build root made {len(found)} wheels; see {log}"
             )
-        return str(wheels / found[0].name)
+        return str(SOURCE_WHEELS / found[0].name)
 
     def _step(self, n: int, total: int, text: str) -> None:
         self.echo(f"[{n}/{total}] {text}")

@@ -4,6 +4,7 @@ in real beds: tests/integration/test_anylinux.py.)"""
 
 from __future__ import annotations
 
+import os
 import struct
 import sys
 from pathlib import Path
@@ -160,3 +161,12 @@ def test_gateway_names_and_their_state(tmp_path: Path) -> None:
     assert testbeds.gateway_list(tmp_path) == [{"name": "gw-1", "pid": 1, "ssh_port": 2222, "running": False}]
     assert testbeds.gateway_down("gw-1", tmp_path) is False  # pid 1 is not its systemd-nspawn
     assert not gw.path.exists()
+
+
+def test_the_beds_emulate_the_cpu_the_builder_does() -> None:
+    """scripts/testbeds.py runs without edgebundle importable: its QEMU_CPU is a copy of the builder's."""
+    from edgebundle.toolchains.binfmt import QEMU_CPU
+
+    if os.environ.get("QEMU_CPU"):
+        pytest.skip("QEMU_CPU is set here: both take it")
+    assert testbeds.QEMU_CPU == QEMU_CPU
