@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start what the device tests (tests/*/test_device_*.py) need, as root, without stdin, idempotently:
 #   - packages: OpenSSH server and client, QEMU user-mode emulation, GNU time (the independent RSS
-#     check), busybox (to prove the device side needs nothing but a POSIX shell);
+#     check), busybox (to prove the device side needs nothing but a POSIX shell), locales (a
+#     non-UTF-8 locale for the binaries to start in);
 #   - binfmt_misc with qemu-aarch64 registered, so that arm64 binaries run on an x86_64 host;
 #   - systemd-nspawn (systemd-container) and, on a host whose PID 1 is not systemd, a tmpfs at
 #     /run/systemd/nspawn where nspawn keeps its state: the test gateways (scripts/testbeds.py up);
@@ -15,7 +16,7 @@ set -euo pipefail
 
 STATE=${EDGEBUNDLE_CI_DIR:-/tmp/edgebundle-ci}
 FIRST_PORT=${EDGEBUNDLE_CI_SSH_PORT:-22022}
-PACKAGES=(openssh-server openssh-client qemu-user-static time busybox systemd-container)
+PACKAGES=(openssh-server openssh-client qemu-user-static time busybox systemd-container locales)
 
 say() { printf 'ci-services: %s\n' "$*" >&2; }
 

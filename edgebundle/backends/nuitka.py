@@ -82,7 +82,7 @@ NOFOLLOW = (
 # which also reads every JPEG's EXIF, imports fractions at module level).
 UNUSED_STDLIB = (
     *("_osx_support", "_pyio", "cgi", "cgitb", "chunk", "cmd", "code", "codeop", "configparser"),
-    *("concurrent.futures.process", "crypt", "difflib", "filecmp", "fileinput", "getopt", "graphlib"),
+    *("crypt", "difflib", "filecmp", "fileinput", "getopt", "graphlib"),
     *("html", "imaplib", "imghdr", "imp", "mailcap", "mimetypes", "modulefinder", "netrc", "pickletools"),
     *("pipes", "poplib", "pprint", "pstats", "py_compile", "pyclbr", "rlcompleter", "runpy", "sched"),
     *("sndhdr", "socketserver", "statistics", "symtable", "timeit", "tomllib", "trace", "tracemalloc"),

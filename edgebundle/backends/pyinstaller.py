@@ -98,7 +98,8 @@ EXCLUDES = (
     "numpy.distutils",
     "numpy.testing",
     "numpy.array_api",
-    # Pillow: GUI/toolkit bridges and codecs with big libraries of their own
+    # Pillow: GUI/toolkit bridges and codecs with big libraries of their own (not ImageMath and
+    # _imagingmath, 0.1 MB: the GIF plugin imports them, for writing, and without them no GIF opens)
     "PIL.ImageTk",
     "PIL.ImageQt",
     "PIL.ImageShow",
@@ -109,10 +110,69 @@ EXCLUDES = (
     "PIL._imagingcms",
     "PIL.ImageCms",
     "PIL._imagingtk",
-    "PIL._imagingmath",
-    "PIL.ImageMath",
-    # FreeType (libfreetype, harfbuzz): --annotate writes with Pillow's built-in bitmap font
+    # FreeType (libfreetype, harfbuzz): --annotate writes with Pillow's built-in bitmap font, and the
+    # version check of its fonts is what imports packaging
     "PIL._imagingft",
+    "packaging",
+    # imported only on Windows
+    "asyncio.windows_events",
+    "asyncio.windows_utils",
+    "asyncio.proactor_events",
+    # needs multiprocessing (above)
+    "concurrent.futures.process",
+    # Pillow imports it only on Python < 3.10
+    "typing_extensions",
+)
+
+# The binary runs in UTF-8 mode (``X utf8``, below): standard streams, file names, arguments and the
+# environment are UTF-8 whatever the device's locale, so no codec is looked up for them. These are all
+# the text codecs the runtime, Pillow and the standard library's modules in it name (JSON sniffs UTF-16
+# and UTF-32); the others (0.5 MB of code pages) go. IDNA cannot load anyway without unicodedata.
+CODECS = frozenset(
+    {"aliases", "ascii", "latin_1", "utf_8", "utf_8_sig", "raw_unicode_escape", "unicode_escape"}
+    | {"utf_16", "utf_16_be", "utf_16_le", "utf_32", "utf_32_be", "utf_32_le"}
+)
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+# Python 3.11's encodings package (the same list on every platform), less CODECS; and IDNA's stringprep.
+UNUSED_CODECS = (
+    *(
+        f"encodings.{name}"
+        for name in _words("""
+    base64_codec big5 big5hkscs bz2_codec charmap cp037 cp1006 cp1026 cp1125 cp1140 cp1250 cp1251
+    cp1252 cp1253 cp1254 cp1255 cp1256 cp1257 cp1258 cp273 cp424 cp437 cp500 cp720 cp737 cp775 cp850
+    cp852 cp855 cp856 cp857 cp858 cp860 cp861 cp862 cp863 cp864 cp865 cp866 cp869 cp874 cp875 cp932
+    cp949 cp950 euc_jis_2004 euc_jisx0213 euc_jp euc_kr gb18030 gb2312 gbk hex_codec hp_roman8 hz idna
+    iso2022_jp iso2022_jp_1 iso2022_jp_2 iso2022_jp_2004 iso2022_jp_3 iso2022_jp_ext iso2022_kr
+    iso8859_1 iso8859_10 iso8859_11 iso8859_13 iso8859_14 iso8859_15 iso8859_16 iso8859_2 iso8859_3
+    iso8859_4 iso8859_5 iso8859_6 iso8859_7 iso8859_8 iso8859_9 johab koi8_r koi8_t koi8_u kz1048
+    mac_arabic mac_croatian mac_cyrillic mac_farsi mac_greek mac_iceland mac_latin2 mac_roman
+    mac_romanian mac_turkish mbcs oem palmos ptcp154 punycode quopri_codec rot_13 shift_jis
+    shift_jis_2004 shift_jisx0213 tis_620 undefined utf_7 uu_codec zlib_codec
+    """)
+    ),
+    "stringprep",
+)
+
+# What a binary without NumPy (LiteRT's C API) leaves out besides. Its Pillow is built with JPEG and
+# zlib only (edgebundle/pins.toml), and it reads the formats cameras and people send, which are the
+# formats that Pillow itself imports first and TIFF (preprocess.DECODES): the plugins of the others
+# go (0.5 MB), so do datetime and calendar, which only Pillow's PDF writer and time.strptime import.
+LEAN_EXCLUDES = (
+    *(
+        f"PIL.{name}ImagePlugin"
+        for name in _words("""
+    Blp Cur Dcx Dds Eps Fits Fli Fpx Ftex Gbr Icns Ico Im Imt Iptc Jpeg2K McIdas Mic Mpeg Msp Palm Pcd
+    Pcx Pdf Pixar Psd Qoi Sgi Spider Sun Tga Wmf XVThumb Xbm Xpm
+    """)
+    ),
+    *("PIL.BufrStubImagePlugin", "PIL.GribStubImagePlugin", "PIL.Hdf5StubImagePlugin"),
+    *("PIL.PdfParser", "PIL.ImageDraw2"),
+    *("datetime", "_datetime", "_strptime", "calendar"),
 )
 
 
@@ -150,6 +210,9 @@ def command(python: str, stage: Stage) -> list[str]:
         # No docstrings or asserts in the bytecode: NumPy's docstrings alone are megabytes.
         "--optimize",
         "2",
+        # UTF-8 mode, whatever the device's locale (see CODECS)
+        "--python-option",
+        "X utf8",
         "--additional-hooks-dir",
         str(hooks_dir(stage)),
         "--paths",
@@ -162,10 +225,10 @@ def command(python: str, stage: Stage) -> list[str]:
         argv += ["--runtime-hook", str(hooks_dir(stage) / "pyi_rth_edgebundle_numpy.py")]
     else:
         # LiteRT's C API (hook-ebrt.litert.py brings its library): no NumPy, nor what needs it
-        argv += [arg for module in WITH_NUMPY for arg in ("--exclude-module", module)]
+        argv += [arg for module in (*WITH_NUMPY, *LEAN_EXCLUDES) for arg in ("--exclude-module", module)]
     if stage.strip:
         argv.append("--strip")
-    for module in EXCLUDES:
+    for module in (*EXCLUDES, *UNUSED_CODECS):
         argv += ["--exclude-module", module]
     argv.append(str(stage.entry))
     return argv

@@ -6,9 +6,11 @@ model."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +121,69 @@ def test_pillow_has_the_jpeg_and_zlib_codecs_only(lean: Built, tmp_path: Path) -
         "decodes JPEG, PNG, BMP, GIF, PPM and uncompressed TIFF (the -tflite targets' binaries decode more)\n"
     )
     assert json.loads(proc.stdout)["top_k"][0]["label"] == "four"
+
+
+def test_the_formats_it_reads_and_the_others_in_one_line(lean: Built, tflite: Built, tmp_path: Path) -> None:
+    """The default binary reads preprocess.DECODES (a JPEG with EXIF too: TIFF's plugin parses it); the
+    plugins of other formats are left out (pyinstaller.LEAN_EXCLUDES), so such a file is one line,
+    exit 2, the other images still answered. The x86_64-tflite binary, which keeps them, reads them
+    (and GIF: no binary did before Pillow's ImageMath was kept, which the GIF plugin imports)."""
+    from PIL import Image
+
+    with Image.open(DIGITS / "sample_4.png") as png:
+        rgb = png.convert("RGB")
+    read = [tmp_path / f"four.{ext}" for ext in ("jpg", "png", "bmp", "gif", "ppm", "tif")]
+    others = [tmp_path / f"four.{ext}" for ext in ("tga", "pcx", "sgi")]
+    for path in read + others:
+        rgb.save(path)
+    proc = run_binary(lean.path, *map(str, read + others), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert [json.loads(line)["top_k"][0]["label"] for line in proc.stdout.splitlines()] == ["four"] * 6
+    assert proc.stderr.splitlines() == [
+        f"digits_float: error: {path}: cannot identify image file (not an image, or a format this "
+        "binary does not read)"
+        for path in others
+    ]
+    exif = run_binary(lean.path, str(IMAGES / "exif_rotated.jpg"), cwd=tmp_path)
+    assert exif.returncode == 0, exif.stderr
+    proc = run_binary(tflite.path, *map(str, [*others, tmp_path / "four.gif"]), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line)["top_k"][0]["label"] for line in proc.stdout.splitlines()] == ["four"] * 4
+
+
+def test_it_runs_in_utf8_mode_whatever_the_locale(lean: Built, tmp_path: Path) -> None:
+    """The binary carries no codec for KOI8-R (pyinstaller.CODECS): in that locale it runs in Python's
+    UTF-8 mode all the same, opens a file by its name's bytes and answers in UTF-8 (a name that is not
+    UTF-8 comes back as surrogate escapes, as os.fsdecode gives it: the same bytes)."""
+    if not (shutil.which("localedef") and Path("/usr/share/i18n/locales/ru_RU").is_file()):
+        assert not os.environ.get("CI"), "localedef and locale sources: apt-get install locales"
+        pytest.skip("needs localedef and Debian's locales package")
+    locales = tmp_path / "locales"
+    locales.mkdir()
+    # exit 1 for its warnings about the charmap; the check below tells whether the locale works
+    subprocess.run(
+        ["localedef", "-c", "-i", "ru_RU", "-f", "KOI8-R", str(locales / "ru_RU.KOI8-R")],
+        check=False,
+        capture_output=True,
+    )
+    env = {"LOCPATH": str(locales), "LC_ALL": "ru_RU.KOI8-R"}
+    codeset = "import locale; locale.setlocale(locale.LC_ALL, ''); print(locale.nl_langinfo(locale.CODESET))"
+    shown = subprocess.run(
+        [sys.executable, "-c", codeset], env={**os.environ, **env}, capture_output=True, check=True
+    )
+    assert shown.stdout.strip() == b"KOI8-R", "the test locale is not in effect"
+    koi8 = os.fsencode(tmp_path) + "/пример.png".encode("koi8_r")
+    utf8 = tmp_path / "пример-utf8.png"
+    shutil.copyfile(DIGITS / "sample_7.png", koi8)
+    shutil.copyfile(DIGITS / "sample_7.png", utf8)
+    proc = subprocess.run(
+        [lean.path, koi8, utf8], capture_output=True, env={**env, "HOME": str(tmp_path)}, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    answers = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    assert [os.fsencode(a["image"]) for a in answers] == [koi8, os.fsencode(utf8)]
+    assert answers[1]["image"] == str(utf8)
+    assert {a["top_k"][0]["label"] for a in answers} == {"seven"}
 
 
 @pytest.mark.parametrize("which", ["lean", "lean_int8"])

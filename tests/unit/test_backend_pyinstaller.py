@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,7 @@ def test_modules_as_files_without_docstrings_and_our_hooks(tmp_path: Path) -> No
     argv = pyinstaller.command("python", s)
     assert values(argv, "--debug") == ["noarchive"]
     assert values(argv, "--optimize") == ["2"]
+    assert values(argv, "--python-option") == ["X utf8"]  # UTF-8 mode: the codecs left out
     assert values(argv, "--additional-hooks-dir") == [str(pyinstaller.hooks_dir(s))]
     assert values(argv, "--runtime-hook") == [str(pyinstaller.hooks_dir(s) / "pyi_rth_edgebundle_numpy.py")]
     # hooks must be inside the stage: a build root sees nothing else
@@ -50,13 +52,40 @@ def test_modules_as_files_without_docstrings_and_our_hooks(tmp_path: Path) -> No
 
 def test_excludes(tmp_path: Path) -> None:
     excluded = set(values(pyinstaller.command("python", stage(tmp_path)), "--exclude-module"))
-    assert excluded == set(pyinstaller.EXCLUDES)
+    assert excluded == set(pyinstaller.EXCLUDES) | set(pyinstaller.UNUSED_CODECS)
     assert {"ebrt.buildtime", "tkinter", "unittest", "ssl", "_hashlib", "multiprocessing"} <= excluded
     assert {"numpy.random", "PIL._avif", "PIL._webp", "unicodedata"} <= excluded
     assert {"numpy.linalg._umath_linalg", "numpy.linalg.lapack_lite"} <= excluded  # LAPACK
     # what the runtime itself imports must never be excluded
     runtime_needs = {"numpy", "PIL.Image", "PIL.PngImagePlugin", "PIL.JpegImagePlugin", "ctypes", "json"}
     assert not runtime_needs & excluded
+
+
+def test_a_binary_without_numpy_leaves_out_formats_and_dates(tmp_path: Path) -> None:
+    s = dataclasses.replace(stage(tmp_path), numpy=False)
+    excluded = set(values(pyinstaller.command("python", s), "--exclude-module"))
+    assert excluded == {"numpy"} | set(
+        pyinstaller.EXCLUDES + pyinstaller.UNUSED_CODECS + pyinstaller.LEAN_EXCLUDES
+    )
+    assert {"PIL.TgaImagePlugin", "PIL.Jpeg2KImagePlugin", "PIL.PdfParser", "datetime"} <= excluded
+    # preprocess.DECODES, EXIF (TIFF's plugin, fractions and decimal), GIF (ImageMath), --annotate
+    reads = {f"PIL.{f}ImagePlugin" for f in ("Jpeg", "Mpo", "Png", "Bmp", "Gif", "Ppm", "Tiff")}
+    needed = reads | {"PIL.ImageMath", "PIL._imagingmath", "fractions", "decimal", "_decimal", "numbers"}
+    assert not (needed | {"PIL.ImageDraw", "PIL.ImageFont", "PIL.features"}) & excluded
+
+
+def test_the_codecs_left_out_are_all_the_others() -> None:
+    """UNUSED_CODECS is Python 3.11's encodings package less CODECS (a codec it names that the
+    targets' Python lacks, or one it has that is not named, shows here)."""
+    if sys.version_info[:2] != (3, 11):
+        return  # the targets' Python is 3.11; other versions' packages differ slightly
+    import encodings
+    import pkgutil
+
+    every = {m.name for m in pkgutil.iter_modules(encodings.__path__)}
+    left_out = {m.removeprefix("encodings.") for m in pyinstaller.UNUSED_CODECS if m.startswith("encodings.")}
+    assert left_out | pyinstaller.CODECS == every
+    assert not left_out & pyinstaller.CODECS
 
 
 def test_prepare_copies_the_hooks(tmp_path: Path) -> None:
