@@ -28,8 +28,8 @@ SOURCES: tuple[str, ...] = ("pyinstaller.py", HOOKS.name)
 APT_PACKAGES: tuple[str, ...] = ()
 # The frozen program's first sys.path entry, which PyInstaller leaves absent with --debug noarchive.
 LIBRARY_ZIP = "_internal/base_library.zip"
-# Pure-Python packages that stay files: the runtime finds its bundle directory next to its package.
-KEEP_AS_FILES = frozenset({"ebrt"})
+# Run at every start: finds the compiled modules of the packages finish() splits.
+SPLIT_HOOK = "pyi_rth_edgebundle_split.py"
 
 # Modules the runtime never uses but that the standard library, NumPy or Pillow can drag in.
 EXCLUDES = (
@@ -220,6 +220,7 @@ def command(python: str, stage: Stage) -> list[str]:
         "--hidden-import",
         stage.interpreter_module,
     ]
+    argv += ["--runtime-hook", str(hooks_dir(stage) / SPLIT_HOOK)]
     if stage.numpy:
         # NumPy's unused subpackages imported lazily, numpy.random left out (see the hook's docstring)
         argv += ["--runtime-hook", str(hooks_dir(stage) / "pyi_rth_edgebundle_numpy.py")]
@@ -256,8 +257,10 @@ def progress(stage: Stage, echo: Echo) -> LineHandler | None:
 def finish(folder: Path) -> None:
     """Move the pure-Python modules (top-level ``.pyc`` files and packages of nothing else) into
     ``_internal/base_library.zip``, stored uncompressed: one file instead of ~300 to create on a
-    device's first start (each costs ~0.1 ms there), and zipimport reads them as fast as files.
-    Packages with compiled extensions (NumPy, Pillow, the interpreter) stay as they are."""
+    device's first start (each costs 0.1-0.3 ms there, more the more there are), and zipimport reads
+    them as fast as files. A package whose compiled extensions all sit in its top folder (Pillow's)
+    goes there too, but for those, which stay in the folder (the SPLIT_HOOK run-time hook finds them);
+    one with compiled extensions deeper (NumPy, the tflite-runtime interpreter) stays as it is."""
     internal = folder / "_internal"
     target = folder / LIBRARY_ZIP
     if target.exists():
@@ -266,10 +269,7 @@ def finish(folder: Path) -> None:
         p
         for p in sorted(internal.iterdir())
         if not p.is_symlink()
-        and (
-            (p.is_file() and p.suffix == ".pyc")
-            or (p.is_dir() and p.name not in KEEP_AS_FILES and _pure_package(p))
-        )
+        and ((p.is_file() and p.suffix == ".pyc") or (p.is_dir() and _zippable_package(p)))
     ]
     with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as z:
         for member in members:
@@ -278,14 +278,24 @@ def finish(folder: Path) -> None:
                 info = zipfile.ZipInfo(path.relative_to(internal).as_posix(), date_time=(1980, 1, 1, 0, 0, 0))
                 z.writestr(info, path.read_bytes())
     for member in members:
-        if member.is_dir():
+        if member.is_file():
+            member.unlink()
+        elif not any(p.suffix == ".so" for p in member.iterdir()):
             shutil.rmtree(member)
         else:
-            member.unlink()
+            for path in sorted(member.rglob("*.pyc"), reverse=True):
+                path.unlink()
+            for sub in sorted((p for p in member.rglob("*") if p.is_dir()), reverse=True):
+                sub.rmdir()
 
 
-def _pure_package(folder: Path) -> bool:
-    """A regular package holding nothing but bytecode (and its subpackages)."""
+def _zippable_package(folder: Path) -> bool:
+    """A regular package holding nothing but bytecode (and its subpackages), besides compiled
+    extensions in its top folder."""
     if not (folder / "__init__.pyc").is_file():
         return False
-    return all(p.is_dir() or (p.suffix == ".pyc" and not p.is_symlink()) for p in folder.rglob("*"))
+    return all(
+        p.is_dir()
+        or (not p.is_symlink() and (p.suffix == ".pyc" or (p.suffix == ".so" and p.parent == folder)))
+        for p in folder.rglob("*")
+    )

@@ -45,7 +45,10 @@ def test_modules_as_files_without_docstrings_and_our_hooks(tmp_path: Path) -> No
     assert values(argv, "--optimize") == ["2"]
     assert values(argv, "--python-option") == ["X utf8"]  # UTF-8 mode: the codecs left out
     assert values(argv, "--additional-hooks-dir") == [str(pyinstaller.hooks_dir(s))]
-    assert values(argv, "--runtime-hook") == [str(pyinstaller.hooks_dir(s) / "pyi_rth_edgebundle_numpy.py")]
+    assert values(argv, "--runtime-hook") == [
+        str(pyinstaller.hooks_dir(s) / "pyi_rth_edgebundle_split.py"),
+        str(pyinstaller.hooks_dir(s) / "pyi_rth_edgebundle_numpy.py"),
+    ]
     # hooks must be inside the stage: a build root sees nothing else
     assert pyinstaller.hooks_dir(s).is_relative_to(s.workdir)
 
@@ -99,6 +102,7 @@ def test_prepare_copies_the_hooks(tmp_path: Path) -> None:
         for name in files:
             assert (hooks / "rthooks" / name).is_file()
     assert (hooks / "pyi_rth_edgebundle_numpy.py").is_file()
+    assert (hooks / pyinstaller.SPLIT_HOOK).is_file()
 
 
 def test_numpy_hook_stands_in_for_what_is_left_out() -> None:
@@ -144,7 +148,14 @@ def make_onedir(root: Path) -> Path:
         "numpy/__init__.pyc",
         "numpy/core/_multiarray_umath.so",
         "ebrt/__init__.pyc",
+        "ebrt/app.pyc",
+        "PIL/__init__.pyc",
+        "PIL/Image.pyc",
+        "PIL/_imaging.cpython-311-x86_64-linux-gnu.so",
+        "PIL/sub/__init__.pyc",
         "nspkg/mod.pyc",
+        "deep/__init__.pyc",
+        "deep/sub/_ext.cpython-311-x86_64-linux-gnu.so",
         "libz.so.1",
     ]:
         (internal / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -163,20 +174,66 @@ def test_finish_zips_pure_python_and_leaves_the_rest(tmp_path: Path) -> None:
         assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_STORED}
         assert z.read("json/decoder.pyc") == b"json/decoder.pyc"
     assert names == [
+        "PIL/Image.pyc",
+        "PIL/__init__.pyc",
+        "PIL/sub/__init__.pyc",
         "argparse.pyc",
+        "ebrt/__init__.pyc",
+        "ebrt/app.pyc",
         "email/__init__.pyc",
         "email/mime/__init__.pyc",
         "json/__init__.pyc",
         "json/decoder.pyc",
     ]
-    left = sorted(p.relative_to(internal).as_posix() for p in internal.rglob("*") if p.is_file())
+    left = sorted(p.relative_to(internal).as_posix() for p in internal.rglob("*"))
     assert left == [
+        "PIL",
+        "PIL/_imaging.cpython-311-x86_64-linux-gnu.so",  # compiled, in the top folder: split
         "base_library.zip",
-        "ebrt/__init__.pyc",  # the runtime stays files (it finds its bundle dir from __file__)
+        "deep",  # compiled extensions deeper: stays a folder
+        "deep/__init__.pyc",
+        "deep/sub",
+        "deep/sub/_ext.cpython-311-x86_64-linux-gnu.so",
         "libz.so.1",
-        "nspkg/mod.pyc",  # no __init__: a namespace package, which zipimport would not find
-        "numpy/__init__.pyc",  # compiled extensions inside: stays a folder
+        "nspkg",  # no __init__: a namespace package, which zipimport would not find
+        "nspkg/mod.pyc",
+        "numpy",  # compiled extensions deeper: stays a folder
+        "numpy/__init__.pyc",
+        "numpy/core",
         "numpy/core/_multiarray_umath.so",
+    ]
+
+
+def test_the_split_hook_finds_compiled_modules_beside_the_zip(tmp_path: Path) -> None:
+    """A split package (finish): its Python modules from base_library.zip, its compiled ones from its
+    folder, through the run-time hook, in a fresh interpreter that has the zip first on its path."""
+    import _json  # a compiled module of the standard library, to stand in for Pillow's _imaging
+    import importlib.machinery
+    import zipfile
+
+    compiled = Path(_json.__file__)
+    assert compiled.suffix == ".so"
+    with zipfile.ZipFile(tmp_path / "base_library.zip", "w") as z:
+        z.writestr("pkg/__init__.py", "")
+        z.writestr("pkg/pure.py", "from . import _json\nSCANNER = _json.make_scanner")
+    (tmp_path / "pkg").mkdir()
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    (tmp_path / "pkg" / f"_json{suffix}").write_bytes(compiled.read_bytes())
+    hook = pyinstaller.HOOKS / pyinstaller.SPLIT_HOOK
+    code = (
+        f"import sys; sys._MEIPASS = {str(tmp_path)!r}\n"
+        f"sys.path.insert(0, {str(tmp_path / 'base_library.zip')!r})\n"
+        f"exec(open({str(hook)!r}).read())\n"
+        "import pkg.pure, pkg._json\n"
+        "print(pkg.pure.__file__); print(pkg._json.__file__)\n"
+        "try:\n    import pkg.absent\nexcept ModuleNotFoundError as e:\n    print(e)\n"
+    )
+    proc = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        str(tmp_path / "base_library.zip" / "pkg" / "pure.py"),
+        str(tmp_path / "pkg" / f"_json{suffix}"),
+        "No module named 'pkg.absent'",
     ]
 
 
