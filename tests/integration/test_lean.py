@@ -107,7 +107,7 @@ def test_the_model_is_never_written_to_disk(digits_float: Built, tmp_path: Path)
     model = digits_float.model.read_bytes()
     probe = model[len(model) // 2 : len(model) // 2 + 64]
     written = files_under(cache, tmp_path / "tmp", tmp_path / "home")
-    assert len(written) > 100  # the runner is there...
+    assert len(written) > 40  # the runner is there...
     for path in written:  # ...but no file holds the model, whole or in part
         if not path.is_symlink():
             assert probe not in path.read_bytes(), path
