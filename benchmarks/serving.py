@@ -14,7 +14,10 @@
    measured before and after the load; the old binary too when given.
 
 The client is loadtest.py's (one process, one selector loop); it shares the machine's cores with
-the servers. Prints Markdown. Nothing leaves 127.0.0.1.
+the servers, and on a 2-core machine takes about half of one at the digits' rates: ``--client wrk``
+drives the digits rounds with wrk (Debian's package; one C thread, the same ten sample images in
+turn, ``--seconds`` per round) instead, which leaves the cores to the servers. Prints Markdown.
+Nothing leaves 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import argparse
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -34,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.loadtest import cycle, drive, good_requests, post, start_server, tree_cpu_s  # noqa: E402
+from benchmarks.loadtest import DIGITS, cycle, drive, good_requests, post, start_server, tree_cpu_s  # noqa: E402
 from edgebundle.runtime.measure import children  # noqa: E402
 from edgebundle.target import load_target  # noqa: E402
 from edgebundle.toolchains.venv import HostVenv  # noqa: E402
@@ -128,20 +132,68 @@ class Running:
         cpu = tree_cpu_s(self.proc.pid) - cpu0
         return ok / out.elapsed, cpu / max(ok, 1) * 1000, count - ok
 
+    def round_wrk(self, script: Path, seconds: float, concurrency: int) -> tuple[float, float, int]:
+        """The same with wrk for ``seconds``: (req/s, server CPU ms per request, failures)"""
+        cpu0 = tree_cpu_s(self.proc.pid)
+        argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "-s", str(script)]
+        out = subprocess.run(
+            [*argv, f"http://127.0.0.1:{self.port}/v1/infer"], capture_output=True, text=True, check=True
+        ).stdout
+        cpu = tree_cpu_s(self.proc.pid) - cpu0
+        done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+        bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+        failed = (int(bad.group(1)) if bad else 0) + (sum(map(int, errors.groups())) if errors else 0)
+        return rps, cpu / max(done, 1) * 1000, failed
+
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=60)
 
 
+WRK_SCRIPT = """
+local bodies = {}
+for _, path in ipairs({%s}) do
+  local f = assert(io.open(path, "rb"))
+  bodies[#bodies + 1] = f:read("*all")
+  f:close()
+end
+local n = 0
+request = function()
+  n = n %% #bodies + 1
+  return wrk.format("POST", "/v1/infer", {["Content-Type"] = "image/png"}, bodies[n])
+end
+"""
+
+
+def wrk_script(tmp: Path) -> Path:
+    """A wrk script posting good_requests()'s images in turn."""
+    script = tmp / "digits.lua"
+    paths = ", ".join(f'"{DIGITS / f"sample_{i}.png"}"' for i in range(10))
+    script.write_text(WRK_SCRIPT % paths)
+    return script
+
+
 def side_by_side(
-    servers: list[Running], requests: list[bytes], count: int, concurrency: int, rounds: int
+    servers: list[Running],
+    requests: list[bytes],
+    count: int,
+    concurrency: int,
+    rounds: int,
+    wrk: tuple[Path, float] | None = None,
 ) -> dict[str, dict[str, float]]:
+    def one(server: Running, warm_up: bool = False) -> tuple[float, float, int]:
+        if wrk:
+            return server.round_wrk(wrk[0], 1.0 if warm_up else wrk[1], concurrency)
+        return server.round(requests, max(100, count // 10) if warm_up else count, concurrency)
+
     for server in servers:
-        server.round(requests, max(100, count // 10), concurrency)  # warm-up
+        one(server, warm_up=True)
     results: dict[str, list[tuple[float, float, int]]] = {s.name: [] for s in servers}
     for r in range(rounds):
         for server in servers if r % 2 == 0 else servers[::-1]:
-            results[server.name].append(server.round(requests, count, concurrency))
+            results[server.name].append(one(server))
     return {
         name: {
             "rps": statistics.median(x[0] for x in rows),
@@ -166,7 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--det-requests", type=int, default=400, help="per round (detection)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--bound-seconds", type=float, default=4.0)
+    parser.add_argument("--client", choices=("python", "wrk"), default="python", help="for the digits rounds")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per digits round with --client wrk")
     args = parser.parse_args(argv)
+    if args.client == "wrk" and not shutil.which("wrk"):
+        parser.error("--client wrk needs wrk: apt-get install wrk")
     failed = False
     cores = len(os.sched_getaffinity(0))
     print(f"machine: {cores} cores usable, load average {os.getloadavg()[0]:.2f} at the start")
@@ -174,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         servers = [Running(args.old.resolve(), tmp, "old"), Running(args.new.resolve(), tmp, "new")]
         try:
-            got = side_by_side(servers, good_requests(), args.requests, 32, args.rounds)
+            wrk = (wrk_script(tmp), args.seconds) if args.client == "wrk" else None
+            got = side_by_side(servers, good_requests(), args.requests, 32, args.rounds, wrk)
             new_pid = servers[1].proc.pid
             workers = children(new_pid)
             parts = {"supervisor": memory_kb(new_pid), **{f"worker {p}": memory_kb(p) for p in workers}}
@@ -184,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         failed |= any(codes) or any(v["failed"] for v in got.values())
         old, new = got["old"], got["new"]
         print()
-        print(f"## digits, concurrency 32, {args.rounds} alternating rounds of {args.requests} requests")
+        rounds = f"{args.seconds:g} s with wrk" if wrk else f"{args.requests} requests"
+        print(f"## digits, concurrency 32, {args.rounds} alternating rounds of {rounds}")
         print()
         print("| binary | req/s (median) | rounds | server CPU ms/request | failed |")
         print("|---|---|---|---|---|")
