@@ -51,7 +51,8 @@ def main() -> int:
     parser.add_argument("variants", nargs="+", metavar="NAME=BINARY")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "breakdown.md")
+    # printed only, unless asked: results/breakdown.md keeps every change's table, one section each
+    parser.add_argument("--out", type=Path, help="also write the table here (replacing the file)")
     args = parser.parse_args()
     rows: dict[str, list[dict[str, Any]]] = {}
     for _ in range(args.rounds):
@@ -94,7 +95,8 @@ def main() -> int:
         ),
         "",
     ]
-    args.out.write_text("\n".join(lines))
+    if args.out:
+        args.out.write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
 
