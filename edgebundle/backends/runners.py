@@ -43,7 +43,8 @@ from . import BACKENDS, RUNTIME_SRC, Stage, bundle, launcher, libc, stage_runtim
 from .libc import LibcMode
 
 LAYOUT_VERSION = "4"  # bump when the way runners are made changes
-KEEP_RUNNERS = 8  # in the builder's cache
+KEEP_RUNNERS = 16  # in the builder's cache: ~8-22 MB each; every target x backend x C library mode of a
+# host fits (the test suite uses more than 8: with 8, each run rebuilt some, arm64 ones under QEMU)
 # zstd level: 19 is the highest without --ultra. Decompression runs at ~1 GB/s whatever the level,
 # so only the build pays. Its window is what unpacking holds in memory per frame on the device's
 # first run: 19's own 8 MB made a first run's peak the launcher's (lean digits: 25.9 MB against
