@@ -80,8 +80,9 @@ class Shared:
     def take(self, slot: int, field: int, n: float, limit: float) -> bool:
         """Add ``n`` to ``slot``'s ``field`` if the field's total over the slots stays within
         ``limit`` (give gives it back)."""
-        # locked(), written out: a generator's context manager costs more than the locking (this
-        # runs twice a served request)
+        # Exclusive across this process's threads and, through the file lock, across the processes;
+        # written out, as a generator's context manager would cost more than the locking (this runs
+        # twice a served request).
         with self._lock:
             fd = self._fd
             if fd is not None:
@@ -112,19 +113,6 @@ class Shared:
             self.words[b + field] = 0.0
         self.words[b + PID] = float(pid)
         self.words[b + STARTED] = time.time()
-
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Exclusive across the threads of this process and across the processes."""
-        with self._lock:
-            if self._fd is None:
-                yield
-                return
-            fcntl.lockf(self._fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.lockf(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         self.words.release()
