@@ -49,6 +49,7 @@ from edgebundle.toolchains.venv import HostVenv  # noqa: E402
 
 HOST = "127.0.0.1"  # never anything else: this tool only ever loads the local machine
 DIGITS = ROOT / "tests" / "fixtures" / "digits"
+SAMPLES = [DIGITS / f"sample_{i}.png" for i in range(10)]  # what good_requests posts, in turn
 
 BOUND_SCRIPT = """
 import json, sys, time
@@ -93,7 +94,7 @@ def post(path: str, body: bytes, extra: str = "") -> bytes:
 
 
 def good_requests() -> list[bytes]:
-    return [post("/v1/infer", (DIGITS / f"sample_{i}.png").read_bytes()) for i in range(10)]
+    return [post("/v1/infer", path.read_bytes()) for path in SAMPLES]
 
 
 def malformed_requests() -> list[tuple[str, bytes]]:

@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.loadtest import DIGITS, cycle, drive, good_requests, post, start_server, tree_cpu_s  # noqa: E402
+from benchmarks.loadtest import SAMPLES, cycle, drive, good_requests, post, start_server, tree_cpu_s  # noqa: E402
 from edgebundle.runtime.measure import children  # noqa: E402
 from edgebundle.target import load_target  # noqa: E402
 from edgebundle.toolchains.venv import HostVenv  # noqa: E402
@@ -170,7 +170,7 @@ end
 def wrk_script(tmp: Path) -> Path:
     """A wrk script posting good_requests()'s images in turn."""
     script = tmp / "digits.lua"
-    paths = ", ".join(f'"{DIGITS / f"sample_{i}.png"}"' for i in range(10))
+    paths = ", ".join(f'"{path}"' for path in SAMPLES)
     script.write_text(WRK_SCRIPT % paths)
     return script
 
