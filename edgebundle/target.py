@@ -168,6 +168,12 @@ def root_source_build_packages() -> dict[str, list[str]]:
     return {name: table.require(name, list) for name in table.data}
 
 
+def root_parallel_compiles() -> set[str]:
+    """The root source builds whose compiles may run side by side (``[build-from-source-in-roots-jobs]``)."""
+    table = _pins_table().sub("build-from-source-in-roots-jobs")
+    return {name for name in table.data if table.require(name, bool)}
+
+
 def source_build_needs(name: str) -> str:
     """What building ``name`` from source needs on the host (``[build-from-source-needs]``)."""
     table = _pins_table().sub("build-from-source-needs")

@@ -45,12 +45,14 @@ from ..target import (
     Target,
     host_arch,
     interpreters,
+    root_parallel_compiles,
     root_source_build_packages,
     source_build_needs,
 )
 from . import (
     Invocation,
     cache_dir,
+    ccjobs,
     content_key,
     create_cached,
     du,
@@ -345,6 +347,10 @@ class DebRoot:
         (toolchains/venv.py): the path inside the root, for the pip install that follows."""
         version = pinned_version(self.requires, name)
         self.echo(f"  building {name} {version} from source in the root (minutes under QEMU)")
+        jobs: dict[str, str] = {}
+        if name in root_parallel_compiles():
+            ccjobs.install(rootfs)
+            jobs = ccjobs.environment()
         self._inside(
             rootfs,
             [*pip_wheel_argv(self.python, name, version, settings, str(SOURCE_WHEELS)), "--quiet"],
@@ -353,7 +359,7 @@ class DebRoot:
             f"{source_build_needs(name)})",
             timeout=TIMEOUT_S["source build"],
             binds=binds,
-            env={**pip_environment(os.environ), "HOME": "/root"},
+            env={**pip_environment(os.environ), "HOME": "/root", **jobs},
         )
         found = sorted((rootfs / SOURCE_WHEELS.relative_to("/")).glob(f"{name}-{version}-*.whl"))
         if len(found) != 1:
