@@ -44,12 +44,15 @@ for arg; do
     done
 done
 while [ -n "$(ls -d "$state"/slot* 2>/dev/null)" ]; do sleep 0.1; done
+# Links of several extensions may run at once (setuptools' --parallel): each takes the finished
+# jobs it reports by renaming them, which only one can do.
 failed=0
 for rc in "$state"/job.*.rc; do
-    [ -e "$rc" ] || continue
-    cat "${rc%.rc}" >&2
-    [ "$(cat "$rc")" = 0 ] || failed=1
-    rm -f "$rc" "${rc%.rc}"
+    out=${rc%.rc}
+    mv "$rc" "$out.$$.taken" 2>/dev/null || continue
+    cat "$out" >&2
+    [ "$(cat "$out.$$.taken")" = 0 ] || failed=1
+    rm -f "$out" "$out.$$.taken"
 done
 [ "$failed" = 0 ] || { echo "cc-jobs: a compile failed (its output is above)" >&2; exit 1; }
 exec "$cc" "$@"

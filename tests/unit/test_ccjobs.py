@@ -126,3 +126,27 @@ def test_setuptools_builds_an_extension_through_it(cc: tuple[Path, dict[str, str
     )
     assert out.stdout.strip() == "15", out.stderr
     assert (tmp_path / "state").is_dir()  # it went through cc-jobs
+
+
+def test_links_at_once_each_take_their_own_reports(cc: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    """setuptools links several extensions at once: no link may fail on a report another took."""
+    script, env = cc
+    programs = []
+    for k in range(4):
+        where = tmp_path / f"p{k}"
+        where.mkdir()
+        objects = []
+        for source in _sources(where, 4):
+            subprocess.run([script, "-c", source, "-o", source.with_suffix(".o")], env=env, check=True)
+            objects.append(source.with_suffix(".o"))
+        programs.append((objects, where / "program"))
+    links = [
+        subprocess.Popen([script, *objects, "-o", program], env=env, stderr=subprocess.PIPE, text=True)
+        for objects, program in programs
+    ]
+    for link in links:
+        _, err = link.communicate()
+        assert link.returncode == 0, err
+    for _, program in programs:
+        assert subprocess.run([program], check=False).returncode == 0
+    assert not list((tmp_path / "state").iterdir())
