@@ -46,10 +46,12 @@ def peak_of_one_run(argv: list[str]) -> tuple[list[Mapping], int]:
     """The largest snapshot of one run, and the kernel's peak (KiB)."""
     child = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
     best: list[Mapping] = []
+    best_kib = 0
     while True:
-        maps = snapshot(child.pid)
-        if maps and sum(m[3] for m in maps) > sum(m[3] for m in best):
-            best = maps
+        maps = snapshot(child.pid) or []
+        total = sum(m[3] for m in maps)
+        if total > best_kib:
+            best, best_kib = maps, total
         done, status, usage = os.wait4(child.pid, os.WNOHANG)
         if done:
             if os.waitstatus_to_exitcode(status) != 0:
